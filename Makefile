@@ -1,0 +1,30 @@
+# The README's two commands: `make demo` and `make test`. Both create .venv and install everything.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.qualmet-installed
+DEMO_OUT ?= runs/demo
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+# torch/torchvision are pinned to the releases pip takes from this machine's disk (others download GBs).
+$(STAMP): pyproject.toml Makefile
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	set -o pipefail; $(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1 2>&1 | { grep -v "^WARNING: Location" || true; }
+	set -o pipefail; $(BIN)/pip install -q -e '.[dev]' 2>&1 | { grep -v "^WARNING: Location" || true; }
+	@touch $(STAMP)
+
+demo: install
+	$(BIN)/qualmet demo --out $(DEMO_OUT)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

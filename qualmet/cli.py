@@ -1,0 +1,47 @@
+"""The ``qualmet`` command line: a thin layer over documented Python functions.
+
+Each module in ``qualmet/commands/`` adds its subcommands through ``register(subparsers)``; nothing
+here needs editing to add a command. Errors print as one line naming the culprit, exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from . import __version__
+from .errors import QualmetError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qualmet", description="Data-centric quality metrics for object detection.")
+    parser.add_argument("--version", action="version", version=f"qualmet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from . import commands
+
+    for mod in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if not mod.name.startswith("_"):
+            importlib.import_module(f"{commands.__name__}.{mod.name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        rc = args.func(args)
+    except QualmetError as exc:
+        print(f"qualmet: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("qualmet: interrupted; finished work is kept, rerun the same command to resume", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

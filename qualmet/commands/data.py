@@ -1,0 +1,70 @@
+"""Data set commands: ``validate``, ``convert``, ``info``."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..formats import FORMATS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="report every problem in a data set (exit 1 on errors)",
+                       description="Check a COCO/VOC/YOLO/CSV data set and its images; every problem names its file and item.")
+    p.add_argument("path", help="COCO .json, CSV .csv, or a folder of VOC .xml / YOLO .txt files")
+    p.add_argument("--format", default="auto", choices=("auto",) + FORMATS)
+    p.add_argument("--images", default=None, help="image root (default: images/ beside the data set)")
+    p.add_argument("--no-images", action="store_true", help="check labels only, do not open image files")
+    p.add_argument("--json", action="store_true", help="print problems as JSON lines")
+    p.set_defaults(func=cmd_validate)
+
+    c = sub.add_parser("convert", help="convert a data set between formats",
+                       description="Convert VOC/YOLO/CSV/COCO to COCO JSON or YOLO txt.")
+    c.add_argument("path")
+    c.add_argument("--from", dest="src_format", default="auto", choices=("auto",) + FORMATS)
+    c.add_argument("--to", dest="dst_format", default="coco", choices=("coco", "yolo"))
+    c.add_argument("--images", default=None, help="image root of the input")
+    c.add_argument("--out", required=True, help="output .json (coco) or folder (yolo)")
+    c.set_defaults(func=cmd_convert)
+
+    i = sub.add_parser("info", help="summarise a data set (frames, boxes, classes)")
+    i.add_argument("path")
+    i.add_argument("--format", default="auto", choices=("auto",) + FORMATS)
+    i.add_argument("--images", default=None)
+    i.set_defaults(func=cmd_info)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from ..formats import load_dataset
+    from ..validate import validate
+
+    ds = load_dataset(args.path, fmt=args.format, images=args.images, on_invalid="skip")
+    problems = validate(ds, check_images=not args.no_images)
+    for pr in problems:
+        print(json.dumps(pr.to_dict()) if args.json else str(pr))
+    n_err = sum(p.severity == "error" for p in problems)
+    n_warn = len(problems) - n_err
+    s = ds.summary()
+    print(f"{args.path}: {s['images']} images, {s['annotations']} boxes, {len(ds.categories)} categories; "
+          f"{n_err} error(s), {n_warn} warning(s)")
+    return 1 if n_err else 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from ..formats import load_dataset, save_coco, save_yolo
+
+    ds = load_dataset(args.path, fmt=args.src_format, images=args.images)
+    if args.dst_format == "coco":
+        save_coco(ds, args.out)
+    else:
+        save_yolo(ds, args.out)
+    print(f"wrote {args.out}: {len(ds.images)} images, {len(ds.annotations)} boxes ({args.dst_format})")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from ..formats import load_dataset
+
+    ds = load_dataset(args.path, fmt=args.format, images=args.images, on_invalid="skip")
+    print(json.dumps(ds.summary(), indent=2))
+    return 0

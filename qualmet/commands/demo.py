@@ -1,0 +1,18 @@
+"""``qualmet demo``: the main job of ``make demo``."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="run the whole loop on the embedded synthetic data set",
+                       description="Generate data, inject label noise, compute metrics, select, train, evaluate, report.")
+    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ..demo import demo
+
+    demo(args.out)
+    return 0

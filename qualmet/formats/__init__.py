@@ -1,0 +1,52 @@
+"""Importers and exporters: COCO (canonical), Pascal VOC, YOLO, CSV. ``load_dataset`` picks by path."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..dataset import Dataset
+from ..errors import DatasetError
+from .coco import load_coco, load_predictions, parse_coco, save_coco
+from .csvfmt import load_csv
+from .voc import load_voc
+from .yolo import load_yolo, save_yolo
+
+FORMATS = ("coco", "voc", "yolo", "csv")
+
+__all__ = ["FORMATS", "detect_format", "load_dataset", "load_coco", "load_csv", "load_voc", "load_yolo",
+           "load_predictions", "parse_coco", "save_coco", "save_yolo"]
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """Guess the format: ``.json`` COCO, ``.csv`` CSV, a folder of ``.xml`` VOC, of ``.txt`` YOLO."""
+    p = Path(path)
+    if p.is_file() or p.suffix:
+        ext = p.suffix.lower()
+        if ext == ".json":
+            return "coco"
+        if ext == ".csv":
+            return "csv"
+        raise DatasetError(f"{p}: cannot tell the format from the extension {ext!r}; pass --format")
+    if p.is_dir():
+        if any(p.glob("*.xml")):
+            return "voc"
+        if any(p.glob("*.txt")):
+            return "yolo"
+        raise DatasetError(f"{p}: folder has neither .xml (VOC) nor .txt (YOLO) files")
+    raise DatasetError(f"{p}: no such file or folder")
+
+
+def load_dataset(path: str | os.PathLike, fmt: str = "auto", images: str | os.PathLike | None = None,
+                 on_invalid: str = "raise") -> Dataset:
+    """Load a data set in any supported format; unloadable items raise (or are listed in ``skipped``)."""
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    if fmt == "coco":
+        return load_coco(path, images=images, on_invalid=on_invalid)
+    loaders = {"voc": load_voc, "csv": load_csv, "yolo": load_yolo}
+    if fmt not in loaders:
+        raise DatasetError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    ds = loaders[fmt](path, images=images)
+    if ds.skipped and on_invalid == "raise":
+        shown = "; ".join(f"{x.file}: {x.item}: {x.message}" for x in ds.skipped[:5])
+        raise DatasetError(f"{path}: {len(ds.skipped)} item(s) cannot be loaded: {shown}", ds.skipped)
+    return ds

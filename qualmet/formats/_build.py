@@ -1,0 +1,28 @@
+"""Shared assembly for importers that see (file, size, class name, box) rows: stable ids, one place."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..dataset import Dataset
+from ..errors import Problem
+
+
+def build_dataset(frames: list[dict], source: str, image_root: Path | None, problems: list[Problem],
+                  class_names: list[str] | None = None) -> Dataset:
+    """``frames``: [{file_name, width, height, objects: [(name, x, y, w, h), ...]}].
+
+    Image ids follow sorted file names, category ids follow ``class_names`` (or sorted names), so
+    the same folder always gives the same ids whichever importer read it.
+    """
+    names = list(class_names) if class_names is not None else sorted({o[0] for f in frames for o in f["objects"]})
+    cat_id = {n: i + 1 for i, n in enumerate(names)}
+    images, anns = [], []
+    for img_id, f in enumerate(sorted(frames, key=lambda f: f["file_name"]), start=1):
+        images.append({"id": img_id, "file_name": f["file_name"], "width": int(f["width"]), "height": int(f["height"])})
+        for name, x, y, w, h in f["objects"]:
+            anns.append({"id": len(anns) + 1, "image_id": img_id, "category_id": cat_id[name],
+                         "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
+    cats = [{"id": i, "name": n, "supercategory": "none"} for n, i in cat_id.items()]
+    ds = Dataset.from_records(images, anns, cats, image_root=image_root, source=source)
+    ds.skipped = problems
+    return ds

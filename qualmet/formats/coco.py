@@ -1,0 +1,189 @@
+"""COCO JSON: the canonical on-disk form. Loading checks every record and never drops one silently."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .. import atomic
+from ..dataset import Dataset, empty_annotations
+from ..errors import DatasetError, Problem
+
+
+def default_image_root(json_path: str | os.PathLike) -> Path:
+    """The CLI convention: an ``images/`` folder beside the JSON, else the JSON's own folder."""
+    parent = Path(json_path).resolve().parent
+    return parent / "images" if (parent / "images").is_dir() else parent
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file; a malformed one raises DatasetError with line and column."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DatasetError(f"{p}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{p}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise DatasetError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    if not text.strip():
+        raise DatasetError(f"{p}: file is empty")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{p}: line {exc.lineno} column {exc.colno}: malformed JSON ({exc.msg})") from None
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def parse_coco(d: Any, source: str = "<memory>", image_root: str | os.PathLike | None = None) -> Dataset:
+    """Turn a COCO dict into a Dataset; records that cannot be loaded go to ``dataset.skipped``."""
+    if not isinstance(d, dict):
+        raise DatasetError(f"{source}: top level must be a JSON object with 'images', 'annotations', 'categories'; got {type(d).__name__}")
+    if "images" not in d:
+        raise DatasetError(f"{source}: missing required key 'images'")
+    problems: list[Problem] = []
+
+    def bad(item: str, msg: str) -> None:
+        problems.append(Problem("error", source, item, msg))
+
+    for key in ("images", "annotations", "categories"):
+        if key in d and not isinstance(d[key], list):
+            raise DatasetError(f"{source}: '{key}' must be a list, got {type(d[key]).__name__}")
+
+    cats, cat_ids = [], set()
+    for n, c in enumerate(d.get("categories", [])):
+        item = f"categories[{n}]"
+        if not isinstance(c, dict) or not _is_int(c.get("id")) or not isinstance(c.get("name"), str):
+            bad(item, f"a category needs an integer 'id' and a string 'name'; got {json.dumps(c)[:120]}")
+            continue
+        if c["id"] in cat_ids:
+            bad(f"category {c['id']}", "duplicate category id; the later one is ignored")
+            continue
+        cat_ids.add(c["id"])
+        cats.append(c)
+
+    imgs, img_ids = [], set()
+    for n, im in enumerate(d["images"]):
+        item = f"images[{n}]"
+        if not isinstance(im, dict):
+            bad(item, f"an image must be an object, got {type(im).__name__}")
+            continue
+        missing = [k for k in ("id", "file_name", "width", "height") if k not in im]
+        if missing:
+            bad(item, f"image is missing key(s) {', '.join(missing)}")
+            continue
+        if not _is_int(im["id"]):
+            bad(item, f"image id must be an integer, got {type(im['id']).__name__} {im['id']!r}")
+            continue
+        item = f"image {im['id']} ({im['file_name']})"
+        if not isinstance(im["file_name"], str) or not im["file_name"]:
+            bad(item, f"file_name must be a non-empty string, got {im['file_name']!r}")
+            continue
+        if not (_is_int(im["width"]) and _is_int(im["height"]) and im["width"] > 0 and im["height"] > 0):
+            bad(item, f"width and height must be positive integers, got {im['width']!r} x {im['height']!r}")
+            continue
+        if im["id"] in img_ids:
+            bad(item, "duplicate image id; the later one is ignored")
+            continue
+        img_ids.add(im["id"])
+        imgs.append(im)
+
+    anns, ann_ids = [], set()
+    for n, a in enumerate(d.get("annotations", [])):
+        item = f"annotations[{n}]"
+        if not isinstance(a, dict):
+            bad(item, f"an annotation must be an object, got {type(a).__name__}")
+            continue
+        missing = [k for k in ("id", "image_id", "category_id", "bbox") if k not in a]
+        if missing:
+            bad(item, f"annotation is missing key(s) {', '.join(missing)}")
+            continue
+        wrong = [k for k in ("id", "image_id", "category_id") if not _is_int(a[k])]
+        if wrong:
+            bad(item, "; ".join(f"{k} must be an integer, got {type(a[k]).__name__} {a[k]!r}" for k in wrong))
+            continue
+        item = f"annotation {a['id']} (image {a['image_id']})"
+        b = a["bbox"]
+        if not isinstance(b, list) or len(b) != 4 or not all(_is_num(v) for v in b):
+            bad(item, f"bbox must be a list of 4 numbers [x, y, w, h], got {json.dumps(b)[:80]}")
+            continue
+        if not all(math.isfinite(v) for v in b):
+            bad(item, f"bbox has a NaN or infinite coordinate: {b}")
+            continue
+        if a["id"] in ann_ids:
+            bad(item, "duplicate annotation id; the later one is ignored")
+            continue
+        if a["image_id"] not in img_ids:
+            bad(item, f"image_id {a['image_id']} is not a loaded image")
+            continue
+        if a["category_id"] not in cat_ids:
+            bad(item, f"unknown category_id {a['category_id']}")
+            continue
+        if "score" in a and not (_is_num(a["score"]) and math.isfinite(a["score"])):
+            bad(item, f"score must be a finite number, got {a['score']!r}")
+            continue
+        ann_ids.add(a["id"])
+        anns.append(a)
+
+    info = {k: v for k, v in d.items() if k not in ("images", "annotations", "categories")}
+    ds = Dataset.from_records(imgs, anns, cats, image_root=image_root, info=info, source=source)
+    ds.skipped = problems
+    return ds
+
+
+def load_coco(path: str | os.PathLike, images: str | os.PathLike | None = None, on_invalid: str = "raise") -> Dataset:
+    """Load a COCO JSON file. ``on_invalid="raise"`` refuses a file with unloadable records, naming
+    each; ``"skip"`` loads the rest and lists what was skipped in ``dataset.skipped``."""
+    p = Path(path)
+    root = Path(images) if images is not None else default_image_root(p)
+    ds = parse_coco(read_json(p), source=str(p), image_root=root)
+    if ds.skipped and on_invalid == "raise":
+        shown = "; ".join(f"{x.item}: {x.message}" for x in ds.skipped[:5])
+        more = f" (and {len(ds.skipped) - 5} more)" if len(ds.skipped) > 5 else ""
+        raise DatasetError(f"{p}: {len(ds.skipped)} record(s) cannot be loaded: {shown}{more}", ds.skipped)
+    return ds
+
+
+def save_coco(ds: Dataset, path: str | os.PathLike, indent: int | None = None) -> Path:
+    """Atomically write a Dataset as COCO JSON."""
+    return atomic.write_json(path, ds.to_coco(), indent=indent)
+
+
+def load_predictions(path: str | os.PathLike, images: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Load a COCO results list (image_id, category_id, bbox, score) into an annotations-shaped
+    DataFrame (ids assigned 1..N in file order). Unknown image ids are an error when ``images`` is given."""
+    p = Path(path)
+    d = read_json(p)
+    if isinstance(d, dict) and "annotations" in d:  # a full COCO file of predictions is accepted too
+        d = d["annotations"]
+    if not isinstance(d, list):
+        raise DatasetError(f"{p}: predictions must be a COCO results list, got {type(d).__name__}")
+    known = set(images["id"].astype(int)) if images is not None else None
+    recs = []
+    for n, r in enumerate(d):
+        item = f"prediction [{n}]"
+        if not isinstance(r, dict) or not all(k in r for k in ("image_id", "category_id", "bbox", "score")):
+            raise DatasetError(f"{p}: {item}: needs image_id, category_id, bbox and score")
+        b = r["bbox"]
+        if not (isinstance(b, list) and len(b) == 4 and all(_is_num(v) and math.isfinite(v) for v in b)):
+            raise DatasetError(f"{p}: {item}: bbox must be 4 finite numbers, got {b!r}")
+        if not (_is_num(r["score"]) and math.isfinite(r["score"])):
+            raise DatasetError(f"{p}: {item}: score must be a finite number, got {r['score']!r}")
+        if known is not None and r["image_id"] not in known:
+            raise DatasetError(f"{p}: {item}: image_id {r['image_id']} is not in the data set")
+        recs.append({"id": n + 1, "image_id": int(r["image_id"]), "category_id": int(r["category_id"]),
+                     "x": float(b[0]), "y": float(b[1]), "w": float(b[2]), "h": float(b[3]),
+                     "area": float(b[2]) * float(b[3]), "iscrowd": 0, "score": float(r["score"])})
+    return pd.DataFrame(recs) if recs else empty_annotations(with_score=True)

@@ -1,0 +1,109 @@
+"""YOLO txt folders: one ``<stem>.txt`` per image, lines ``class cx cy w h`` normalised to [0, 1],
+with class names one per line in ``classes.txt`` (``obj.names`` is accepted too)."""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import write_text
+from ..boxes import xywh_to_yolo, yolo_to_xywh
+from ..dataset import Dataset
+from ..errors import DatasetError, ImageError, Problem
+from ..imageio import image_size
+from ._build import build_dataset
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def _names_file(labels: Path, names: str | os.PathLike | None) -> Path:
+    if names is not None:
+        return Path(names)
+    for cand in ("classes.txt", "obj.names"):
+        for d in (labels, labels.parent):
+            if (d / cand).is_file():
+                return d / cand
+    raise DatasetError(f"{labels}: no classes.txt or obj.names found; pass the class-names file")
+
+
+def load_yolo(labels: str | os.PathLike, images: str | os.PathLike | None = None,
+              names: str | os.PathLike | None = None) -> Dataset:
+    """Load a YOLO labels folder; image sizes are read from the image headers in ``images``."""
+    lab = Path(labels)
+    if not lab.is_dir():
+        raise DatasetError(f"{lab}: not a folder of YOLO .txt label files")
+    img_dir = Path(images) if images is not None else (lab.parent / "images" if (lab.parent / "images").is_dir() else lab)
+    names_path = _names_file(lab, names)
+    class_names = [ln.strip() for ln in names_path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    problems: list[Problem] = []
+    frames = []
+    image_files = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS) if img_dir.is_dir() else []
+    by_stem = {p.stem: p for p in image_files}
+    for txt in sorted(lab.glob("*.txt")):
+        if txt.resolve() == names_path.resolve():
+            continue
+        img = by_stem.get(txt.stem)
+        if img is None:
+            problems.append(Problem("error", str(txt), txt.stem, f"no image named {txt.stem}.* in {img_dir}"))
+            continue
+        try:
+            w, h = image_size(img)
+        except ImageError as exc:
+            problems.append(Problem("error", str(img), img.name, str(exc)))
+            continue
+        objects = []
+        for n, line in enumerate(txt.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            parts = line.split()
+            item = f"line {n}"
+            if len(parts) != 5:
+                problems.append(Problem("error", str(txt), item, f"expected 5 fields 'class cx cy w h', got {len(parts)}"))
+                continue
+            try:
+                cls = int(parts[0])
+                vals = [float(v) for v in parts[1:]]
+            except ValueError:
+                problems.append(Problem("error", str(txt), item, f"non-numeric field in {line.strip()!r}"))
+                continue
+            if not 0 <= cls < len(class_names):
+                problems.append(Problem("error", str(txt), item, f"class {cls} not in {names_path.name} ({len(class_names)} names)"))
+                continue
+            if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in vals):
+                problems.append(Problem("error", str(txt), item, f"normalised values must lie in [0, 1], got {vals}"))
+                continue
+            x, y, bw, bh = yolo_to_xywh(vals, w, h)[0]
+            objects.append((class_names[cls], float(x), float(y), float(bw), float(bh)))
+        frames.append({"file_name": img.name, "width": w, "height": h, "objects": objects})
+    for img in image_files:  # images with no label file are images with no boxes
+        if not (lab / f"{img.stem}.txt").exists():
+            try:
+                w, h = image_size(img)
+            except ImageError as exc:
+                problems.append(Problem("error", str(img), img.name, str(exc)))
+                continue
+            frames.append({"file_name": img.name, "width": w, "height": h, "objects": []})
+    return build_dataset(frames, str(lab), img_dir, problems, class_names=class_names)
+
+
+def save_yolo(ds: Dataset, out_dir: str | os.PathLike, image_ids=None) -> Path:
+    """Write ``labels/<stem>.txt`` for each image (of ``image_ids`` if given) and ``classes.txt``.
+
+    Class index k is the k-th category in id order; values are written with 10 decimals."""
+    out = Path(out_dir)
+    sub = ds.subset(image_ids) if image_ids is not None else ds
+    cats = ds.categories.sort_values("id")
+    index = {int(c): k for k, c in enumerate(cats["id"])}
+    write_text(out / "classes.txt", "".join(f"{n}\n" for n in cats["name"]))
+    groups = {int(k): g for k, g in sub.annotations.groupby("image_id")}
+    for im in sub.images.itertuples(index=False):
+        g = groups.get(int(im.id))
+        lines = []
+        if g is not None and len(g):
+            yb = xywh_to_yolo(g[["x", "y", "w", "h"]].to_numpy(), im.width, im.height)
+            for c, row in zip(g["category_id"], yb):
+                lines.append(f"{index[int(c)]} " + " ".join(f"{v:.10f}" for v in np.asarray(row)) + "\n")
+        write_text(out / "labels" / f"{Path(im.file_name).stem}.txt", "".join(lines))
+    return out

@@ -1,0 +1,56 @@
+"""Decoding images into RGB uint8 arrays, once, with defined results for odd inputs.
+
+Grayscale and palette images are promoted to 3 channels, alpha is dropped, 16-bit images are
+scaled to 8 bits, and the EXIF orientation is honoured (OpenCV's IMREAD_COLOR does all of that).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import ImageError
+
+cv2.setNumThreads(1)  # decoding is parallelised over frames by the runner, not inside OpenCV
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file to an (H, W, 3) RGB uint8 array or raise ImageError naming the file."""
+    p = Path(path)
+    try:
+        data = np.fromfile(p, dtype=np.uint8)
+    except FileNotFoundError:
+        raise ImageError(f"{p}: image file not found") from None
+    except IsADirectoryError:
+        raise ImageError(f"{p}: is a directory, not an image") from None
+    except OSError as exc:
+        raise ImageError(f"{p}: cannot read image file ({exc.strerror or exc})") from None
+    if data.size == 0:
+        raise ImageError(f"{p}: image file is empty (0 bytes)")
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if img is None:
+        raise ImageError(f"{p}: not a decodable image ({data.size} bytes)")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) after EXIF orientation, reading only the header when possible."""
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    try:
+        with Image.open(p) as im:
+            w, h = im.size
+            try:
+                orientation = im.getexif().get(0x0112, 1)
+            except Exception:  # malformed EXIF: size without rotation
+                orientation = 1
+    except FileNotFoundError:
+        raise ImageError(f"{p}: image file not found") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ImageError(f"{p}: not a readable image ({exc})") from None
+    if orientation in (5, 6, 7, 8):
+        w, h = h, w
+    return int(w), int(h)

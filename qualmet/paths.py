@@ -1,0 +1,34 @@
+"""Path safety: image file names from a data set never resolve outside their image root."""
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from .errors import PathSafetyError
+
+
+def safe_join(root: str | os.PathLike, file_name: str, what: str = "image") -> Path:
+    """Join `file_name` under `root`, refusing absolute paths, '..' escapes and symlinks leading out.
+
+    Raises PathSafetyError naming the file name; the file itself is never opened.
+    """
+    if not isinstance(file_name, str) or not file_name:
+        raise PathSafetyError(f"{what} file_name {file_name!r} is empty or not a string")
+    if "\x00" in file_name:
+        raise PathSafetyError(f"{what} file_name {file_name!r} contains a NUL byte")
+    if PurePosixPath(file_name).is_absolute() or PureWindowsPath(file_name).is_absolute() or PureWindowsPath(file_name).drive:
+        raise PathSafetyError(f"{what} file_name {file_name!r} is an absolute path; it must be relative to the image root")
+    root_real = Path(os.path.realpath(root))
+    candidate = Path(os.path.realpath(root_real / file_name))
+    if candidate != root_real and root_real not in candidate.parents:
+        raise PathSafetyError(f"{what} file_name {file_name!r} resolves outside the image root {root_real}")
+    return candidate
+
+
+def ensure_under(out_dir: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Return `path` resolved under `out_dir`, or raise if it would land outside it."""
+    out_real = Path(os.path.realpath(out_dir))
+    p = Path(os.path.realpath(Path(out_real, path)))
+    if p != out_real and out_real not in p.parents:
+        raise PathSafetyError(f"output path {os.fspath(path)!r} would be written outside {out_real}")
+    return p

@@ -1,0 +1,90 @@
+"""Data set validation: every problem at once, each naming the file and the image or annotation."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .dataset import Dataset
+from .errors import ImageError, Problem
+from .imageio import read_image
+
+
+def validate(ds: Dataset, check_images: bool = True, decode: bool = True) -> list[Problem]:
+    """Check a loaded data set; returns load-time problems (``ds.skipped``) plus what is found here.
+
+    Errors: missing/undecodable image files, unsafe file names, width/height that disagree with the
+    image, boxes with non-positive size or entirely outside the image. Warnings (fixable): boxes that
+    stick out of the image (clip), truncated JPEGs (decoded as far as the data goes).
+    """
+    problems = list(ds.skipped)
+    src = ds.source
+    img_by_id = ds.images.set_index("id")
+
+    def item_name(image_id: int) -> str:
+        return f"image {image_id} ({img_by_id.at[image_id, 'file_name']})"
+
+    a = ds.annotations
+    if len(a):
+        wh = img_by_id.loc[a["image_id"], ["width", "height"]].to_numpy(dtype=np.float64)
+        x, y, w, h = (a[c].to_numpy(dtype=np.float64) for c in ("x", "y", "w", "h"))
+        x2, y2 = x + w, y + h
+        for k in np.flatnonzero((w <= 0) | (h <= 0)):
+            problems.append(Problem("error", src, f"annotation {a['id'].iat[k]} ({item_name(a['image_id'].iat[k])})",
+                                    f"box has non-positive size: w={w[k]:g}, h={h[k]:g}"))
+        outside = (x2 <= 0) | (y2 <= 0) | (x >= wh[:, 0]) | (y >= wh[:, 1])
+        stick_out = np.maximum.reduce([-x, -y, x2 - wh[:, 0], y2 - wh[:, 1], np.zeros_like(x)])
+        for k in np.flatnonzero(outside & (w > 0) & (h > 0)):
+            problems.append(Problem("error", src, f"annotation {a['id'].iat[k]} ({item_name(a['image_id'].iat[k])})",
+                                    f"box [{x[k]:g}, {y[k]:g}, {w[k]:g}, {h[k]:g}] lies entirely outside the "
+                                    f"{int(wh[k, 0])}x{int(wh[k, 1])} image"))
+        for k in np.flatnonzero(~outside & (stick_out > 0.5) & (w > 0) & (h > 0)):
+            problems.append(Problem("warning", src, f"annotation {a['id'].iat[k]} ({item_name(a['image_id'].iat[k])})",
+                                    f"box [{x[k]:g}, {y[k]:g}, {w[k]:g}, {h[k]:g}] sticks out of the "
+                                    f"{int(wh[k, 0])}x{int(wh[k, 1])} image by up to {stick_out[k]:.1f} px (fixable by clipping)"))
+    if check_images:
+        problems.extend(_check_images(ds, decode))
+    return problems
+
+
+def _check_images(ds: Dataset, decode: bool) -> list[Problem]:
+    from .imageio import image_size
+
+    out: list[Problem] = []
+    if ds.image_root is None:
+        return [Problem("error", ds.source, "", "no image root: pass --images DIR")]
+    for im in ds.images.itertuples(index=False):
+        item = f"image {im.id} ({im.file_name})"
+        try:
+            path = ds.image_path(im.file_name)
+        except ImageError as exc:  # unsafe file name: refused, never opened
+            out.append(Problem("error", ds.source, item, str(exc)))
+            continue
+        try:
+            if decode:
+                h, w = read_image(path).shape[:2]
+                if _truncated_jpeg(path):
+                    out.append(Problem("warning", str(path), item, "JPEG has no end-of-image marker (truncated); "
+                                       "it decodes only partly"))
+            else:
+                w, h = image_size(path)
+        except ImageError as exc:
+            out.append(Problem("error", str(path), item, str(exc)))
+            continue
+        if (w, h) != (int(im.width), int(im.height)):
+            out.append(Problem("error", ds.source, item,
+                               f"recorded size {im.width}x{im.height} disagrees with the image file's {w}x{h}"))
+    return out
+
+
+def _truncated_jpeg(path: str | os.PathLike) -> bool:
+    p = Path(path)
+    if p.suffix.lower() not in (".jpg", ".jpeg"):
+        return False
+    with open(p, "rb") as fh:
+        if fh.read(2) != b"\xff\xd8":
+            return False
+        fh.seek(max(0, p.stat().st_size - 64))
+        tail = fh.read().rstrip(b"\x00\r\n ")
+    return not tail.endswith(b"\xff\xd9")

@@ -1,0 +1,95 @@
+"""Importers and exporters: VOC, CSV, YOLO, COCO agree with each other and with pycocotools."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+
+import qualmet
+from qualmet.formats import load_csv, load_voc, load_yolo, parse_coco, save_coco, save_yolo
+
+from .conftest import make_coco
+
+
+def _coco_api(path) -> COCO:
+    with contextlib.redirect_stdout(io.StringIO()):
+        return COCO(str(path))
+
+
+def test_raccoon_voc_and_csv_give_the_same_data_set(raccoon_dir):
+    voc = load_voc(raccoon_dir / "annotations")
+    csv = load_csv(raccoon_dir / "data" / "raccoon_labels.csv")
+    assert len(voc.images) == len(csv.images) == 200
+    assert len(voc.annotations) == len(csv.annotations) == 217
+    assert voc.skipped == [] and csv.skipped == []
+    assert voc.images[["id", "file_name", "width", "height"]].equals(csv.images[["id", "file_name", "width", "height"]])
+    cols = ["id", "image_id", "category_id", "x", "y", "w", "h"]
+    assert np.array_equal(voc.annotations[cols].to_numpy(), csv.annotations[cols].to_numpy())
+    assert voc.category_names == {1: "raccoon"}
+    # raccoon-1.xml: xmin 81, ymin 88, xmax 522, ymax 408
+    a = voc.annotations.merge(voc.images, left_on="image_id", right_on="id", suffixes=("", "_img"))
+    row = a[a.file_name == "raccoon-1.jpg"].iloc[0]
+    assert (row.x, row.y, row.w, row.h) == (81, 88, 441, 320)
+    assert voc.image_root.resolve() == (raccoon_dir / "images").resolve()
+
+
+def test_coco_round_trip_through_pycocotools_is_exact(tmp_path, raccoon_dir):
+    ds = load_voc(raccoon_dir / "annotations")
+    path = save_coco(ds, tmp_path / "r.json")
+    api = _coco_api(path)
+    written = json.loads(path.read_text())
+    assert api.dataset == written
+    assert len(api.getImgIds()) == 200 and len(api.getAnnIds()) == 217
+    again = qualmet.load_coco(path)
+    assert again.to_coco() == written
+    # a hand-made COCO dict with extra keys also survives load -> save unchanged
+    d = make_coco()
+    d["images"][0]["license"] = 3
+    d["annotations"][1]["segmentation"] = [[1, 2, 3, 4, 5, 6]]
+    (tmp_path / "in.json").write_text(json.dumps(d))
+    out = save_coco(qualmet.load_coco(tmp_path / "in.json"), tmp_path / "out.json")
+    assert json.loads(out.read_text()) == d
+    assert _coco_api(out).dataset == d
+
+
+def test_yolo_export_then_import_gives_the_same_boxes(tmp_path, raccoon_dir):
+    ds = load_voc(raccoon_dir / "annotations")
+    subset_ids = ds.images["id"].iloc[:40].tolist()
+    out = save_yolo(ds, tmp_path / "yolo", image_ids=subset_ids)
+    assert (out / "classes.txt").read_text() == "raccoon\n"
+    back = load_yolo(out / "labels", images=raccoon_dir / "images")
+    # YOLO folders list only the labelled images present; compare on file names
+    sub = ds.subset(subset_ids)
+    back_imgs = back.images[back.images.file_name.isin(sub.images.file_name)]
+    assert len(back_imgs) == 40
+    cols = ["x", "y", "w", "h"]
+    want = sub.annotations.merge(sub.images, left_on="image_id", right_on="id").sort_values(["file_name", "x"])
+    got = back.annotations.merge(back.images, left_on="image_id", right_on="id")
+    got = got[got.file_name.isin(sub.images.file_name)].sort_values(["file_name", "x"])
+    assert len(got) == len(want)
+    np.testing.assert_allclose(got[cols].to_numpy(), want[cols].to_numpy(), rtol=1e-6)
+
+
+def test_subset_keeps_its_images_annotations_and_category_ids():
+    ds = parse_coco(make_coco(n_images=4))
+    sub = ds.subset([2, 4])
+    assert sorted(sub.images["id"]) == [2, 4]
+    assert set(sub.annotations["image_id"]) == {2, 4}
+    assert len(sub.annotations) == 4
+    assert sub.categories.equals(ds.categories)
+
+
+def test_predictions_load_into_annotation_shape(tmp_path):
+    ds = parse_coco(make_coco())
+    preds = [{"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.9},
+             {"image_id": 2, "category_id": 2, "bbox": [5, 6, 7, 8], "score": 0.1}]
+    (tmp_path / "p.json").write_text(json.dumps(preds))
+    df = qualmet.load_predictions(tmp_path / "p.json", ds.images)
+    assert list(df["score"]) == [0.9, 0.1] and list(df["w"]) == [3, 7]
+    (tmp_path / "bad.json").write_text(json.dumps([{"image_id": 99, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 1}]))
+    with pytest.raises(qualmet.DatasetError, match=r"bad.json: prediction \[0\]: image_id 99"):
+        qualmet.load_predictions(tmp_path / "bad.json", ds.images)
