@@ -1,0 +1,267 @@
+"""Subset selection strategies: pure functions from metric tables, a strategy, a budget and a seed
+to the training image ids (plus, per frame, why it was kept or dropped).
+
+Suspicion is oriented by each metric's ``worse`` side, so higher suspicion always means "more
+likely a label error"; NaN (metric not defined here) is never suspicious. A frame is as suspicious
+as its worst object.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from .errors import QualmetError
+
+STRATEGIES = ("random", "filter", "rank", "stratify", "combined", "remove_annotations", "relabel")
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """What to select. ``kind`` is one of STRATEGIES; the other fields apply to some kinds only."""
+
+    kind: str = "random"
+    metric: str | None = None  # filter, rank, stratify, remove_annotations, relabel
+    metrics: tuple[str, ...] = ()  # combined (and relabel when given)
+    method: str = "iqr"  # filter / remove_annotations: "iqr", "percentile" or "threshold"
+    iqr_k: float = 1.5  # IQR fence multiplier (1.5 or 3 are the usual)
+    percentile: float = 10.0  # share (%) of the most suspicious dropped by method="percentile"
+    threshold: float | None = None  # metric value beyond which (on the worse side) an object is dropped
+    bins: int = 4  # stratify
+    k: int | None = None  # relabel: frames to relabel (default: a quarter of the budget)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Strategy":
+        d = dict(d)
+        kind = d.pop("strategy", d.pop("kind", "random"))
+        if kind not in STRATEGIES:
+            raise QualmetError(f"unknown strategy {kind!r}; choose one of {', '.join(STRATEGIES)}")
+        known = set(cls.__dataclass_fields__)
+        extra = set(d) - known - {"name", "oracle"}
+        if extra:
+            raise QualmetError(f"strategy {kind!r}: unknown field(s) {', '.join(sorted(extra))}")
+        if "metrics" in d:
+            d["metrics"] = tuple(d["metrics"])
+        d.pop("name", None)
+        d.pop("oracle", None)
+        s = cls(kind=kind, **d)
+        if kind in ("filter", "rank", "stratify", "remove_annotations") and not s.metric:
+            raise QualmetError(f"strategy {kind!r} needs a 'metric'")
+        if kind == "combined" and len(s.metrics) < 2:
+            raise QualmetError("strategy 'combined' needs 'metrics', a list of at least two")
+        if s.method not in ("iqr", "percentile", "threshold"):
+            raise QualmetError(f"unknown filter method {s.method!r}; choose iqr, percentile or threshold")
+        if s.method == "threshold" and s.threshold is None and kind in ("filter", "remove_annotations"):
+            raise QualmetError("method 'threshold' needs a 'threshold' value")
+        return s
+
+
+@dataclass
+class Selection:
+    """The chosen frames, why each frame was kept or dropped, and annotations to remove or mark."""
+
+    image_ids: list[int]
+    reasons: pd.DataFrame  # image_id, kept, reason, suspicion
+    drop_annotations: list[int] = field(default_factory=list)  # remove_annotations
+    relabel_annotations: list[int] = field(default_factory=list)  # relabel: suspicious boxes to check
+
+
+def resolve_budget(n_frames: int, budget: float | int) -> int:
+    """A budget is a number of frames (int >= 1) or a fraction of the frames (0 < float <= 1)."""
+    if isinstance(budget, float) and 0 < budget <= 1:
+        return max(1, int(round(n_frames * budget)))
+    if isinstance(budget, (int, np.integer)) and budget >= 1:
+        if budget > n_frames:
+            raise QualmetError(f"budget of {budget} frames exceeds the {n_frames} frames available")
+        return int(budget)
+    raise QualmetError(f"budget must be a frame count >= 1 or a fraction in (0, 1], got {budget!r}")
+
+
+def orient(values: pd.Series, worse: str) -> pd.Series:
+    """Suspicion from metric values: larger is more suspicious; NaN stays NaN."""
+    if worse not in ("high", "low"):
+        raise QualmetError(f"'worse' must be 'high' or 'low', got {worse!r}")
+    return values.astype("float64") if worse == "high" else -values.astype("float64")
+
+
+def metric_level(metric: str, objects: pd.DataFrame, frames: pd.DataFrame) -> str:
+    if metric in objects.columns:
+        return "object"
+    if metric in frames.columns:
+        return "frame"
+    raise QualmetError(f"metric {metric!r} is in neither metric table; computed metrics: "
+                       f"{', '.join(sorted(set(objects.columns) | set(frames.columns)))}")
+
+
+def frame_suspicion(objects: pd.DataFrame, frames: pd.DataFrame, metric: str, worse: str,
+                    image_ids: pd.Index) -> pd.Series:
+    """Per frame: the suspicion of its worst object (object metrics) or of the frame itself."""
+    if metric_level(metric, objects, frames) == "object":
+        s = orient(objects[metric], worse).groupby(objects["image_id"]).max()
+    else:
+        s = orient(frames.set_index("image_id")[metric], worse)
+    return s.reindex(image_ids)
+
+
+def object_flags(values: pd.Series, worse: str, s: Strategy) -> pd.Series:
+    """True for objects (or frames) that ``s.method`` calls suspicious on the ``worse`` side."""
+    v = values.astype("float64")
+    finite = v.dropna()
+    if s.method == "threshold":
+        flag = v > s.threshold if worse == "high" else v < s.threshold
+    elif s.method == "percentile":
+        susp = orient(v, worse)
+        cut = np.nanpercentile(susp, 100 - s.percentile) if len(finite) else np.inf
+        flag = susp >= cut
+    else:  # iqr fences
+        if len(finite) == 0:
+            return pd.Series(False, index=v.index)
+        q1, q3 = np.percentile(finite, [25, 75])
+        iqr = q3 - q1
+        flag = v > q3 + s.iqr_k * iqr if worse == "high" else v < q1 - s.iqr_k * iqr
+    return flag.fillna(False).astype(bool)
+
+
+def _reasons(all_ids: pd.Index, kept: set[int], why_kept: str, why_dropped: pd.Series | str,
+             suspicion: pd.Series | None) -> pd.DataFrame:
+    df = pd.DataFrame({"image_id": all_ids.astype("int64")})
+    df["kept"] = df["image_id"].isin(kept)
+    dropped = why_dropped.reindex(all_ids).to_numpy() if isinstance(why_dropped, pd.Series) else why_dropped
+    df["reason"] = np.where(df["kept"], why_kept, dropped)
+    df["suspicion"] = suspicion.reindex(all_ids).to_numpy() if suspicion is not None else np.nan
+    return df
+
+
+def _sample(ids: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    return np.sort(rng.choice(np.sort(ids), size=n, replace=False)) if n else np.array([], dtype=np.int64)
+
+
+def combined_suspicion(objects: pd.DataFrame, frames: pd.DataFrame, metrics: tuple[str, ...],
+                       worse: Mapping[str, str], image_ids: pd.Index) -> pd.Series:
+    """Mean over metrics of each frame's suspicion percentile rank (NaN ranks count as least suspicious)."""
+    ranks = []
+    for m in metrics:
+        s = frame_suspicion(objects, frames, m, worse[m], image_ids)
+        ranks.append(s.rank(pct=True, method="average").fillna(0.0))
+    return pd.concat(ranks, axis=1).mean(axis=1)
+
+
+def select(objects: pd.DataFrame, frames: pd.DataFrame, image_ids, strategy: Strategy,
+           budget: float | int, seed: int, worse: Mapping[str, str]) -> Selection:
+    """Choose exactly ``budget`` frames of ``image_ids`` by ``strategy`` (or raise saying why not).
+
+    ``objects``: one row per annotation (annotation_id, image_id, metric columns); ``frames``: one
+    row per image (image_id, metric columns); ``worse``: metric name -> "high" | "low".
+    """
+    ids = pd.Index(sorted(int(i) for i in image_ids), dtype="int64")
+    n = resolve_budget(len(ids), budget)
+    rng = np.random.default_rng(seed)
+    s = strategy
+    kind = s.kind
+
+    if kind in ("random", "remove_annotations", "relabel"):
+        chosen = _sample(ids.to_numpy(), n, rng)
+        sel = Selection(chosen.tolist(), _reasons(ids, set(chosen.tolist()), "random sample", "not sampled", None))
+        if kind == "remove_annotations":
+            m = s.metric
+            if metric_level(m, objects, frames) != "object":
+                raise QualmetError(f"remove_annotations needs an object-level metric; {m!r} is frame-level")
+            objs = objects[objects["image_id"].isin(chosen)]
+            flags = object_flags(objs[m], worse[m], s)
+            sel.drop_annotations = sorted(int(a) for a in objs.loc[flags, "annotation_id"])
+        if kind == "relabel":
+            k = s.k if s.k is not None else max(1, n // 4)
+            metrics = s.metrics or ((s.metric,) if s.metric else ())
+            if not metrics:
+                raise QualmetError("relabel needs 'metric' or 'metrics' to rank frames by suspicion")
+            susp = (combined_suspicion(objects, frames, metrics, worse, pd.Index(chosen)) if len(metrics) > 1
+                    else frame_suspicion(objects, frames, metrics[0], worse[metrics[0]], pd.Index(chosen)).fillna(-np.inf))
+            top = susp.sort_values(ascending=False, kind="mergesort").index[:k]
+            sel.reasons = _reasons(ids, set(chosen.tolist()), "random sample", "not sampled", susp)
+            sel.reasons.loc[sel.reasons.image_id.isin(top), "reason"] = "random sample; to relabel (most suspicious)"
+            sel.relabel_annotations = _suspicious_boxes(objects, top, metrics, worse)
+        return sel
+
+    if kind == "combined":
+        susp = combined_suspicion(objects, frames, s.metrics, worse, ids)
+        label = "combined rank of " + "+".join(s.metrics)
+        cut = np.percentile(susp, 100 - s.percentile)
+        dropped = susp >= cut
+        keep_pool = ids[~dropped.to_numpy()]
+        return _fill(ids, keep_pool, n, rng, susp, f"{label} in top {s.percentile:g}%", s, "combined")
+
+    m = s.metric
+    susp = frame_suspicion(objects, frames, m, worse[m], ids)
+    if kind == "filter":
+        if metric_level(m, objects, frames) == "object":
+            flags = object_flags(objects[m], worse[m], s)
+            bad_frames = set(objects.loc[flags, "image_id"].astype(int))
+        else:
+            fr = frames.set_index("image_id")[m].reindex(ids)
+            bad_frames = set(fr.index[object_flags(fr, worse[m], s).to_numpy()])
+        keep_pool = ids[~ids.isin(list(bad_frames))]
+        return _fill(ids, keep_pool, n, rng, susp, f"{m} suspicious ({_method_label(s)})", s, "filter")
+    if kind == "rank":
+        key = susp.fillna(-np.inf) + rng.random(len(susp)) * 1e-12  # seeded tie-break
+        order = key.sort_values(kind="mergesort").index
+        chosen = np.sort(order[:n].to_numpy())
+        return Selection(chosen.tolist(), _reasons(ids, set(chosen.tolist()), f"among the {n} least suspicious by {m}",
+                                                   f"more suspicious by {m}", susp))
+    if kind == "stratify":
+        return _stratify(ids, susp, n, s.bins, rng, m)
+    raise QualmetError(f"unknown strategy {kind!r}")
+
+
+def _method_label(s: Strategy) -> str:
+    return {"iqr": f"outside the {s.iqr_k:g}x IQR fence", "percentile": f"top {s.percentile:g}%",
+            "threshold": f"beyond {s.threshold}"}[s.method]
+
+
+def _fill(ids: pd.Index, pool: pd.Index, n: int, rng: np.random.Generator, susp: pd.Series, why: str,
+          s: Strategy, kind: str) -> Selection:
+    if len(pool) < n:
+        raise QualmetError(f"{kind} drops {len(ids) - len(pool)} of {len(ids)} frames ({why}); only {len(pool)} "
+                           f"remain for a budget of {n}: loosen the filter (e.g. iqr_k, percentile) or lower the budget")
+    chosen = _sample(pool.to_numpy(), n, rng)
+    dropped_reason = pd.Series(np.where(ids.isin(pool), "not sampled", f"dropped: {why}"), index=ids)
+    return Selection(chosen.tolist(), _reasons(ids, set(chosen.tolist()), "passed filter; sampled", dropped_reason, susp))
+
+
+def _stratify(ids: pd.Index, susp: pd.Series, n: int, bins: int, rng: np.random.Generator, m: str) -> Selection:
+    """Quantile bins of the metric; an equal share of the budget from each (spill-over to other bins)."""
+    v = susp.copy()
+    nan_mask = v.isna()
+    codes = pd.Series(-1, index=ids)
+    if (~nan_mask).sum():
+        codes[~nan_mask] = pd.qcut(v[~nan_mask].rank(method="first"), q=min(bins, int((~nan_mask).sum())),
+                                   labels=False).astype(int)
+    groups = [codes.index[codes == b].to_numpy() for b in sorted(codes.unique())]
+    quota = np.full(len(groups), n // len(groups))
+    quota[: n % len(groups)] += 1
+    sizes = np.array([len(g) for g in groups])
+    while (quota > sizes).any():  # give what a small bin cannot take to the bins with room
+        spare = int((quota - sizes).clip(min=0).sum())
+        quota = np.minimum(quota, sizes)
+        room = sizes - quota
+        for i in np.argsort(-room):
+            take = min(spare, int(room[i]))
+            quota[i] += take
+            spare -= take
+    chosen = np.sort(np.concatenate([_sample(g, int(q), rng) for g, q in zip(groups, quota)]))
+    r = _reasons(ids, set(chosen.tolist()), f"stratified by {m}", f"not sampled from its {m} bin", susp)
+    r["bin"] = codes.reindex(r["image_id"]).to_numpy()
+    return Selection(chosen.tolist(), r)
+
+
+def _suspicious_boxes(objects: pd.DataFrame, frames_ids, metrics, worse) -> list[int]:
+    """In each frame to relabel, the object that is worst under any of the metrics."""
+    objs = objects[objects["image_id"].isin(list(frames_ids))]
+    out: set[int] = set()
+    for m in metrics:
+        if m in objs.columns:
+            s = orient(objs[m], worse[m])
+            idx = s.groupby(objs["image_id"]).idxmax().dropna()
+            out.update(int(objs.loc[i, "annotation_id"]) for i in idx)
+    return sorted(out)
