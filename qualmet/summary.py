@@ -1,0 +1,127 @@
+"""Experiment summaries: every arm against the random baseline, mean ± std over seeds, relative
+change in AP (precision) and AR@100 (recall), and a paired comparison over seeds."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .atomic import atomic_path, write_text
+
+COCO_STATS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
+HEADLINE = ("AP", "AR100")
+
+
+def paired(base: pd.Series, arm: pd.Series, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Paired comparison over the seeds both have: mean difference, 95% bootstrap CI, paired t-test p."""
+    both = pd.concat([base, arm], axis=1, keys=["b", "a"]).dropna()
+    d = (both["a"] - both["b"]).to_numpy()
+    out = {"n": int(len(d)), "diff": float(d.mean()) if len(d) else np.nan, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan}
+    if len(d) >= 2:
+        rng = np.random.default_rng(seed)
+        boots = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
+        out["ci_low"], out["ci_high"] = (float(v) for v in np.percentile(boots, [2.5, 97.5]))
+        if np.ptp(d) > 0:
+            from scipy.stats import ttest_rel
+
+            out["p"] = float(ttest_rel(both["a"], both["b"]).pvalue)
+        else:
+            out["p"] = 0.0 if d[0] != 0 else 1.0
+    return out
+
+
+def summarise(results: pd.DataFrame, baseline: str = "random") -> pd.DataFrame:
+    """One row per arm: mean/std of each headline stat and, vs the baseline, relative change and paired test."""
+    rows = []
+    base = results[results.arm == baseline].set_index("seed") if baseline in set(results.arm) else None
+    for arm, g in results.groupby("arm", sort=False):
+        g = g.set_index("seed")
+        row: dict = {"arm": arm, "seeds": len(g)}
+        for stat in HEADLINE + ("AP50",):
+            row[f"{stat}_mean"] = float(g[stat].mean())
+            row[f"{stat}_std"] = float(g[stat].std(ddof=1)) if len(g) > 1 else np.nan
+        if base is not None and arm != baseline:
+            for stat in HEADLINE:
+                pr = paired(base[stat], g[stat])
+                bmean = float(base[stat].mean())
+                row[f"{stat}_rel"] = 100.0 * (row[f"{stat}_mean"] - bmean) / bmean if bmean else np.nan
+                row[f"{stat}_diff_ci"] = (pr["ci_low"], pr["ci_high"])
+                row[f"{stat}_p"] = pr["p"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _fmt(m: float, s: float) -> str:
+    return f"{m:.3f} ± {s:.3f}" if np.isfinite(s) else f"{m:.3f}"
+
+
+def summary_markdown(summary: pd.DataFrame, title: str, baseline: str = "random", notes: str = "") -> str:
+    """The table a reader wants: each arm vs the baseline, with the average over metric arms."""
+    lines = [f"# {title}", "", notes.strip(), "" if notes else "",
+             "| arm | seeds | AP (mAP@[.5:.95]) | AP50 | AR@100 | ΔAP vs random | ΔAR vs random | paired p (AP / AR) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in summary.itertuples(index=False):
+        r = r._asdict()
+        if r["arm"] == baseline:
+            rel_ap = rel_ar = "baseline"
+            pvals = ""
+        else:
+            rel_ap = f"{r.get('AP_rel', np.nan):+.1f}%"
+            rel_ar = f"{r.get('AR100_rel', np.nan):+.1f}%"
+            pvals = f"{r.get('AP_p', np.nan):.2g} / {r.get('AR100_p', np.nan):.2g}"
+        lines.append(f"| {r['arm']} | {r['seeds']} | {_fmt(r['AP_mean'], r['AP_std'])} | {_fmt(r['AP50_mean'], r['AP50_std'])} | "
+                     f"{_fmt(r['AR100_mean'], r['AR100_std'])} | {rel_ap} | {rel_ar} | {pvals} |")
+    others = summary[summary.arm != baseline]
+    metric_arms = others[~others.arm.str.startswith("oracle")]
+    if len(metric_arms) and "AP_rel" in metric_arms:
+        lines += ["", f"Average over the {len(metric_arms)} metric arm(s) (oracle arms excluded): "
+                      f"AP {metric_arms.AP_rel.mean():+.1f}%, AR@100 {metric_arms.AR100_rel.mean():+.1f}% relative to random."]
+    lines += ["", "Δ is the relative change of the mean over seeds; p is a paired t-test over seeds (same seed = same "
+                  "random draw for sampling-based arms and the same training seed), so small p means the gain is "
+                  "consistent across seeds. With 3 seeds, treat p > 0.05 as 'not shown'."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_summary(results: pd.DataFrame, path: str | Path, title: str, baseline: str = "random") -> Path:
+    """Bar chart of AP and AR@100 per arm with std error bars; the baseline's mean as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms = list(dict.fromkeys(results.arm))
+    g = results.groupby("arm")
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.1 * len(arms) + 4), 4.5), sharey=False)
+    for ax, stat, label in zip(axes, HEADLINE, ("AP (precision, mAP@[.5:.95])", "AR@100 (recall)")):
+        means = [g.get_group(a)[stat].mean() for a in arms]
+        stds = [g.get_group(a)[stat].std(ddof=1) if len(g.get_group(a)) > 1 else 0 for a in arms]
+        colors = ["#888888" if a == baseline else ("#c9a227" if a.startswith("oracle") else "#2a7ab9") for a in arms]
+        ax.bar(range(len(arms)), means, yerr=stds, color=colors, capsize=4)
+        for i, a in enumerate(arms):  # every seed as a dot: a reader sees the spread, not just the bar
+            v = g.get_group(a)[stat].to_numpy()
+            ax.scatter(np.full(len(v), i), v, color="black", s=10, zorder=3)
+        if baseline in arms:
+            ax.axhline(g.get_group(baseline)[stat].mean(), color="#444444", ls="--", lw=1)
+        ax.set_xticks(range(len(arms)), arms, rotation=35, ha="right", fontsize=8)
+        ax.set_title(label)
+        ax.set_ylim(bottom=0)
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+def write_summary(results: pd.DataFrame, out_dir: str | Path, title: str, notes: str = "") -> pd.DataFrame:
+    """Write results.csv, summary.csv, summary.md and summary.png into ``out_dir``."""
+    out = Path(out_dir)
+    with atomic_path(out / "results.csv") as tmp:
+        results.to_csv(tmp, index=False)
+    summary = summarise(results)
+    with atomic_path(out / "summary.csv") as tmp:
+        summary.to_csv(tmp, index=False)
+    write_text(out / "summary.md", summary_markdown(summary, title, notes=notes) + "\n![AP and AR per arm](summary.png)\n")
+    plot_summary(results, out / "summary.png", title)
+    return summary
