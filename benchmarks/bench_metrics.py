@@ -1,0 +1,139 @@
+"""Throughput of the built-in metric set, its cost relative to decoding, and cleanvision on the same images.
+
+Prints, for 1,000 synthetic frames and for the raccoon set: decode-only frames/s, qualmet frames/s
+(all built-in pixel + label metrics, no predictions, one process and all cores), the ratio of
+qualmet's time to the decode-only time (target <= 1.5x), and cleanvision's frames/s for the issue
+types both compute (dark, light, blurry, low information, odd aspect ratio), measured in the same run.
+Timings on a shared machine are noisy; run it alone for figures you quote.
+
+    .venv/bin/python benchmarks/bench_metrics.py [--frames 1000] [--no-cleanvision]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+RACCOON = REPO.parent / "shared" / "datasets" / "raccoon" / "annotations"
+
+
+def synthetic(out: Path, n: int, seed: int = 0) -> Path:
+    """1,000 frames from qualmet.synth when it exists, else a local stand-in (pandas on foliage)."""
+    try:
+        from qualmet.synth import generate
+
+        generate(out, n_train=n, n_test=0, seed=seed, size=(640, 480))
+        return out / "train.json"
+    except ImportError:
+        pass
+    rng = np.random.default_rng(seed)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    images, anns = [], []
+    for i in range(1, n + 1):
+        img = np.empty((480, 640, 3), np.uint8)
+        img[..., 0] = rng.integers(20, 70, (480, 640))
+        img[..., 1] = rng.integers(90, 160, (480, 640))
+        img[..., 2] = rng.integers(20, 60, (480, 640))
+        img = cv2.GaussianBlur(img, (5, 5), 0)
+        for _ in range(int(rng.integers(1, 4))):
+            w, h = int(rng.integers(40, 160)), int(rng.integers(40, 140))
+            x, y = int(rng.integers(0, 640 - w)), int(rng.integers(0, 480 - h))
+            cv2.ellipse(img, (x + w // 2, y + h // 2), (w // 2, h // 2), 0, 0, 360, (240, 240, 240), -1)
+            cv2.circle(img, (x + w // 3, y + h // 3), max(3, w // 8), (10, 10, 10), -1)
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": 1, "bbox": [x, y, w, h]})
+        cv2.imwrite(str(out / "images" / f"{i:05d}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        images.append({"id": i, "file_name": f"{i:05d}.jpg", "width": 640, "height": 480})
+    path = out / "train.json"
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "panda"}]}))
+    return path
+
+
+def decode_only(paths: list[Path]) -> float:
+    from qualmet.imageio import read_image
+
+    t = time.perf_counter()
+    for p in paths:
+        read_image(p)
+    return time.perf_counter() - t
+
+
+def qualmet_time(ds, workers: int, metrics=None) -> float:
+    from qualmet.runner import run_metrics
+
+    t = time.perf_counter()
+    run = run_metrics(ds, workers=workers, progress=False, metrics=metrics)
+    dt = time.perf_counter() - t
+    assert not run.errors, run.errors[:3]
+    return dt
+
+
+def cleanvision_time(paths: list[Path], n_jobs: int) -> float | None:
+    try:
+        from cleanvision import Imagelab
+    except ImportError:
+        return None
+    issues = {"dark": {}, "light": {}, "blurry": {}, "low_information": {}, "odd_aspect_ratio": {}}
+    t = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        lab = Imagelab(filepaths=[str(p) for p in paths])
+        lab.find_issues(issues, n_jobs=n_jobs)
+    return time.perf_counter() - t
+
+
+def bench(name: str, ds, use_cleanvision: bool) -> None:
+    n = len(ds.images)
+    paths = [ds.image_path(f) for f in ds.images["file_name"]]
+    cores = os.cpu_count() or 1
+    decode_only(paths[:20])  # warm the file cache
+    t_dec = decode_only(paths)
+    t_q1 = qualmet_time(ds, 1)
+    t_qn = qualmet_time(ds, cores) if cores > 1 else t_q1
+    t_same = qualmet_time(ds, 1, ["brightness", "sharpness", "image_entropy", "aspect_ratio"])
+    print(f"\n== {name}: {n} frames, {len(ds.annotations)} boxes")
+    print(f"decode only (1 process)           {n / t_dec:8.1f} frames/s")
+    print(f"qualmet, all built-ins, 1 process {n / t_q1:8.1f} frames/s   time / decode time = {t_q1 / t_dec:.2f}x (target <= 1.5x)")
+    print(f"qualmet, all built-ins, {cores} workers {n / t_qn:8.1f} frames/s")
+    print(f"qualmet, cleanvision-like subset  {n / t_same:8.1f} frames/s (brightness, sharpness, image_entropy, aspect_ratio; 1 process)")
+    if use_cleanvision:
+        t_cv = cleanvision_time(paths, 1)
+        if t_cv is None:
+            print("cleanvision not installed (pip install cleanvision) - skipped")
+        else:
+            print(f"cleanvision (dark, light, blurry, low_information, odd_aspect_ratio), 1 job {n / t_cv:8.1f} frames/s")
+            print(f"qualmet / cleanvision throughput: all built-ins {t_cv / t_q1:.2f}x, cleanvision-like subset {t_cv / t_same:.2f}x")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--frames", type=int, default=1000)
+    ap.add_argument("--no-cleanvision", action="store_true")
+    ap.add_argument("--skip-synthetic", action="store_true")
+    args = ap.parse_args()
+    sys.path.insert(0, str(REPO))
+    import qualmet
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if not args.skip_synthetic:
+            t = time.perf_counter()
+            path = synthetic(Path(tmp) / "synth", args.frames)
+            print(f"generated {args.frames} synthetic frames in {time.perf_counter() - t:.1f} s ({path})")
+            bench("synthetic", qualmet.load_coco(path), not args.no_cleanvision)
+        if RACCOON.is_dir():
+            bench("raccoon", qualmet.load_dataset(RACCOON), not args.no_cleanvision)
+        else:
+            print(f"raccoon set not found at {RACCOON}; skipped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

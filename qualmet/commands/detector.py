@@ -1,0 +1,100 @@
+"""``qualmet train | predict | summary | crossval``: the fixed torchvision detector."""
+from __future__ import annotations
+
+import argparse
+
+from ._common import add_dataset_args, add_seed
+
+
+def _add_training_args(p: argparse.ArgumentParser) -> None:
+    from ..detector.recipe import RECIPES
+
+    p.add_argument("--recipe", default="ssdlite256", choices=sorted(RECIPES),
+                   help="training recipe (default ssdlite256; see docs/detector.md)")
+    p.add_argument("--iters", type=int, default=None, help="training iterations (default: the recipe's, 600)")
+    p.add_argument("--input-size", type=int, default=None, help="square input side in pixels (default: the recipe's)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (default: the recipe's, 8)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when present)")
+    add_seed(p)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser("train", help="train the fixed detector (resumable: rerun the same command)",
+                       description="Train the fixed detector from scratch. Writes model.pt, config.json, "
+                                   "categories.json, train_log.csv, loss_curves.png and checkpoint.pt under --out; "
+                                   "rerunning the same command resumes from the last checkpoint.")
+    add_dataset_args(t)
+    t.add_argument("--out", required=True, help="model folder")
+    t.add_argument("--val-fraction", type=float, default=0.2,
+                   help="share of frames held out (by image, seeded) for val loss and mAP (default 0.2)")
+    _add_training_args(t)
+    t.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="predict a data set with a trained model (COCO results JSON)")
+    p.add_argument("model", help="model folder written by `qualmet train`")
+    add_dataset_args(p)
+    p.add_argument("--out", required=True, help="predictions JSON (COCO results list)")
+    p.add_argument("--score-threshold", type=float, default=0.001,
+                   help="keep detections at or above this score (default 0.001, so AP is not truncated)")
+    p.add_argument("--batch-size", type=int, default=16, help="frames per forward pass (default 16)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when present)")
+    p.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("summary", help="print a trained model's architecture (blocks, shapes, parameters)")
+    s.add_argument("model", help="model folder written by `qualmet train`")
+    s.add_argument("--diagram", default=None, help="also draw the main blocks with output shapes to this PNG")
+    s.set_defaults(func=cmd_summary)
+
+    c = sub.add_parser("crossval", help="out-of-fold predictions: K models, each predicting its held-out fold",
+                       description="Train K models, each on K-1 folds (split by image, seeded), and predict each "
+                                   "held-out fold. Fold models go to <out stem>_folds/ (or --work); finished folds "
+                                   "are reused when the command is rerun.")
+    add_dataset_args(c)
+    c.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
+    c.add_argument("--out", required=True, help="out-of-fold predictions JSON (COCO results list)")
+    c.add_argument("--work", default=None, help="folder for the fold models (default: <out stem>_folds beside --out)")
+    _add_training_args(c)
+    c.set_defaults(func=cmd_crossval)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..detector.train import train
+
+    res = train(args.dataset, args.out, val_fraction=args.val_fraction, iters=args.iters, seed=args.seed,
+                device=args.device, recipe=args.recipe, images=args.images, input_size=args.input_size,
+                batch_size=args.batch_size)
+    last = res.log.iloc[-1] if len(res.log) else None
+    if last is not None:
+        print(f"trained {res.out_dir}: final train loss {last['train_loss']:.4f}, val loss {last['val_loss']:.4f}, "
+              f"val mAP {last['val_AP']:.3f}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ..detector.predictor import predict
+    from ..formats import load_coco
+
+    ds = load_coco(args.dataset, images=args.images)
+    preds = predict(args.model, ds, out=args.out, score_threshold=args.score_threshold,
+                    batch_size=args.batch_size, device=args.device)
+    print(f"wrote {len(preds)} detections on {len(ds.images)} frames to {args.out}")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from ..detector.summary import summary
+
+    print(summary(args.model, diagram=args.diagram))
+    if args.diagram:
+        print(f"wrote {args.diagram}")
+    return 0
+
+
+def cmd_crossval(args: argparse.Namespace) -> int:
+    from ..detector.crossval import crossval
+
+    preds = crossval(args.dataset, folds=args.folds, out=args.out, work_dir=args.work, iters=args.iters,
+                     seed=args.seed, device=args.device, recipe=args.recipe, images=args.images,
+                     input_size=args.input_size, batch_size=args.batch_size)
+    print(f"wrote {len(preds)} out-of-fold detections to {args.out}")
+    return 0

@@ -1,0 +1,30 @@
+"""``qualmet evaluate``: COCO metrics, per-class AP, PR curve, confusion matrix, per-object flags."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="evaluate predictions against a data set (pycocotools bbox + more)",
+                       description="Writes metrics.json/.txt (12 COCO stats, per-class AP), pr_curve.png, "
+                                   "confusion_matrix.png/.csv and gt_flags / pred_flags (.parquet and .csv) "
+                                   "under --out.")
+    p.add_argument("dataset", help="ground truth COCO JSON")
+    p.add_argument("predictions", help="predictions: COCO results JSON (image_id, category_id, bbox, score)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--score-threshold", type=float, default=0.5,
+                   help="score threshold for the confusion matrix and TP/FP/FN counts (AP uses all; default 0.5)")
+    p.add_argument("--iou-threshold", type=float, default=0.5, help="IoU for matching (default 0.5)")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ..evaluate import evaluate
+    from ..formats import load_coco, load_predictions
+
+    gt = load_coco(args.dataset)
+    preds = load_predictions(args.predictions, gt.images)
+    evaluate(gt, preds, out=args.out, score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
+             verbose=True)
+    print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,130 @@
+"""A torch Dataset over a qualmet Dataset: each image decoded once, letterboxed to the recipe's
+square input (top-left anchored, aspect kept), boxes as xyxy tensors with contiguous labels 1..K.
+
+Augmentation is a horizontal flip decided by the sampler, so batches are a pure function of
+(seed, iteration): a resumed training sees exactly the batches an uninterrupted one would.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from ..dataset import Dataset
+from ..imageio import read_image
+
+CACHE_LIMIT_BYTES = 2 << 30  # keep decoded, letterboxed frames in memory below this total
+
+
+def letterbox(img: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+    """Resize ``img`` (H, W, 3) so its longer side is ``size`` and pad right/bottom with grey to a
+    ``size`` square; returns the square and the scale (original pixels * scale = input pixels)."""
+    h, w = img.shape[:2]
+    scale = size / max(h, w)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    out = np.full((size, size, 3), 114, dtype=np.uint8)
+    out[:nh, :nw] = cv2.resize(img, (nw, nh), interpolation=interp)
+    return out, scale
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) float in [0, 1] (the model's transform normalises)."""
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+
+
+class DetectionData(torch.utils.data.Dataset):
+    """Letterboxed frames and xyxy targets. Index with ``i`` or ``(i, flip)``."""
+
+    def __init__(self, ds: Dataset, size: int, cache: bool | None = None):
+        self.ds = ds
+        self.size = int(size)
+        self.cat_ids = [int(c) for c in ds.categories["id"]]
+        self.label_of = {c: k + 1 for k, c in enumerate(self.cat_ids)}  # 0 is background
+        self.image_ids = [int(i) for i in ds.images["id"]]
+        self.file_names = [str(f) for f in ds.images["file_name"]]
+        by_img = ds.annotations_by_image()
+        self.boxes: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+        for i in self.image_ids:
+            a = by_img[i]
+            a = a[(a["w"] > 0) & (a["h"] > 0) & (a["iscrowd"] == 0)] if len(a) else a
+            xywh = a[["x", "y", "w", "h"]].to_numpy(np.float64).reshape(-1, 4)
+            self.boxes.append(np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1))
+            self.labels.append(np.array([self.label_of[int(c)] for c in a["category_id"]], dtype=np.int64))
+        if cache is None:
+            cache = len(self.image_ids) * self.size * self.size * 3 <= CACHE_LIMIT_BYTES
+        self._cache: dict[int, tuple[np.ndarray, float]] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def frame(self, i: int) -> tuple[np.ndarray, float]:
+        """The letterboxed frame ``i`` and its scale, decoded from disk once (then cached)."""
+        if self._cache is not None and i in self._cache:
+            return self._cache[i]
+        out = letterbox(read_image(self.ds.image_path(self.file_names[i])), self.size)
+        if self._cache is not None:
+            self._cache[i] = out
+        return out
+
+    def __getitem__(self, key: int | tuple[int, bool]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        i, flip = (key if isinstance(key, tuple) else (key, False))
+        img, scale = self.frame(int(i))
+        boxes = self.boxes[i] * scale
+        boxes = np.clip(boxes, 0, self.size)
+        if flip:
+            img = img[:, ::-1]
+            boxes = np.stack([self.size - boxes[:, 2], boxes[:, 1], self.size - boxes[:, 0], boxes[:, 3]], axis=1)
+        keep = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
+        target = {"boxes": torch.as_tensor(boxes[keep], dtype=torch.float32).reshape(-1, 4),
+                  "labels": torch.as_tensor(self.labels[i][keep], dtype=torch.int64),
+                  "image_id": torch.tensor(self.image_ids[i])}
+        return to_tensor(img), target
+
+
+class IterationSampler(torch.utils.data.Sampler):
+    """Batches of (index, flip) for iterations ``start`` .. ``stop`` - 1: epoch ``e`` is the
+    permutation drawn from ``default_rng([seed, e])``, flips from ``default_rng([seed, e, 1])``."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, start: int, stop: int, hflip: float):
+        self.n, self.b, self.seed, self.start, self.stop, self.hflip = n, batch_size, seed, start, stop, hflip
+
+    def _epoch(self, e: int) -> tuple[np.ndarray, np.ndarray]:
+        perm = np.random.default_rng([self.seed, e]).permutation(self.n)
+        flips = np.random.default_rng([self.seed, e, 1]).random(self.n) < self.hflip
+        return perm, flips
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __iter__(self) -> Iterator[list[tuple[int, bool]]]:
+        cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for it in range(self.start, self.stop):
+            batch = []
+            for pos in range(it * self.b, (it + 1) * self.b):
+                e, j = divmod(pos, self.n)
+                if e not in cache:
+                    cache.clear()
+                    cache[e] = self._epoch(e)
+                perm, flips = cache[e]
+                batch.append((int(perm[j]), bool(flips[j])))
+            yield batch
+
+
+def collate(batch: Sequence) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    return [b[0] for b in batch], [b[1] for b in batch]
+
+
+def split_images(image_ids: Sequence[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded split by image: (train ids, held-out ids), held-out ~``fraction`` of the frames."""
+    ids = sorted(int(i) for i in image_ids)
+    if fraction <= 0 or len(ids) < 2:
+        return ids, []
+    n_val = min(len(ids) - 1, max(1, round(len(ids) * fraction)))
+    perm = np.random.default_rng([seed, 7]).permutation(len(ids))
+    val = sorted(ids[k] for k in perm[:n_val])
+    vs = set(val)
+    return [i for i in ids if i not in vs], val

@@ -1,0 +1,305 @@
+"""Detection evaluation: pycocotools COCOeval (bbox) with all 12 stats named, per-class AP, a
+precision-recall plot, a confusion matrix (classes + background) and per-object TP/FP/FN flags.
+
+No torch here: predictions come as a DataFrame (annotations-shaped, with ``score``), a COCO
+results list, or a Dataset of predictions.
+
+Matching for the flags and the confusion matrix is greedy by descending score at IoU >= 0.5:
+each prediction takes the unmatched same-class ground-truth box it overlaps most. Because the
+order is by score, the matching at any score threshold is a prefix of the full one: a ground-truth
+box counts as found at threshold t iff ``matched_score >= t``, a prediction is a TP at t iff
+``tp and score >= t``. The confusion matrix then pairs the leftovers across classes.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .atomic import atomic_path, write_json, write_text
+from .boxes import iou_matrix
+from .dataset import Dataset, empty_annotations
+
+COCO_STATS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
+BACKGROUND = "background"
+
+
+def predictions_frame(preds: pd.DataFrame | list | Dataset | None) -> pd.DataFrame:
+    """Normalise predictions to an annotations-shaped DataFrame with ``score`` and unique ids."""
+    if preds is None:
+        return empty_annotations(with_score=True)
+    if isinstance(preds, Dataset):
+        df = preds.annotations.copy()
+    elif isinstance(preds, pd.DataFrame):
+        df = preds.copy()
+    else:
+        recs = list(preds)
+        if not recs:
+            return empty_annotations(with_score=True)
+        df = pd.DataFrame([{"image_id": int(r["image_id"]), "category_id": int(r["category_id"]),
+                            "x": float(r["bbox"][0]), "y": float(r["bbox"][1]), "w": float(r["bbox"][2]),
+                            "h": float(r["bbox"][3]), "score": float(r["score"])} for r in recs])
+    if not len(df):
+        return empty_annotations(with_score=True)
+    if "score" not in df:
+        raise ValueError("predictions need a 'score' column")
+    df = df.reset_index(drop=True)
+    if "id" not in df or df["id"].duplicated().any():
+        df["id"] = np.arange(1, len(df) + 1)
+    df["area"] = df["w"] * df["h"]
+    df["iscrowd"] = 0
+    return df
+
+
+def _coco_gt(gt: Dataset) -> dict[str, Any]:
+    anns = []
+    for r in gt.annotations.itertuples(index=False):
+        anns.append({"id": int(r.id), "image_id": int(r.image_id), "category_id": int(r.category_id),
+                     "bbox": [float(r.x), float(r.y), float(r.w), float(r.h)],
+                     "area": float(r.area) if np.isfinite(r.area) else float(r.w * r.h), "iscrowd": int(r.iscrowd)})
+    return {"images": [{"id": int(i), "width": int(w), "height": int(h)}
+                       for i, w, h in zip(gt.images["id"], gt.images["width"], gt.images["height"])],
+            "annotations": anns,
+            "categories": [{"id": int(c), "name": str(n)} for c, n in zip(gt.categories["id"], gt.categories["name"])]}
+
+
+def coco_eval(gt: Dataset, preds: pd.DataFrame) -> tuple[dict[str, float | None], dict[int, float | None], Any]:
+    """Run COCOeval (bbox) silently: (12 named stats, AP per category id, the COCOeval object or None).
+
+    A stat COCO cannot compute (no object of that size) is ``None``; with no predictions AP is 0.
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    cat_ids = [int(c) for c in gt.categories["id"]]
+    known = set(int(i) for i in gt.images["id"])
+    preds = preds[preds["image_id"].isin(known)] if len(preds) else preds
+    if not len(preds) or not len(gt.annotations):
+        stats = {k: 0.0 for k in COCO_STATS}
+        return stats, {c: (0.0 if (gt.annotations["category_id"] == c).any() else None) for c in cat_ids}, None
+    with contextlib.redirect_stdout(io.StringIO()):
+        cg = COCO()
+        cg.dataset = _coco_gt(gt)
+        cg.createIndex()
+        res = [{"image_id": int(r.image_id), "category_id": int(r.category_id),
+                "bbox": [float(r.x), float(r.y), float(r.w), float(r.h)], "score": float(r.score)}
+               for r in preds.itertuples(index=False)]
+        cd = cg.loadRes(res)
+        ev = COCOeval(cg, cd, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    stats = {k: (None if v < 0 else float(v)) for k, v in zip(COCO_STATS, ev.stats)}
+    prec = ev.eval["precision"]  # [T, R, K, A, M]
+    per_class: dict[int, float | None] = {}
+    for k, c in enumerate(ev.params.catIds):
+        p = prec[:, :, k, 0, -1]
+        p = p[p > -1]
+        per_class[int(c)] = float(p.mean()) if p.size else None
+    return stats, per_class, ev
+
+
+def match(gt: Dataset, preds: pd.DataFrame, iou_threshold: float = 0.5) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Greedy same-class matching by descending score over all predictions.
+
+    Returns (gt flags: annotation id, image_id, category_id, matched_pred_id, matched_score, iou;
+    pred flags: pred id, image_id, category_id, score, tp, matched_gt_id, iou). Crowd boxes are ignored.
+    """
+    g_rows, p_rows = [], []
+    preds_by = {int(k): v for k, v in preds.groupby("image_id")} if len(preds) else {}
+    gts = gt.annotations[gt.annotations["iscrowd"] == 0]
+    gts_by = {int(k): v for k, v in gts.groupby("image_id")}
+    for img in gt.images["id"].astype(int):
+        g = gts_by.get(img, gts.iloc[0:0])
+        p = preds_by.get(img, preds.iloc[0:0])
+        p = p.sort_values("score", ascending=False, kind="mergesort")
+        iou = iou_matrix(p[["x", "y", "w", "h"]].to_numpy(), g[["x", "y", "w", "h"]].to_numpy())
+        same = p["category_id"].to_numpy()[:, None] == g["category_id"].to_numpy()[None, :]
+        iou_same = np.where(same, iou, 0.0)
+        g_pred = np.full(len(g), -1, dtype=np.int64)
+        g_score = np.full(len(g), np.nan)
+        g_iou = np.full(len(g), np.nan)
+        p_ids, g_ids = p["id"].to_numpy(), g["id"].to_numpy()
+        p_scores = p["score"].to_numpy()
+        for k in range(len(p)):
+            cand = np.where(g_pred < 0, iou_same[k], 0.0)
+            j = int(np.argmax(cand)) if len(g) else -1
+            if j >= 0 and cand[j] >= iou_threshold:
+                g_pred[j], g_score[j], g_iou[j] = p_ids[k], p_scores[k], cand[j]
+                p_rows.append((int(p_ids[k]), img, int(p["category_id"].iat[k]), float(p_scores[k]), True,
+                               int(g_ids[j]), float(cand[j])))
+            else:
+                p_rows.append((int(p_ids[k]), img, int(p["category_id"].iat[k]), float(p_scores[k]), False, -1,
+                               float(iou[k].max()) if len(g) else 0.0))
+        for j in range(len(g)):
+            g_rows.append((int(g_ids[j]), img, int(g["category_id"].iat[j]), int(g_pred[j]), float(g_score[j]),
+                           float(g_iou[j])))
+    gdf = pd.DataFrame(g_rows, columns=["annotation_id", "image_id", "category_id", "matched_pred_id",
+                                        "matched_score", "iou"])
+    pdf = pd.DataFrame(p_rows, columns=["pred_id", "image_id", "category_id", "score", "tp", "matched_gt_id",
+                                        "iou"])
+    return gdf.astype({"annotation_id": "int64", "image_id": "int64", "category_id": "int64",
+                       "matched_pred_id": "int64"}), pdf.astype({"tp": "bool"})
+
+
+def confusion_matrix(gt: Dataset, preds: pd.DataFrame, score_threshold: float = 0.5,
+                     iou_threshold: float = 0.5) -> pd.DataFrame:
+    """Rows = true class, columns = predicted class, plus ``background`` for misses (FN, last
+    column) and spurious boxes (FP, last row). Same-class greedy matching first (the diagonal
+    equals the TPs of :func:`match` at this threshold), then leftovers are paired across classes."""
+    names = [str(n) for n in gt.categories["name"]] + [BACKGROUND]
+    idx = {int(c): k for k, c in enumerate(gt.categories["id"])}
+    bg = len(names) - 1
+    cm = np.zeros((len(names), len(names)), dtype=np.int64)
+    preds = preds[preds["score"] >= score_threshold] if len(preds) else preds
+    gflags, pflags = match(gt, preds, iou_threshold)
+    for c in pflags.loc[pflags["tp"], "category_id"]:
+        cm[idx[int(c)], idx[int(c)]] += 1
+    left_p = preds[preds["id"].isin(pflags.loc[~pflags["tp"], "pred_id"])] if len(pflags) else preds.iloc[0:0]
+    left_g = gt.annotations[gt.annotations["id"].isin(gflags.loc[gflags["matched_pred_id"] < 0, "annotation_id"])]
+    lp_by = {int(k): v for k, v in left_p.groupby("image_id")}
+    for img, g in left_g.groupby("image_id"):
+        p = lp_by.pop(int(img), left_p.iloc[0:0]).sort_values("score", ascending=False, kind="mergesort")
+        iou = iou_matrix(p[["x", "y", "w", "h"]].to_numpy(), g[["x", "y", "w", "h"]].to_numpy())
+        used = np.zeros(len(g), dtype=bool)
+        for k in range(len(p)):
+            cand = np.where(used, 0.0, iou[k])
+            j = int(np.argmax(cand))
+            pc = idx.get(int(p["category_id"].iat[k]), bg)
+            if cand[j] >= iou_threshold:
+                used[j] = True
+                cm[idx[int(g["category_id"].iat[j])], pc] += 1
+            else:
+                cm[bg, pc] += 1
+        for j in np.where(~used)[0]:
+            cm[idx[int(g["category_id"].iat[j])], bg] += 1
+    for p in lp_by.values():  # leftover predictions on frames with no leftover ground truth
+        for c in p["category_id"]:
+            cm[bg, idx.get(int(c), bg)] += 1
+    return pd.DataFrame(cm, index=pd.Index(names, name="true"), columns=pd.Index(names, name="predicted"))
+
+
+def evaluate(gt: Dataset, preds: pd.DataFrame | list | Dataset | None, out: str | os.PathLike | None = None,
+             score_threshold: float = 0.5, iou_threshold: float = 0.5, verbose: bool = False) -> dict[str, Any]:
+    """Evaluate predictions against ``gt``: COCO stats, per-class AP, and (with ``out``) the files
+    metrics.json, pr_curve.png, confusion_matrix.png/.csv, gt_flags.parquet/.csv, pred_flags.parquet/.csv.
+
+    AP uses every prediction (keep the predictor's threshold low); ``score_threshold`` only sets the
+    confusion matrix and the boolean ``found``/``tp_at_threshold`` columns of the flag tables.
+    """
+    p = predictions_frame(preds)
+    stats, per_class, ev = coco_eval(gt, p)
+    names = gt.category_names
+    gflags, pflags = match(gt, p, iou_threshold)
+    gflags["found"] = gflags["matched_score"].fillna(-np.inf) >= score_threshold
+    pflags["tp_at_threshold"] = pflags["tp"] & (pflags["score"] >= score_threshold)
+    cm = confusion_matrix(gt, p, score_threshold, iou_threshold)
+    counts = {"tp": int(pflags["tp_at_threshold"].sum()),
+              "fp": int((~pflags["tp"] & (pflags["score"] >= score_threshold)).sum()),
+              "fn": int((~gflags["found"]).sum())}
+    result: dict[str, Any] = {
+        "stats": stats,
+        "per_class_AP": {names.get(c, str(c)): v for c, v in per_class.items()},
+        "counts_at_threshold": counts,
+        "score_threshold": score_threshold, "iou_threshold": iou_threshold,
+        "n_images": int(len(gt.images)), "n_gt": int(len(gt.annotations)), "n_predictions": int(len(p)),
+    }
+    if verbose:
+        print(format_table(result))
+    if out is not None:
+        o = Path(out)
+        o.mkdir(parents=True, exist_ok=True)
+        write_json(o / "metrics.json", result, indent=2)
+        write_text(o / "metrics.txt", format_table(result) + "\n")
+        write_text(o / "confusion_matrix.csv", cm.to_csv())
+        for name, df in (("gt_flags", gflags), ("pred_flags", pflags)):
+            write_text(o / f"{name}.csv", df.to_csv(index=False))
+            with atomic_path(o / f"{name}.parquet") as tmp:
+                df.to_parquet(tmp, index=False)
+        plot_confusion(cm, o / "confusion_matrix.png")
+        plot_pr(ev, names, o / "pr_curve.png")
+    result["gt_flags"], result["pred_flags"], result["confusion_matrix"] = gflags, pflags, cm
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The 12 COCO stats and per-class AP as an aligned text table."""
+    lines = [f"{'stat':<8} {'value':>7}"]
+    for k, v in result["stats"].items():
+        lines.append(f"{k:<8} {('n/a' if v is None else f'{v:.4f}'):>7}")
+    lines.append("")
+    lines.append(f"{'class':<20} {'AP':>7}")
+    for k, v in result["per_class_AP"].items():
+        lines.append(f"{k[:20]:<20} {('n/a' if v is None else f'{v:.4f}'):>7}")
+    c = result["counts_at_threshold"]
+    lines.append(f"\nat score >= {result['score_threshold']}, IoU >= {result['iou_threshold']}: "
+                 f"TP {c['tp']}  FP {c['fp']}  FN {c['fn']}")
+    return "\n".join(lines)
+
+
+def plot_confusion(cm: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Confusion matrix heat map with counts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(cm)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * n, 1.0 + 0.6 * n))
+    ax.imshow(cm.to_numpy(), cmap="Blues")
+    ax.set_xticks(range(n), cm.columns, rotation=45, ha="right")
+    ax.set_yticks(range(n), cm.index)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    vmax = cm.to_numpy().max() if cm.size else 0
+    for i in range(n):
+        for j in range(n):
+            v = int(cm.iat[i, j])
+            ax.text(j, i, str(v), ha="center", va="center", color="white" if v > vmax / 2 else "black")
+    ax.set_title("confusion matrix")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def plot_pr(ev: Any, names: dict[int, str], path: str | os.PathLike) -> None:
+    """Precision-recall curves: all classes at IoU 0.5 and 0.75, and each class at IoU 0.5."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    if ev is None:
+        ax.text(0.5, 0.5, "no predictions", ha="center", va="center")
+    else:
+        rec = ev.params.recThrs
+        prec = ev.eval["precision"]
+        for t_idx, style in ((0, "-"), (5, "--")):
+            p = prec[t_idx, :, :, 0, -1]
+            p = np.where(p > -1, p, np.nan)
+            if np.isfinite(p).any():
+                ax.plot(rec, np.nanmean(p, axis=1), style, color="black", lw=2,
+                        label=f"all, IoU {ev.params.iouThrs[t_idx]:.2f}")
+        if len(ev.params.catIds) > 1:
+            for k, c in enumerate(ev.params.catIds):
+                p = prec[0, :, k, 0, -1]
+                if (p > -1).any():
+                    ax.plot(rec, np.where(p > -1, p, np.nan), lw=1, label=f"{names.get(c, c)} @0.5")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_title("precision-recall")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+

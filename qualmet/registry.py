@@ -1,0 +1,380 @@
+"""Metric plugins: the ``@qualmet.metric`` decorator, the per-frame context, and discovery.
+
+A metric is a function plus metadata (level, needs, which end is ``worse``, version). Metrics come
+from three places: the built-ins in ``qualmet.builtin_metrics``, user files or folders
+(``--plugins``), and installed packages through the entry-point group ``qualmet.metrics``. A name
+defined twice is an error naming both sources. Plugins are referred to by *source strings* (not
+function objects), so worker processes can load the same registry themselves.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import math
+import pkgutil
+import sys
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+from .errors import QualmetError
+
+LEVELS = ("object", "frame")
+WORSE = ("low", "high")
+NEEDS = frozenset({"pixels", "predictions"})
+ENTRY_POINT_GROUP = "qualmet.metrics"
+BUILTIN_PACKAGE = "qualmet.builtin_metrics"
+_SPEC_ATTR = "__qualmet_metric__"
+SMALL_SIDE = 320  # longest side of MetricContext.small
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One registered metric: the function, what it needs, and which end of its scale is suspicious."""
+
+    name: str
+    func: Callable[..., Any]
+    level: str
+    needs: frozenset[str]
+    worse: str
+    description: str
+    version: str
+    vectorised: bool = False
+    finalize: Callable[..., Any] | None = None
+    source: str = ""  # where it came from: "builtin", a file path, or "entry-point NAME (module)"
+    source_hash: str = ""  # hash of the defining file's text, so edits invalidate cached results
+
+    @property
+    def needs_pixels(self) -> bool:
+        return "pixels" in self.needs
+
+    @property
+    def needs_predictions(self) -> bool:
+        return "predictions" in self.needs
+
+    @property
+    def key(self) -> str:
+        """Identity for caching: name, version and source text."""
+        return hashlib.sha256(f"{self.name}\0{self.version}\0{self.source_hash}".encode()).hexdigest()[:16]
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "level": self.level, "needs": sorted(self.needs), "worse": self.worse,
+                "version": self.version, "vectorised": self.vectorised, "description": self.description,
+                "source": self.source}
+
+
+def metric(name: str, level: str, needs: Iterable[str] = (), worse: str = "low", description: str = "",
+           version: str = "1", vectorised: bool = False, finalize: Callable[..., Any] | None = None
+           ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declare a metric plugin.
+
+    Per-frame form (default): ``func(ctx: MetricContext)`` returns one float per object of the frame
+    (``level="object"``, in ``ctx.annotations`` order) or one float (``level="frame"``); NaN means
+    "not defined here". Vectorised form (``vectorised=True``, no pixels): ``func(annotations, images)``
+    (plus ``predictions`` when needed) returns a Series aligned to ``annotations`` (object level) or
+    indexed by image id (frame level). ``finalize(partials, annotations)`` turns per-object vectors
+    computed per frame into the final values once all frames are done (a data-set-wide pass).
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise QualmetError(f"metric name {name!r} must be a Python identifier (letters, digits, _)")
+    if level not in LEVELS:
+        raise QualmetError(f"metric {name!r}: level must be one of {LEVELS}, got {level!r}")
+    if worse not in WORSE:
+        raise QualmetError(f"metric {name!r}: worse must be 'low' or 'high', got {worse!r}")
+    needs_set = frozenset([needs] if isinstance(needs, str) else needs)
+    if not needs_set <= NEEDS:
+        raise QualmetError(f"metric {name!r}: unknown needs {sorted(needs_set - NEEDS)}; allowed: {sorted(NEEDS)}")
+    if vectorised and "pixels" in needs_set:
+        raise QualmetError(f"metric {name!r}: a vectorised metric cannot need pixels (pixels are per frame)")
+    if finalize is not None and (vectorised or level != "object"):
+        raise QualmetError(f"metric {name!r}: finalize is for per-frame object metrics only")
+
+    def deco(func: Callable[..., Any]) -> Callable[..., Any]:
+        spec = MetricSpec(name=name, func=func, level=level, needs=needs_set, worse=worse,
+                          description=" ".join(description.split()) or _first_line(func.__doc__),
+                          version=str(version), vectorised=bool(vectorised), finalize=finalize)
+        setattr(func, _SPEC_ATTR, spec)
+        return func
+
+    return deco
+
+
+def _first_line(doc: str | None) -> str:
+    return (doc or "").strip().split("\n")[0]
+
+
+class MetricContext:
+    """What a per-frame metric sees: the decoded image (when it needs pixels), the frame's
+    annotations and predictions, and shared intermediates computed at most once per frame."""
+
+    def __init__(self, image_id: int, file_name: str, width: int, height: int, annotations: pd.DataFrame,
+                 predictions: pd.DataFrame | None = None, image: np.ndarray | None = None,
+                 boxes: np.ndarray | None = None):
+        self.image_id = int(image_id)
+        self.file_name = file_name
+        self.annotations = annotations
+        self.predictions = predictions
+        self._image = image
+        if boxes is not None:  # the runner passes them precomputed (cheaper than from the DataFrame)
+            self.__dict__["boxes"] = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        if image is not None:  # the decoded size is the truth for pixel work
+            height, width = image.shape[:2]
+        self.width, self.height = int(width), int(height)
+
+    @property
+    def image(self) -> np.ndarray:
+        """(H, W, 3) RGB uint8."""
+        if self._image is None:
+            raise QualmetError(f"image {self.image_id} ({self.file_name}): metric uses pixels but does not declare needs={{'pixels'}}")
+        return self._image
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.width, self.height
+
+    @property
+    def n_objects(self) -> int:
+        return len(self.annotations)
+
+    @cached_property
+    def boxes(self) -> np.ndarray:
+        """(N, 4) float xywh boxes of the frame's annotations."""
+        a = self.annotations
+        if len(a) == 0:
+            return np.zeros((0, 4))
+        return np.stack([a[c].to_numpy(dtype=np.float64) for c in ("x", "y", "w", "h")], axis=1)
+
+    @cached_property
+    def boxes_int(self) -> np.ndarray:
+        """(N, 4) int xyxy boxes clipped to the image (rounded outward); empty boxes have x1==x2."""
+        b = self.boxes
+        x1 = np.clip(np.floor(b[:, 0]), 0, self.width).astype(int)
+        y1 = np.clip(np.floor(b[:, 1]), 0, self.height).astype(int)
+        x2 = np.clip(np.ceil(b[:, 0] + b[:, 2]), 0, self.width).astype(int)
+        y2 = np.clip(np.ceil(b[:, 1] + b[:, 3]), 0, self.height).astype(int)
+        return np.stack([x1, y1, np.maximum(x2, x1), np.maximum(y2, y1)], axis=1).reshape(-1, 4)
+
+    @cached_property
+    def gray(self) -> np.ndarray:
+        """(H, W) uint8 luma (OpenCV's RGB->GRAY)."""
+        import cv2
+
+        return cv2.cvtColor(self.image, cv2.COLOR_RGB2GRAY)
+
+    @cached_property
+    def hsv(self) -> np.ndarray:
+        """(H, W, 3) uint8 HSV (OpenCV ranges: H 0-179, S and V 0-255)."""
+        import cv2
+
+        return cv2.cvtColor(self.image, cv2.COLOR_RGB2HSV)
+
+    @cached_property
+    def small_stride(self) -> int:
+        """Sampling step of :attr:`small`: the smallest integer keeping its longest side <= SMALL_SIDE."""
+        return max(1, -(-max(self.width, self.height) // SMALL_SIDE))
+
+    @cached_property
+    def small(self) -> np.ndarray:
+        """The RGB image sampled on a regular grid (every ``small_stride``-th pixel, no averaging).
+
+        Pixel shares and colour histograms estimated on it are unbiased and several times cheaper;
+        averaging (INTER_AREA) would instead mix black and white into grey."""
+        s = self.small_stride
+        return self.image if s == 1 else np.ascontiguousarray(self.image[::s, ::s])
+
+    @cached_property
+    def small_hsv(self) -> np.ndarray:
+        """HSV of :attr:`small`."""
+        import cv2
+
+        return cv2.cvtColor(self.small, cv2.COLOR_RGB2HSV)
+
+    @cached_property
+    def small_boxes_int(self) -> np.ndarray:
+        """:attr:`boxes_int` in :attr:`small` coordinates (x1, y1 rounded up, x2, y2 rounded up)."""
+        s = self.small_stride
+        b = -(-self.boxes_int // s)
+        h, w = self.small.shape[:2]
+        b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, w)
+        b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, h)
+        return b
+
+    def crop(self, i: int, array: np.ndarray | None = None, max_side: int | None = None) -> np.ndarray:
+        """The pixels of box ``i`` (clipped) from ``array`` (default: the RGB image); may be empty.
+
+        With ``max_side``, every k-th pixel is taken so the crop's longest side is at most that."""
+        x1, y1, x2, y2 = self.boxes_int[i]
+        a = (self.image if array is None else array)
+        if max_side:
+            k = max(1, -(-max(x2 - x1, y2 - y1) // max_side))
+            if k > 1:
+                return np.ascontiguousarray(a[y1:y2:k, x1:x2:k])
+        return a[y1:y2, x1:x2]
+
+    def nan_per_object(self) -> np.ndarray:
+        return np.full(self.n_objects, math.nan)
+
+
+# -- discovery --------------------------------------------------------------------------------
+
+@dataclass
+class Registry:
+    """Metric name -> spec, plus the plugin sources that produced it (for workers to reload)."""
+
+    metrics: dict[str, MetricSpec] = field(default_factory=dict)
+    plugin_sources: tuple[str, ...] = ()
+
+    def add(self, spec: MetricSpec) -> None:
+        old = self.metrics.get(spec.name)
+        if old is not None and old.func is not spec.func:
+            raise QualmetError(f"metric name clash: {spec.name!r} is defined by {old.source} and by {spec.source}")
+        self.metrics[spec.name] = spec
+
+    def select(self, names: Iterable[str] | None) -> list[MetricSpec]:
+        """Specs for these names (all, sorted, when None); an unknown name is an error listing the known ones."""
+        if names is None:
+            return [self.metrics[n] for n in sorted(self.metrics)]
+        names = list(dict.fromkeys(n.strip() for n in names if n.strip()))
+        unknown = [n for n in names if n not in self.metrics]
+        if unknown:
+            raise QualmetError(f"unknown metric(s) {', '.join(unknown)}; available: {', '.join(sorted(self.metrics))}")
+        return [self.metrics[n] for n in names]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.metrics
+
+    def __getitem__(self, name: str) -> MetricSpec:
+        return self.metrics[name]
+
+
+def _file_hash(path: str | Path | None) -> str:
+    if not path:
+        return ""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    except OSError:
+        return ""
+
+
+def _specs_in_module(module: Any, source: str) -> list[MetricSpec]:
+    """Metrics defined (not merely imported) in ``module``, tagged with their source."""
+    from dataclasses import replace
+
+    out = []
+    digest = _file_hash(getattr(module, "__file__", None))
+    for obj in list(vars(module).values()):
+        spec = getattr(obj, _SPEC_ATTR, None)
+        if isinstance(spec, MetricSpec) and getattr(obj, "__module__", None) == module.__name__:
+            out.append(replace(spec, source=source, source_hash=digest))
+    return sorted(out, key=lambda s: s.name)
+
+
+def _import_file(path: Path) -> Any:
+    """Import a plugin file under a private module name derived from its absolute path."""
+    path = path.resolve()
+    mod_name = "qualmet_plugin_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    if spec is None or spec.loader is None:
+        raise QualmetError(f"{path}: cannot load as a Python plugin file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except QualmetError as exc:
+        sys.modules.pop(mod_name, None)
+        raise QualmetError(f"{path}: {exc}") from None
+    except Exception as exc:
+        sys.modules.pop(mod_name, None)
+        raise QualmetError(f"{path}: plugin failed to import: {type(exc).__name__}: {exc}") from None
+    return module
+
+
+def plugin_files(source: str | Path) -> list[Path]:
+    """The .py files of a plugin source: the file itself, or a folder's ``*.py`` (not ``_*``), sorted."""
+    p = Path(source)
+    if p.is_dir():
+        return sorted(f for f in p.glob("*.py") if not f.name.startswith("_"))
+    if p.is_file():
+        return [p]
+    raise QualmetError(f"plugin path {p} does not exist (give a .py file or a folder of them)")
+
+
+def load_builtins(reg: Registry) -> None:
+    """Import every module of ``qualmet.builtin_metrics`` and register its metrics."""
+    pkg = importlib.import_module(BUILTIN_PACKAGE)
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"{BUILTIN_PACKAGE}.{info.name}")
+        for spec in _specs_in_module(mod, f"builtin ({BUILTIN_PACKAGE}.{info.name})"):
+            reg.add(spec)
+
+
+def load_entry_points(reg: Registry) -> None:
+    """Register metrics from installed packages: each entry point names a module (or an object in one)."""
+    from importlib.metadata import entry_points
+
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.name, e.value)):
+        src = f"entry point {ep.name!r} ({ep.value}{', ' + ep.dist.name if ep.dist else ''})"
+        try:
+            obj = ep.load()
+        except Exception as exc:
+            raise QualmetError(f"{src}: failed to load: {type(exc).__name__}: {exc}") from None
+        module = obj if inspect.ismodule(obj) else sys.modules.get(getattr(obj, "__module__", ""), None)
+        if module is None:
+            raise QualmetError(f"{src}: does not name a module or a metric function")
+        specs = _specs_in_module(module, src)
+        if not inspect.ismodule(obj):
+            specs = [s for s in specs if s.func is obj]
+        for spec in specs:
+            reg.add(spec)
+
+
+def load_plugin_source(reg: Registry, source: str | Path) -> None:
+    """Register the metrics of a user plugin file or folder."""
+    for f in plugin_files(source):
+        for spec in _specs_in_module(_import_file(f), str(f.resolve())):
+            reg.add(spec)
+
+
+_CACHE: dict[tuple[str, ...], Registry] = {}
+
+
+def load_registry(plugins: Iterable[str | Path] = (), entry_points: bool = True, cached: bool = False) -> Registry:
+    """Built-ins, then installed entry points, then each ``plugins`` path; clashes are errors.
+
+    ``cached=True`` reuses a registry already loaded in this process for the same sources (workers).
+    """
+    sources = tuple(dict.fromkeys(str(Path(p).resolve()) for p in plugins))
+    key = sources + (("<ep>",) if entry_points else ())
+    if cached and key in _CACHE:
+        return _CACHE[key]
+    reg = Registry(plugin_sources=sources)
+    load_builtins(reg)
+    if entry_points:
+        load_entry_points(reg)
+    for src in sources:
+        load_plugin_source(reg, src)
+    _CACHE[key] = reg
+    return reg
+
+
+def list_metrics(plugins: Iterable[str | Path] = ()) -> list[MetricSpec]:
+    """Every discoverable metric (built-ins, entry points, ``plugins``), sorted by name."""
+    return load_registry(plugins).select(None)
+
+
+def format_table(specs: list[MetricSpec]) -> str:
+    """The ``qualmet metrics list`` table: name, level, needs, worse, version, description, source."""
+    rows = [("NAME", "LEVEL", "NEEDS", "WORSE", "VER", "DESCRIPTION", "SOURCE")]
+    for s in specs:
+        desc = s.description if len(s.description) <= 70 else s.description[:67] + "..."
+        rows.append((s.name, s.level, ",".join(sorted(s.needs)) or "-", s.worse, s.version, desc, s.source))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows)

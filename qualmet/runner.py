@@ -1,0 +1,629 @@
+"""Run metrics over a data set: per-frame work in parallel chunks, label-only work vectorised, cached.
+
+The per-frame work is one pure function, :func:`compute_chunk` (frames + metric names + plugin
+sources -> partial tables), so any executor that can map a function over picklable tasks can run
+it: :class:`LocalExecutor` (a process pool) and :class:`SerialExecutor` are built in; a Dask
+executor only has to implement ``map_unordered``. Each finished chunk is written at once to
+``RUN_DIR/chunks/`` keyed by its frames and each metric's name, version and source hash, so a
+rerun (or a run resumed after Ctrl-C or SIGKILL) computes only what is missing or changed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Protocol
+
+import numpy as np
+import pandas as pd
+
+from . import __version__, atomic
+from . import imageio as _imageio
+from .dataset import Dataset
+from .errors import ImageError, QualmetError
+from .paths import safe_join
+from .registry import MetricContext, MetricSpec, Registry, load_registry
+
+DEFAULT_CHUNK_SIZE = 16  # frames per task; fixed (not derived from --workers) so cache keys stay stable
+OBJECT_BASE = ["annotation_id", "image_id", "category_id", "x", "y", "w", "h"]
+FRAME_BASE = ["image_id", "file_name", "width", "height"]
+_PARTIAL = "__partial__"  # prefix of per-object vector columns awaiting a finalize step
+
+
+# -- the pure per-chunk function ----------------------------------------------------------------
+
+@dataclass
+class ChunkTask:
+    """Everything needed to compute some metrics on some frames; picklable, no functions inside."""
+
+    index: int
+    frames: list[dict]  # image_id, file_name, width, height
+    annotations: pd.DataFrame  # the annotations of these frames
+    predictions: pd.DataFrame | None
+    metric_names: list[str]
+    plugin_sources: tuple[str, ...]
+    image_root: str | None
+    entry_points: bool = True
+
+
+@dataclass
+class ChunkResult:
+    """Partial tables for one chunk plus what went wrong and how long it took."""
+
+    index: int
+    objects: pd.DataFrame  # annotation_id, image_id, one column per object metric (and partial vectors)
+    frames: pd.DataFrame  # image_id, one column per frame metric
+    errors: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    decodes: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def compute_chunk(task: ChunkTask) -> ChunkResult:
+    """Compute ``task.metric_names`` on ``task.frames``: each image decoded at most once, a metric
+    that raises gives NaN and an error record, an undecodable image gives NaN pixel metrics."""
+    reg = load_registry(task.plugin_sources, entry_points=task.entry_points, cached=True)
+    specs = [reg[n] for n in task.metric_names]
+    obj_specs = [s for s in specs if s.level == "object"]
+    frame_specs = [s for s in specs if s.level == "frame"]
+    need_pixels = any(s.needs_pixels for s in specs)
+    anns_all = task.annotations.sort_values("image_id", kind="stable")
+    boxes_all = anns_all[["x", "y", "w", "h"]].to_numpy(dtype=np.float64)
+    ids_all = anns_all["image_id"].to_numpy()
+    anns_by = {}
+    if len(ids_all):
+        cut = np.flatnonzero(np.diff(ids_all)) + 1
+        starts, ends = np.r_[0, cut], np.r_[cut, len(ids_all)]
+        anns_by = {int(ids_all[a]): (a, b) for a, b in zip(starts, ends)}
+    empty_a = task.annotations.iloc[0:0]
+    preds_by: dict[int, pd.DataFrame] = {}
+    empty_p = None
+    if task.predictions is not None:
+        preds_by = {int(k): g for k, g in task.predictions.groupby("image_id", sort=False)}
+        empty_p = task.predictions.iloc[0:0]
+    obj_cols: dict[str, list] = {"annotation_id": [], "image_id": []}
+    for s in obj_specs:
+        obj_cols[_PARTIAL + s.name if s.finalize else s.name] = []
+    frame_cols: dict[str, list] = {"image_id": []}
+    for s in frame_specs:
+        frame_cols[s.name] = []
+    errors: list[dict] = []
+    skipped: list[dict] = []
+    seconds: dict[str, float] = {s.name: 0.0 for s in specs}
+    seconds["decode"] = 0.0
+    decodes = 0
+
+    for fr in task.frames:
+        iid = int(fr["image_id"])
+        a0, a1 = anns_by.get(iid, (0, 0))
+        anns = anns_all.iloc[a0:a1] if a1 > a0 else empty_a
+        image = None
+        if need_pixels:
+            t0 = time.perf_counter()
+            try:
+                if task.image_root is None:
+                    raise ImageError(f"image {iid} ({fr['file_name']}): data set has no image root")
+                decodes += 1
+                image = _imageio.read_image(safe_join(task.image_root, fr["file_name"]))
+            except ImageError as exc:
+                skipped.append({"image_id": iid, "file_name": fr["file_name"], "reason": str(exc)})
+            seconds["decode"] += time.perf_counter() - t0
+        ctx = MetricContext(iid, fr["file_name"], fr["width"], fr["height"], anns,
+                            preds_by.get(iid, empty_p) if task.predictions is not None else None, image,
+                            boxes=boxes_all[a0:a1])
+        n = len(anns)
+        obj_cols["annotation_id"].extend(anns["id"].astype("int64").tolist())
+        obj_cols["image_id"].extend([iid] * n)
+        for s in obj_specs:
+            col = obj_cols[_PARTIAL + s.name if s.finalize else s.name]
+            if n == 0:
+                continue
+            if s.needs_pixels and image is None:
+                col.extend([None if s.finalize else math.nan] * n)
+                continue
+            t0 = time.perf_counter()
+            try:
+                v = s.func(ctx)
+                if s.finalize:
+                    arr = np.asarray(v, dtype=np.float64)
+                    if arr.ndim != 2 or arr.shape[0] != n:
+                        raise ValueError(f"returned shape {arr.shape}; a finalize metric returns (n_objects, k)")
+                    col.extend(list(arr))
+                else:
+                    arr = np.asarray(v, dtype=np.float64).reshape(-1)
+                    if arr.shape[0] != n:
+                        raise ValueError(f"returned {arr.shape[0]} value(s) for {n} object(s)")
+                    col.extend(arr.tolist())
+            except Exception as exc:  # one metric failing on one frame never stops the run
+                errors.append(_error(s.name, iid, fr["file_name"], exc))
+                col.extend([None if s.finalize else math.nan] * n)
+            seconds[s.name] += time.perf_counter() - t0
+        frame_cols["image_id"].append(iid)
+        for s in frame_specs:
+            col = frame_cols[s.name]
+            if s.needs_pixels and image is None:
+                col.append(math.nan)
+                continue
+            t0 = time.perf_counter()
+            try:
+                v = s.func(ctx)
+                arr = np.asarray(v, dtype=np.float64).reshape(-1)
+                if arr.shape[0] != 1:
+                    raise ValueError(f"frame metric returned {arr.shape[0]} values, expected one")
+                col.append(float(arr[0]))
+            except Exception as exc:
+                errors.append(_error(s.name, iid, fr["file_name"], exc))
+                col.append(math.nan)
+            seconds[s.name] += time.perf_counter() - t0
+    objects = pd.DataFrame(obj_cols)
+    objects["annotation_id"] = objects["annotation_id"].astype("int64")
+    objects["image_id"] = objects["image_id"].astype("int64")
+    frames = pd.DataFrame(frame_cols)
+    frames["image_id"] = frames["image_id"].astype("int64")
+    return ChunkResult(task.index, objects, frames, errors, skipped, decodes, seconds)
+
+
+def _error(metric: str, image_id: int | None, file_name: str | None, exc: BaseException) -> dict:
+    return {"metric": metric, "image_id": image_id, "file_name": file_name,
+            "error": f"{type(exc).__name__}: {exc}"}
+
+
+# -- executors ---------------------------------------------------------------------------------
+
+class Executor(Protocol):
+    """Maps a picklable function over picklable tasks, yielding (task, result or exception) as they finish."""
+
+    def map_unordered(self, fn: Callable[[Any], Any], tasks: list[Any]) -> Iterator[tuple[Any, Any]]: ...
+
+    def close(self, cancel: bool = False) -> None: ...
+
+
+class SerialExecutor:
+    """Runs tasks in this process, in order (workers=1, debugging, tests)."""
+
+    def map_unordered(self, fn, tasks):
+        for t in tasks:
+            try:
+                yield t, fn(t)
+            except Exception as exc:  # noqa: BLE001 - reported per chunk, the run goes on
+                yield t, exc
+
+    def close(self, cancel: bool = False) -> None:
+        pass
+
+
+def _ignore_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled once, by the parent
+
+
+class LocalExecutor:
+    """A pool of worker processes on this machine; at most ``2 * workers`` tasks in flight."""
+
+    def __init__(self, workers: int):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+        self.workers = workers
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_ignore_sigint)
+
+    def map_unordered(self, fn, tasks):
+        pending = list(reversed(tasks))
+        running: dict[Any, Any] = {}
+        while pending or running:
+            while pending and len(running) < 2 * self.workers:
+                t = pending.pop()
+                running[self.pool.submit(fn, t)] = t
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for f in done:
+                t = running.pop(f)
+                exc = f.exception()
+                yield t, (exc if exc is not None else f.result())
+
+    def close(self, cancel: bool = False) -> None:
+        self.pool.shutdown(wait=not cancel, cancel_futures=cancel)
+
+
+# -- hashing and the chunk cache ----------------------------------------------------------------
+
+def _hash_df(df: pd.DataFrame | None, cols: list[str]) -> str:
+    h = hashlib.sha256()
+    if df is not None and len(df):
+        h.update(pd.util.hash_pandas_object(df[cols].reset_index(drop=True), index=False).to_numpy().tobytes())
+    h.update(str(0 if df is None else len(df)).encode())
+    return h.hexdigest()[:16]
+
+
+def dataset_hash(ds: Dataset) -> str:
+    """Content hash of the images and annotations tables (what the metrics see)."""
+    return hashlib.sha256((_hash_df(ds.images, FRAME_BASE[1:] + ["id"])
+                           + _hash_df(ds.annotations, ["id", "image_id", "category_id", "x", "y", "w", "h"])).encode()
+                          ).hexdigest()[:16]
+
+
+def _k(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
+
+
+def _file_stamp(root: str | None, name: str) -> str:
+    if root is None:
+        return "noroot"
+    try:
+        st = os.stat(safe_join(root, name))
+        return f"{st.st_size}:{st.st_mtime_ns}"
+    except (OSError, ImageError):
+        return "missing"
+
+
+def _read_index(chunk_dir: Path) -> dict[str, Path]:
+    """Metric-chunk key -> chunk file holding it, from each file's parquet metadata."""
+    import pyarrow.parquet as pq
+
+    index: dict[str, Path] = {}
+    if not chunk_dir.is_dir():
+        return index
+    for f in sorted(chunk_dir.glob("*.parquet")):
+        try:
+            meta = json.loads(pq.read_schema(f).metadata[b"qualmet"])
+        except Exception:  # a foreign or damaged file is ignored (and recomputed)
+            continue
+        for key in meta["keys"].values():
+            index[key] = f
+    return index
+
+
+def _write_chunk(path: Path, objects: pd.DataFrame, frames: pd.DataFrame, meta: dict) -> None:
+    """One parquet file per finished chunk: object rows and frame rows, with metadata, atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    o = objects.copy()
+    o.insert(0, "_kind", "object")
+    f = frames.copy()
+    f.insert(0, "_kind", "frame")
+    table = pa.Table.from_pandas(pd.concat([o, f], ignore_index=True, sort=False), preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                           b"qualmet": json.dumps(meta, allow_nan=False).encode()})
+    with atomic.atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def _read_chunk(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    meta = json.loads(table.schema.metadata[b"qualmet"])
+    df = table.to_pandas()
+    o = df[df["_kind"] == "object"].drop(columns="_kind")
+    f = df[df["_kind"] == "frame"].drop(columns="_kind")
+    return o, f, meta
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+@dataclass
+class MetricRun:
+    """What ``run_metrics`` returns: the two metric tables and the run manifest (run.json)."""
+
+    objects: pd.DataFrame
+    frames: pd.DataFrame
+    info: dict[str, Any]
+
+    @property
+    def errors(self) -> list[dict]:
+        return self.info["errors"]
+
+    @property
+    def skipped_frames(self) -> list[dict]:
+        return self.info["skipped_frames"]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every cell could be computed, 1 when a metric raised or a frame was skipped."""
+        return 1 if (self.info["errors"] or self.info["skipped_frames"]) else 0
+
+
+def _load_inputs(dataset: Dataset | str | os.PathLike, images: str | os.PathLike | None,
+                 predictions: pd.DataFrame | str | os.PathLike | None) -> tuple[Dataset, pd.DataFrame | None, dict]:
+    from .formats import load_coco, load_predictions
+
+    src: dict[str, Any] = {}
+    if isinstance(dataset, Dataset):
+        ds = dataset
+        if images is not None:
+            from dataclasses import replace
+
+            ds = replace(ds, image_root=Path(images))
+        src["dataset_path"] = ds.source
+    else:
+        ds = load_coco(dataset, images=images, on_invalid="skip")
+        src["dataset_path"] = str(dataset)
+        src["dataset_sha256"] = atomic.sha256_file(dataset)
+    preds = None
+    if predictions is not None:
+        if isinstance(predictions, pd.DataFrame):
+            preds = predictions
+            src["predictions_path"] = "<memory>"
+        else:
+            preds = load_predictions(predictions, ds.images)
+            src["predictions_path"] = str(predictions)
+            src["predictions_sha256"] = atomic.sha256_file(predictions)
+    return ds, preds, src
+
+
+def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame | str | os.PathLike | None = None,
+                metrics: Iterable[str] | None = None, plugins: Iterable[str | os.PathLike] = (),
+                out: str | os.PathLike | None = None, workers: int | None = None, images: str | os.PathLike | None = None,
+                chunk_size: int = DEFAULT_CHUNK_SIZE, executor: Executor | None = None, progress: bool = True,
+                entry_points: bool = True) -> MetricRun:
+    """Compute metrics on a data set (COCO path or Dataset) and return the object and frame tables.
+
+    ``metrics=None`` runs every registered metric (those needing predictions only when predictions
+    are given). With ``out``, writes objects.parquet, frames.parquet, run.json and a chunk cache
+    there, and reuses cached chunks from earlier (or interrupted) runs into the same folder.
+    """
+    t_start = time.perf_counter()
+    ds, preds, src = _load_inputs(dataset, images, predictions)
+    reg = load_registry(plugins, entry_points=entry_points)
+    explicit = metrics is not None
+    specs = reg.select(list(metrics) if explicit else None)
+    if preds is None:
+        missing = [s.name for s in specs if s.needs_predictions]
+        if missing and explicit:
+            raise QualmetError(f"metric(s) {', '.join(missing)} need predictions; pass --predictions P.json")
+        specs = [s for s in specs if not s.needs_predictions]
+    if not specs:
+        raise QualmetError("no metrics to run")
+    workers = max(1, int(workers or os.cpu_count() or 1))
+    out_dir = Path(out) if out is not None else None
+    chunk_dir = out_dir / "chunks" if out_dir is not None else None
+    image_root = str(ds.image_root) if ds.image_root is not None else None
+
+    images_df = ds.images.sort_values("id", kind="stable").reset_index(drop=True)
+    anns = ds.annotations
+    per_frame = [s for s in specs if not s.vectorised]
+    vectorised = [s for s in specs if s.vectorised]
+    index = _read_index(chunk_dir) if chunk_dir is not None else {}
+
+    # cache keys: one per (chunk, metric), from the chunk's frames, labels, image files and predictions
+    frame_recs = images_df[FRAME_BASE[1:] + ["id"]].rename(columns={"id": "image_id"}).to_dict("records")
+    chunks = [frame_recs[i:i + chunk_size] for i in range(0, len(frame_recs), chunk_size)]
+    any_pixels = any(s.needs_pixels for s in per_frame)
+    anns_by = {int(k): g for k, g in anns.groupby("image_id", sort=False)}
+    preds_by = {int(k): g for k, g in preds.groupby("image_id", sort=False)} if preds is not None else {}
+    chunk_anns, chunk_preds, plan = [], [], []
+    counters = {"frames": len(images_df), "chunks": len(chunks), "chunks_computed": 0, "decodes": 0,
+                "computed": {s.name: 0 for s in specs}, "cached": {s.name: 0 for s in specs}}
+    for ci, ch in enumerate(chunks):
+        ids = [r["image_id"] for r in ch]
+        a = pd.concat([anns_by[i] for i in ids if i in anns_by]) if any(i in anns_by for i in ids) else anns.iloc[0:0]
+        p = None
+        if preds is not None:
+            p = pd.concat([preds_by[i] for i in ids if i in preds_by]) if any(i in preds_by for i in ids) else preds.iloc[0:0]
+        chunk_anns.append(a)
+        chunk_preds.append(p)
+        lab = _k(json.dumps(ch, default=str), _hash_df(a, ["id", "image_id", "category_id", "x", "y", "w", "h"]))
+        pix = _k(*[_file_stamp(image_root, r["file_name"]) for r in ch]) if any_pixels else ""
+        prd = _hash_df(p, ["image_id", "category_id", "x", "y", "w", "h", "score"]) if p is not None else ""
+        keys = {s.name: _k(lab, pix if s.needs_pixels else "", prd if s.needs_predictions else "", s.key) for s in per_frame}
+        todo = [n for n, k in keys.items() if k not in index]
+        for s in per_frame:
+            counters["cached" if s.name not in todo else "computed"][s.name] += len(ch)
+        plan.append((keys, todo))
+
+    errors: list[dict] = []
+    skipped: dict[int, dict] = {}
+    seconds: dict[str, float] = {}
+    results: dict[int, list[tuple[pd.DataFrame, pd.DataFrame]]] = {i: [] for i in range(len(chunks))}
+
+    def absorb(ci: int, o: pd.DataFrame, f: pd.DataFrame, meta: dict) -> None:
+        results[ci].append((o, f))
+        errors.extend(meta["errors"])
+        for sk in meta["skipped"]:
+            skipped.setdefault(int(sk["image_id"]), sk)
+
+    # cached chunk files: each read once
+    by_file: dict[Path, list[int]] = {}
+    for ci, (keys, todo) in enumerate(plan):
+        for n, k in keys.items():
+            if n not in todo and ci not in by_file.setdefault(index[k], []):
+                by_file[index[k]].append(ci)
+    for fpath, cis in by_file.items():
+        o, f, meta = _read_chunk(fpath)
+        for ci in cis:
+            keys = plan[ci][0]
+            wanted = [n for n, k in keys.items() if n not in plan[ci][1] and meta["keys"].get(n) == k]
+            ocols = [c for n in wanted for c in (n, _PARTIAL + n) if c in o.columns]
+            fcols = [n for n in wanted if n in f.columns]
+            absorb(ci, o[["annotation_id", "image_id"] + ocols], f[["image_id"] + fcols],
+                   {"errors": [e for e in meta["errors"] if e["metric"] in wanted],
+                    "skipped": meta["skipped"] if any(reg[n].needs_pixels for n in wanted) else []})
+
+    tasks = [ChunkTask(ci, chunks[ci], chunk_anns[ci], chunk_preds[ci] if any(reg[n].needs_predictions for n in todo) else None,
+                       todo, reg.plugin_sources, image_root, entry_points)
+             for ci, (keys, todo) in enumerate(plan) if todo]
+    t_compute = time.perf_counter()
+    if tasks:
+        from tqdm.auto import tqdm
+
+        ex = executor or (SerialExecutor() if workers == 1 or len(tasks) == 1 else LocalExecutor(min(workers, len(tasks))))
+        bar = tqdm(total=sum(len(t.frames) for t in tasks), unit="frame", desc="metrics", disable=not progress,
+                   dynamic_ncols=True)
+        try:
+            for task, res in ex.map_unordered(compute_chunk, tasks):
+                if isinstance(res, BaseException):  # the chunk as a whole failed (e.g. a worker died)
+                    for fr in task.frames:
+                        for n in task.metric_names:
+                            errors.append(_error(n, fr["image_id"], fr["file_name"], res))
+                    bar.update(len(task.frames))
+                    continue
+                meta = {"keys": {n: plan[task.index][0][n] for n in task.metric_names}, "errors": res.errors,
+                        "skipped": res.skipped, "decodes": res.decodes, "seconds": res.seconds,
+                        "frames": [fr["image_id"] for fr in task.frames]}
+                if chunk_dir is not None:
+                    _write_chunk(chunk_dir / f"{_k(*sorted(meta['keys'].values()))}.parquet", res.objects, res.frames, meta)
+                absorb(task.index, res.objects, res.frames, meta)
+                counters["chunks_computed"] += 1
+                counters["decodes"] += res.decodes
+                for k, v in res.seconds.items():
+                    seconds[k] = seconds.get(k, 0.0) + v
+                bar.update(len(task.frames))
+        except BaseException:
+            ex.close(cancel=True)
+            raise
+        finally:
+            bar.close()
+        ex.close()
+    compute_s = time.perf_counter() - t_compute
+
+    objects = _assemble_objects(anns, results)
+    frames = _assemble_frames(images_df, results)
+
+    # vectorised metrics: one call for the whole data set, cached by content
+    vec_hash = {"labels": _k(dataset_hash(ds)), "preds": _hash_df(preds, ["image_id", "category_id", "x", "y", "w", "h", "score"]) if preds is not None else ""}
+    for s in vectorised:
+        key = _k(vec_hash["labels"], vec_hash["preds"] if s.needs_predictions else "", s.key)
+        cache = chunk_dir / f"vec-{s.name}-{key}.parquet" if chunk_dir is not None else None
+        values = None
+        if cache is not None and cache.is_file():
+            values = pd.read_parquet(cache)["value"].to_numpy()
+            counters["cached"][s.name] += len(images_df)
+        else:
+            t0 = time.perf_counter()
+            try:
+                values = _call_vectorised(s, anns, images_df, preds)
+            except Exception as exc:
+                errors.append(_error(s.name, None, None, exc))
+            seconds[s.name] = seconds.get(s.name, 0.0) + time.perf_counter() - t0
+            counters["computed"][s.name] += len(images_df)
+            if values is not None and cache is not None:
+                with atomic.atomic_path(cache) as tmp:
+                    pd.DataFrame({"value": values}).to_parquet(tmp, index=False)
+        target = objects if s.level == "object" else frames
+        target[s.name] = values if values is not None else math.nan
+
+    # finalize metrics: per-object vectors -> values, with the whole data set in view
+    for s in per_frame:
+        if s.finalize is None:
+            continue
+        col = _PARTIAL + s.name
+        vecs = objects.pop(col) if col in objects else pd.Series([None] * len(objects))
+        t0 = time.perf_counter()
+        try:
+            objects[s.name] = _call_finalize(s, vecs, anns)
+        except Exception as exc:
+            errors.append(_error(s.name, None, None, exc))
+            objects[s.name] = math.nan
+        seconds[s.name] = seconds.get(s.name, 0.0) + time.perf_counter() - t0
+
+    objects = objects[OBJECT_BASE + [s.name for s in specs if s.level == "object"]]
+    frames = frames[FRAME_BASE + [s.name for s in specs if s.level == "frame"]]
+    errors.sort(key=lambda e: (e["metric"], -1 if e["image_id"] is None else e["image_id"]))
+    info = {
+        "qualmet_version": __version__,
+        "dataset": {"path": src["dataset_path"], "sha256": src.get("dataset_sha256"), "hash": dataset_hash(ds),
+                    "images": len(ds.images), "annotations": len(ds.annotations),
+                    "skipped_items": [p.to_dict() for p in ds.skipped]},
+        "predictions": None if preds is None else {"path": src.get("predictions_path"), "sha256": src.get("predictions_sha256"),
+                                                   "count": len(preds)},
+        "metrics": [{**s.describe(), "source_hash": s.source_hash, "key": s.key} for s in specs],
+        "plugin_sources": list(reg.plugin_sources),
+        "workers": workers, "chunk_size": chunk_size, "counters": counters,
+        "timings": {"total_s": round(time.perf_counter() - t_start, 4), "compute_s": round(compute_s, 4),
+                    "seconds_in_workers": {k: round(v, 4) for k, v in sorted(seconds.items())}},
+        "errors": errors,
+        "errors_by_metric": {m: sum(e["metric"] == m for e in errors) for m in sorted({e["metric"] for e in errors})},
+        "skipped_frames": sorted(skipped.values(), key=lambda d: d["image_id"]),
+        "outputs": {},
+    }
+    if out_dir is not None:
+        for name, df in (("objects.parquet", objects), ("frames.parquet", frames)):
+            with atomic.atomic_path(out_dir / name) as tmp:
+                df.to_parquet(tmp, index=False)
+            info["outputs"][name] = {"rows": len(df), "sha256": atomic.sha256_file(out_dir / name)}
+        info["timings"]["total_s"] = round(time.perf_counter() - t_start, 4)
+        atomic.write_json(out_dir / "run.json", info, indent=2)
+    return MetricRun(objects, frames, info)
+
+
+def _assemble_objects(anns: pd.DataFrame, results: dict[int, list]) -> pd.DataFrame:
+    base = anns[["id", "image_id", "category_id", "x", "y", "w", "h"]].rename(columns={"id": "annotation_id"})
+    base = base.reset_index(drop=True)
+    parts = [o.drop(columns="image_id") for lst in results.values() for o, _ in lst if len(o.columns) > 2]
+    return _merge_parts(base, parts, "annotation_id")
+
+
+def _assemble_frames(images_df: pd.DataFrame, results: dict[int, list]) -> pd.DataFrame:
+    base = images_df[["id", "file_name", "width", "height"]].rename(columns={"id": "image_id"}).reset_index(drop=True)
+    parts = [f for lst in results.values() for _, f in lst if len(f.columns) > 1]
+    return _merge_parts(base, parts, "image_id")
+
+
+def _merge_parts(base: pd.DataFrame, parts: list[pd.DataFrame], key: str) -> pd.DataFrame:
+    """Put each partial table's columns onto ``base`` rows by ``key`` (parts cover disjoint rows per column)."""
+    cols: dict[str, list[pd.DataFrame]] = {}
+    for p in parts:
+        p = p.set_index(key)
+        for c in p.columns:
+            cols.setdefault(c, []).append(p[[c]])
+    out = base.copy()
+    idx = pd.Index(out[key])
+    for c, pieces in cols.items():
+        s = pd.concat(pieces)[c]
+        s = s[~s.index.duplicated(keep="last")]
+        out[c] = s.reindex(idx).to_numpy()
+    return out
+
+
+def _call_vectorised(s: MetricSpec, anns: pd.DataFrame, images_df: pd.DataFrame, preds: pd.DataFrame | None) -> np.ndarray:
+    args = (anns, images_df, preds) if s.needs_predictions else (anns, images_df)
+    v = s.func(*args)
+    n = len(anns) if s.level == "object" else len(images_df)
+    if isinstance(v, pd.Series) and s.level == "frame":
+        v = v.reindex(images_df["id"].to_numpy())
+    elif isinstance(v, pd.Series):
+        v = v.reindex(anns.index)
+    arr = np.asarray(v, dtype=np.float64).reshape(-1)
+    if arr.shape[0] != n:
+        raise ValueError(f"vectorised metric returned {arr.shape[0]} values, expected {n}")
+    return arr
+
+
+def _call_finalize(s: MetricSpec, vecs: pd.Series, anns: pd.DataFrame) -> np.ndarray:
+    vals = list(vecs)
+    k = next((len(v) for v in vals if v is not None and not (isinstance(v, float) and math.isnan(v))), 0)
+    mat = np.full((len(vals), k), np.nan)
+    for i, v in enumerate(vals):
+        if v is not None and not (isinstance(v, float) and math.isnan(v)):
+            mat[i] = np.asarray(v, dtype=np.float64)
+    arr = np.asarray(s.finalize(mat, anns.reset_index(drop=True)), dtype=np.float64).reshape(-1)
+    if arr.shape[0] != len(vals):
+        raise ValueError(f"finalize returned {arr.shape[0]} values, expected {len(vals)}")
+    return arr
+
+
+def summarise(run: MetricRun, out: str | os.PathLike | None = None) -> str:
+    """Human summary printed at the end of ``qualmet metrics run``."""
+    i = run.info
+    c = i["counters"]
+    lines = [f"{c['frames']} frames, {len(run.objects)} objects, {len(i['metrics'])} metrics; "
+             f"{c['chunks_computed']}/{c['chunks']} chunks computed (rest cached), {c['decodes']} images decoded, "
+             f"{i['timings']['total_s']:.1f} s"]
+    if i["dataset"]["skipped_items"]:
+        lines.append(f"data set: {len(i['dataset']['skipped_items'])} record(s) could not be loaded and were skipped (see run.json)")
+    for m, n in i["errors_by_metric"].items():
+        first = next(e for e in i["errors"] if e["metric"] == m)
+        where = f"image {first['image_id']} ({first['file_name']})" if first["image_id"] is not None else "whole data set"
+        lines.append(f"error: metric {m} failed on {n} frame(s); first: {where}: {first['error']}")
+    if i["skipped_frames"]:
+        sk = i["skipped_frames"][0]
+        lines.append(f"skipped: {len(i['skipped_frames'])} frame(s) without pixel metrics; first: image {sk['image_id']}: {sk['reason']}")
+    if out is not None:
+        lines.append(f"wrote {Path(out) / 'objects.parquet'}, {Path(out) / 'frames.parquet'}, {Path(out) / 'run.json'}")
+    return "\n".join(lines)

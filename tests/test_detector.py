@@ -1,0 +1,194 @@
+"""The fixed detector: it learns, save/load/predict round-trips exactly, an interrupted training
+resumes to the same weights, cross-validation predicts only held-out frames, and the CLI works.
+
+Uses the real recipe at a 128 px input on a tiny synthetic set so the whole file stays ~1-2 minutes.
+"""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from qualmet.cli import main
+from qualmet.detector.crossval import crossval
+from qualmet.detector.data import DetectionData, IterationSampler, letterbox, split_images
+from qualmet.detector.predictor import Predictor
+from qualmet.detector.recipe import build_model, get_recipe
+from qualmet.detector.train import recalibrate_bn, train
+from qualmet.errors import QualmetError
+from qualmet.evaluate import evaluate
+from qualmet.formats import load_coco
+
+from .detector_helpers import ellipses, synth_set
+
+SIZE = 128
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """20 frames (16 train / 4 val), 120 iterations of the default recipe at 128 px."""
+    root = tmp_path_factory.mktemp("det")
+    data = synth_set(root / "data", 20, SIZE, seed=1)
+    res = train(data, root / "model", val_fraction=0.2, iters=120, seed=0, device="cpu", input_size=SIZE,
+                eval_every=40, checkpoint_every=60, progress=False)
+    return data, res
+
+
+def _paths(ds):
+    return [ds.image_path(f) for f in ds.images["file_name"]]
+
+
+def test_training_learns(trained):
+    data, res = trained
+    log = res.log
+    assert list(log["iter"]) == [40, 80, 120]
+    assert log["train_loss"].iloc[-1] < 0.5 * log["train_loss"].iloc[0]
+    assert log["val_loss"].notna().all() and log["val_AP"].notna().all()
+    ds = load_coco(data)
+    val_ids = json.loads((res.out_dir / "config.json").read_text())["val_image_ids"]
+    assert len(val_ids) == 4
+    train_ds = ds.subset([i for i in ds.images["id"] if i not in set(val_ids)])
+    ap50 = evaluate(train_ds, res.predictor.predict_dataset(train_ds))["stats"]["AP50"]
+    rec = res.predictor.recipe
+    torch.manual_seed(0)
+    rand = build_model(rec, 2)
+    recalibrate_bn(rand, DetectionData(train_ds, SIZE), 8, torch.device("cpu"), False, 64, 0)
+    rand_ap50 = evaluate(train_ds, Predictor(rand, rec, res.predictor.categories, "cpu").predict_dataset(train_ds))
+    assert ap50 > 0.5, ap50
+    assert ap50 > rand_ap50["stats"]["AP50"] + 0.4
+
+
+def test_model_dir_and_exact_reload(trained):
+    data, res = trained
+    for f in ("model.pt", "config.json", "categories.json", "train_log.csv", "loss_curves.png", "checkpoint.pt"):
+        assert (res.out_dir / f).stat().st_size > 0, f
+    assert len(pd.read_csv(res.out_dir / "train_log.csv")) == 3
+    paths = _paths(load_coco(data))[:6]
+    before = res.predictor.predict(paths)
+    after = Predictor.load(res.out_dir, device="cpu").predict(paths)
+    assert sum(len(b["scores"]) for b in before) > 0
+    for b, a in zip(before, after):
+        for k in ("boxes", "scores", "labels"):
+            np.testing.assert_array_equal(b[k], a[k])
+    assert set(np.concatenate([b["labels"] for b in before])) <= {1, 2}  # category ids, not model labels
+
+
+def test_boxes_come_back_in_original_pixels(trained):
+    data, res = trained
+    ds = load_coco(data)
+    img = cv2.imread(str(_paths(ds)[0]))[:, :, ::-1]
+    wide = np.full((SIZE, 2 * SIZE, 3), 90, np.uint8)  # 256x128: letterboxed at scale 0.5 with padding below
+    wide[:, :SIZE] = img
+    wide = cv2.resize(wide, (2 * SIZE, SIZE))
+    seen, scale = letterbox(wide, SIZE)  # exactly what the network sees
+    assert scale == 0.5
+    det_wide, det_seen = res.predictor.predict([wide, seen], score_threshold=0.05)
+    assert len(det_seen["boxes"]) > 0
+    np.testing.assert_array_equal(det_wide["scores"], det_seen["scores"])
+    np.testing.assert_array_equal(det_wide["labels"], det_seen["labels"])
+    np.testing.assert_allclose(det_wide["boxes"], 2 * det_seen["boxes"], rtol=1e-5, atol=1e-3)
+    assert (det_wide["boxes"][:, 1] + det_wide["boxes"][:, 3] <= SIZE + 1e-3).all()  # clipped to the frame
+
+
+def test_cli_predict_evaluate_summary(trained, tmp_path, capsys):
+    data, res = trained
+    assert main(["predict", str(res.out_dir), str(data), "--out", str(tmp_path / "preds.json")]) == 0
+    preds = json.loads((tmp_path / "preds.json").read_text())
+    assert preds and set(preds[0]) == {"image_id", "category_id", "bbox", "score"}
+    assert main(["evaluate", str(data), str(tmp_path / "preds.json"), "--out", str(tmp_path / "ev")]) == 0
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["stats"]["AP50"] > 0.3
+    assert main(["summary", str(res.out_dir), "--diagram", str(tmp_path / "arch.png")]) == 0
+    out = capsys.readouterr().out
+    assert "input 128x128x3" in out and "total parameters 2,2" in out and "backbone.extra.0" in out
+    assert (tmp_path / "arch.png").stat().st_size > 0
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    data = ellipses(tmp_path / "data", 8, 96, seed=2)
+    kw = dict(val_fraction=0.25, iters=6, seed=3, device="cpu", input_size=96, batch_size=4, eval_every=3,
+              checkpoint_every=2, bn_recalib_images=8, progress=False)
+    full = train(data, tmp_path / "full", **kw)
+
+    def interrupt(it, info):
+        if it == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(data, tmp_path / "cut", callback=interrupt, **kw)
+    assert not (tmp_path / "cut" / "model.pt").exists()
+    resumed = train(data, tmp_path / "cut", **kw)
+    assert resumed.resumed_from == 4
+    a, b = full.predictor.model.state_dict(), resumed.predictor.model.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    cols = ["iter", "lr", "train_loss", "val_loss", "val_AP"]
+    pd.testing.assert_frame_equal(full.log[cols], resumed.log[cols])
+    again = train(data, tmp_path / "cut", **kw)  # finished: nothing to redo
+    assert again.resumed_from == 6
+    with pytest.raises(QualmetError, match="different training"):
+        train(data, tmp_path / "cut", **{**kw, "seed": 4})
+
+
+def test_crossval_predicts_held_out_frames(tmp_path):
+    data = ellipses(tmp_path / "data", 8, 96, seed=5)
+    out = tmp_path / "oof.json"
+    preds = crossval(data, folds=2, out=out, iters=3, seed=0, device="cpu", input_size=96, batch_size=4,
+                     eval_every=3, bn_recalib_images=8, progress=False)
+    assign = {int(k): v for k, v in json.loads((tmp_path / "oof_folds" / "folds.json").read_text())["assignment"].items()}
+    assert sorted(assign) == list(range(1, 9)) and sorted(set(assign.values())) == [0, 1]
+    assert (preds["image_id"].map(assign) == preds["fold"]).all()  # each frame predicted by its held-out model
+    for k in (0, 1):
+        cfg = json.loads((tmp_path / "oof_folds" / f"fold_{k}" / "model" / "config.json").read_text())
+        assert cfg["n_train_images"] == 4 and sorted(cfg["val_image_ids"]) == sorted(i for i, f in assign.items() if f == k)
+    assert len(json.loads(out.read_text())) == len(preds)
+
+
+def test_data_letterbox_flip_and_sampler(tmp_path):
+    img = np.zeros((100, 200, 3), np.uint8)
+    boxed, scale = letterbox(img, 128)
+    assert boxed.shape == (128, 128, 3) and scale == pytest.approx(0.64) and boxed[70, 0, 0] == 114
+    data = ellipses(tmp_path / "d", 3, 64, seed=0)
+    ds = load_coco(data)
+    d = DetectionData(ds, 128)
+    _, t = d[0]
+    _, tf = d[(0, True)]
+    x1, y1, x2, y2 = (ds.annotations[ds.annotations.image_id == 1][["x", "y", "w", "h"]].to_numpy()[0] * 2).tolist()
+    np.testing.assert_allclose(t["boxes"][0].numpy(), [x1, y1, x1 + x2, y1 + y2], rtol=1e-5)
+    np.testing.assert_allclose(tf["boxes"][0].numpy(), [128 - x1 - x2, y1, 128 - x1, y1 + y2], rtol=1e-5)
+    s = IterationSampler(5, 3, seed=1, start=0, stop=6, hflip=0.5)
+    batches = list(s)
+    assert batches[2:] == list(IterationSampler(5, 3, seed=1, start=2, stop=6, hflip=0.5))  # resumable
+    first_epoch = [i for b in batches for i, _ in b][:5]
+    assert sorted(first_epoch) == list(range(5))
+    tr, va = split_images(range(1, 11), 0.2, seed=0)
+    assert len(va) == 2 and sorted(tr + va) == list(range(1, 11)) and split_images(range(1, 11), 0.2, 0) == (tr, va)
+
+
+def test_recipes_build_and_errors(tmp_path):
+    m = build_model(get_recipe("fcos_resnet18", input_size=96), 3)
+    m.eval()
+    with torch.no_grad():
+        out = m([torch.rand(3, 96, 96)])
+    assert set(out[0]) == {"boxes", "scores", "labels"}
+    with pytest.raises(QualmetError, match="unknown recipe"):
+        get_recipe("yolo")
+    with pytest.raises(QualmetError, match="not a model folder"):
+        Predictor.load(tmp_path)
+
+
+def test_cli_train_and_crossval(tmp_path, capsys):
+    data = ellipses(tmp_path / "data", 6, 96, seed=6)
+    args = ["--iters", "2", "--input-size", "96", "--batch-size", "4", "--device", "cpu"]
+    assert main(["train", str(data), "--out", str(tmp_path / "m"), *args]) == 0
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["recipe"]["iters"] == 2 and cfg["recipe"]["input_size"] == 96 and len(cfg["val_image_ids"]) == 1
+    assert main(["train", str(data), "--out", str(tmp_path / "m"), *args, "--seed", "9"]) == 2  # other training
+    assert "different training" in capsys.readouterr().err
+    assert main(["crossval", str(data), "--folds", "3", "--out", str(tmp_path / "oof.json"), *args]) == 0
+    preds = json.loads((tmp_path / "oof.json").read_text())
+    assert {p["image_id"] for p in preds} <= set(range(1, 7))
+    assert sorted(p.name for p in (tmp_path / "oof_folds").iterdir()) == ["fold_0", "fold_1", "fold_2", "folds.json"]

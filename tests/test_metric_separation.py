@@ -1,0 +1,55 @@
+"""On the synthetic noisy set, each seed metric separates its own error type from clean boxes (AUROC).
+
+Needs qualmet.synth (generator) and qualmet.noise (noise injector), written by another engineer;
+skipped with a reason until they exist. Prints the full AUROC table (metric x error type).
+"""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from qualmet.registry import load_registry
+from qualmet.stats import auroc
+
+synth = pytest.importorskip("qualmet.synth", reason="qualmet.synth (synthetic generator) is not written yet")
+noise = pytest.importorskip("qualmet.noise", reason="qualmet.noise (noise injector) is not written yet")
+
+# metric -> error-type name fragments it must separate from clean boxes, with the AUROC floor
+EXPECTED = {
+    "box_tightness": [("loose", 0.8)],
+    "box_tightness_iou": [("loose", 0.8), ("shift", 0.8)],
+    "max_iou_other": [("dup", 0.8)],
+    "black_white_ratio": [("shift", 0.7)],
+}
+
+
+def test_seed_metrics_separate_their_error_types(tmp_path):
+    from qualmet.runner import run_metrics
+
+    synth.generate(tmp_path / "synth", n_train=150, n_test=0, seed=0, size=(320, 240))
+    import qualmet
+
+    ds = qualmet.load_coco(tmp_path / "synth" / "train.json")
+    noisy, manifest = noise.corrupt(ds, rate=0.3, seed=0)
+    run = run_metrics(noisy, workers=2, progress=False)
+    reg = load_registry()
+    objs = run.objects
+    bad_type = manifest.drop_duplicates("annotation_id").set_index("annotation_id")["type"]
+    kind = objs["annotation_id"].map(bad_type)
+    clean = kind.isna()
+    rows = []
+    for m in [c for c in objs.columns if c in reg]:
+        susp = objs[m] if reg[m].worse == "high" else -objs[m]
+        for t in sorted(kind.dropna().unique()):
+            sel = clean | (kind == t)
+            rows.append({"metric": m, "type": t, "n": int((kind == t).sum()),
+                         "auroc": auroc(susp[sel].to_numpy(), (kind[sel] == t).to_numpy())})
+    table = pd.DataFrame(rows).pivot(index="metric", columns="type", values="auroc")
+    print("\nAUROC (suspicion oriented by 'worse'; positives: boxes of that error type, negatives: clean boxes)")
+    print(table.round(3).to_string())
+    for m, pairs in EXPECTED.items():
+        for frag, floor in pairs:
+            types = [t for t in table.columns if frag in str(t).lower()]
+            assert types, f"no error type matching {frag!r} in the manifest: {list(table.columns)}"
+            for t in types:
+                assert table.loc[m, t] > floor, f"{m} vs {t}: AUROC {table.loc[m, t]:.3f} <= {floor}"

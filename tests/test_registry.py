@@ -1,0 +1,128 @@
+"""Plugin discovery: built-ins, a user file, an installed package's entry point, clashes, ``metrics list``."""
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from qualmet.cli import main
+from qualmet.errors import QualmetError
+from qualmet.registry import load_registry, metric
+from qualmet.runner import run_metrics
+
+from .metric_helpers import write_dataset
+
+USER_PLUGIN = '''
+"""A user's plugin file."""
+import qualmet
+
+@qualmet.metric(name="box_height", level="object", worse="low", vectorised=True, description="box height in px")
+def box_height(annotations, images):
+    return annotations["h"]
+
+@qualmet.metric(name="red_mean", level="frame", needs={"pixels"}, worse="low", version="3")
+def red_mean(ctx):
+    """mean of the red channel"""
+    return float(ctx.image[..., 0].mean())
+'''
+
+EP_MODULE = '''
+import qualmet
+
+@qualmet.metric(name="{name}", level="object", worse="high", description="from an installed package")
+def ep_metric(ctx):
+    return ctx.boxes[:, 2] * 2
+'''
+
+
+def make_installed_package(root: Path, name: str = "ep_width2", pkg: str = "qm_ext") -> Path:
+    """A tiny 'installed' distribution: a package plus a dist-info with a qualmet.metrics entry point."""
+    (root / pkg).mkdir(parents=True)
+    (root / pkg / "__init__.py").write_text(textwrap.dedent(EP_MODULE.format(name=name)))
+    info = root / f"{pkg}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {pkg}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[qualmet.metrics]\nwidth_twice = {pkg}\n")
+    return root
+
+
+@pytest.fixture
+def installed(tmp_path, monkeypatch):
+    site = make_installed_package(tmp_path / "site")
+    monkeypatch.syspath_prepend(str(site))
+    return site
+
+
+def test_builtins_user_file_and_entry_point_run_together(tmp_path, installed):
+    plugin = tmp_path / "my_metrics.py"
+    plugin.write_text(USER_PLUGIN)
+    reg = load_registry([plugin])
+    assert reg["box_height"].source == str(plugin.resolve())
+    assert "width_twice" in reg["ep_width2"].source and "qm_ext" in reg["ep_width2"].source
+    assert reg["aspect_ratio"].source.startswith("builtin")
+    assert reg["red_mean"].description == "mean of the red channel" and reg["red_mean"].version == "3"
+    data = write_dataset(tmp_path / "ds", n=4)
+    run = run_metrics(data, metrics=["box_height", "red_mean", "ep_width2", "aspect_ratio"], plugins=[plugin],
+                      workers=2, chunk_size=2, progress=False)  # workers load the plugins themselves
+    o = run.objects
+    assert (o["box_height"] == o["h"]).all() and (o["ep_width2"] == 2 * o["w"]).all()
+    assert (o["aspect_ratio"] == o["w"] / o["h"]).all()
+    assert run.frames["red_mean"].between(0, 255).all() and run.errors == []
+
+
+def test_folder_of_plugins(tmp_path):
+    d = tmp_path / "plugins"
+    d.mkdir()
+    (d / "a.py").write_text(USER_PLUGIN)
+    (d / "_private.py").write_text("raise RuntimeError('not a plugin')")
+    reg = load_registry([d], entry_points=False)
+    assert "box_height" in reg and "red_mean" in reg
+
+
+def test_name_clash_names_both_sources(tmp_path, installed):
+    clash = tmp_path / "clash.py"
+    clash.write_text(USER_PLUGIN.replace('name="box_height"', 'name="aspect_ratio"'))
+    with pytest.raises(QualmetError) as e:
+        load_registry([clash])
+    msg = str(e.value)
+    assert "'aspect_ratio'" in msg and "builtin (qualmet.builtin_metrics.aspect_ratio)" in msg and str(clash.resolve()) in msg
+    clash.write_text(USER_PLUGIN.replace('name="box_height"', 'name="ep_width2"'))
+    with pytest.raises(QualmetError, match=r"entry point 'width_twice'.*clash\.py"):
+        load_registry([clash])
+
+
+def test_metrics_list_output(tmp_path, installed, capsys):
+    plugin = tmp_path / "my_metrics.py"
+    plugin.write_text(USER_PLUGIN)
+    assert main(["metrics", "list", "--plugins", str(plugin)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:5] == ["NAME", "LEVEL", "NEEDS", "WORSE", "VER"] and "SOURCE" in out[0]
+    rows = {line.split()[0]: line for line in out[1:]}
+    assert {"box_tightness", "black_white_ratio", "class_color_consistency", "box_height", "ep_width2"} <= set(rows)
+    assert rows["red_mean"].split()[1:5] == ["frame", "pixels", "low", "3"]
+    assert rows["confidence"].split()[1:4] == ["object", "predictions", "low"]
+    assert str(plugin.resolve()) in rows["box_height"]
+    assert "builtin" in rows["sharpness"]
+
+
+def test_decorator_refuses_bad_declarations():
+    with pytest.raises(QualmetError, match="level"):
+        metric(name="x", level="pixel")
+    with pytest.raises(QualmetError, match="worse"):
+        metric(name="x", level="object", worse="bad")
+    with pytest.raises(QualmetError, match="needs"):
+        metric(name="x", level="object", needs={"gpu"})
+    with pytest.raises(QualmetError, match="vectorised"):
+        metric(name="x", level="object", needs={"pixels"}, vectorised=True)
+
+
+def test_unknown_metric_and_missing_plugin(tmp_path):
+    with pytest.raises(QualmetError, match="unknown metric.*nope.*available"):
+        load_registry(entry_points=False).select(["nope"])
+    with pytest.raises(QualmetError, match="does not exist"):
+        load_registry([tmp_path / "missing.py"], entry_points=False)
+    bad = tmp_path / "bad.py"
+    bad.write_text("import does_not_exist_module\n")
+    with pytest.raises(QualmetError, match="bad.py.*failed to import"):
+        load_registry([bad], entry_points=False)

@@ -1,0 +1,216 @@
+"""The metric runner: outputs, decode-once, errors and skipped frames, cache/resume, parallel == serial."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import qualmet.imageio
+from qualmet.atomic import sha256_file
+from qualmet.cli import main
+from qualmet.runner import OBJECT_BASE, run_metrics
+
+from .metric_helpers import write_dataset
+
+PIXEL = ["brightness", "sharpness", "black_white_ratio", "box_tightness_iou", "class_color_consistency"]
+LABEL = ["aspect_ratio", "object_count", "max_iou_other"]
+
+PLUGIN = '''
+import os
+import numpy as np
+import qualmet
+
+@qualmet.metric(name="fragile", level="object", needs={{"pixels"}}, worse="low", version="{version}")
+def fragile(ctx):
+    if ctx.image_id == 2:
+        raise RuntimeError("cannot handle frame two")
+    if os.environ.get("QUALMET_TEST_INTERRUPT") and ctx.image_id == 4:
+        raise KeyboardInterrupt
+    return ctx.boxes[:, 2] * 0 + ctx.image_id
+
+@qualmet.metric(name="frame_mean", level="frame", needs={{"pixels"}}, worse="low")
+def frame_mean(ctx):
+    return float(ctx.image.mean())
+'''
+
+
+def write_plugin(path: Path, version: str = "1") -> Path:
+    path.write_text(textwrap.dedent(PLUGIN.format(version=version)))
+    return path
+
+
+@pytest.fixture
+def data(tmp_path):
+    return write_dataset(tmp_path / "ds", n=6)
+
+
+def test_outputs_columns_checksums_and_run_json(data, tmp_path):
+    out = tmp_path / "run"
+    run = run_metrics(data, metrics=PIXEL + LABEL, out=out, workers=1, progress=False)
+    objs, frames = pd.read_parquet(out / "objects.parquet"), pd.read_parquet(out / "frames.parquet")
+    assert list(objs.columns) == OBJECT_BASE + ["black_white_ratio", "box_tightness_iou", "class_color_consistency",
+                                                "aspect_ratio", "max_iou_other"]
+    assert list(frames.columns) == ["image_id", "file_name", "width", "height", "brightness", "sharpness", "object_count"]
+    assert len(objs) == 9 and len(frames) == 6
+    pd.testing.assert_frame_equal(objs, run.objects)
+    pd.testing.assert_frame_equal(frames, run.frames)
+    assert objs["black_white_ratio"].between(0, 1).all() and objs["box_tightness_iou"].notna().all()
+    assert objs["class_color_consistency"].notna().all()  # finalised after all chunks
+    info = json.loads((out / "run.json").read_text())
+    assert info["outputs"]["objects.parquet"]["sha256"] == sha256_file(out / "objects.parquet")
+    assert info["outputs"]["frames.parquet"]["sha256"] == sha256_file(out / "frames.parquet")
+    assert {m["name"]: m["version"] for m in info["metrics"]} == {m: "1" for m in PIXEL + LABEL}
+    assert info["dataset"]["hash"] and info["errors"] == [] and info["skipped_frames"] == []
+    assert run.exit_code == 0
+
+
+def test_each_image_decoded_once_for_all_pixel_metrics(data, tmp_path, monkeypatch):
+    calls = []
+    real = qualmet.imageio.read_image
+    monkeypatch.setattr(qualmet.imageio, "read_image", lambda p: calls.append(Path(p).name) or real(p))
+    run = run_metrics(data, metrics=PIXEL, workers=1, progress=False, chunk_size=4)
+    assert sorted(calls) == sorted(f"f{i}.png" for i in range(1, 7))
+    assert run.info["counters"]["decodes"] == 6
+    calls.clear()
+    run_metrics(data, metrics=LABEL, workers=1, progress=False)
+    assert calls == []  # label-only metrics never decode
+
+
+def test_raising_plugin_gives_nan_error_and_exit_code(data, tmp_path, capsys):
+    plugin = write_plugin(tmp_path / "plug.py")
+    out = tmp_path / "run"
+    rc = main(["metrics", "run", str(data), "--plugins", str(plugin), "--metrics", "fragile,brightness",
+               "--out", str(out), "--workers", "1", "--no-progress"])
+    assert rc == 1
+    assert "fragile failed on 1 frame" in capsys.readouterr().err
+    objs = pd.read_parquet(out / "objects.parquet")
+    assert objs.loc[objs.image_id == 2, "fragile"].isna().all()
+    assert (objs.loc[objs.image_id != 2, "fragile"] == objs.loc[objs.image_id != 2, "image_id"]).all()
+    info = json.loads((out / "run.json").read_text())
+    assert info["errors"] == [{"metric": "fragile", "image_id": 2, "file_name": "f2.png",
+                               "error": "RuntimeError: cannot handle frame two"}]
+    assert info["errors_by_metric"] == {"fragile": 1}
+    assert info["plugin_sources"] == [str(plugin.resolve())]
+
+
+def test_unreadable_and_unsafe_images_are_skipped_with_reason(tmp_path):
+    extra = [{"id": 7, "file_name": "broken.png", "width": 120, "height": 96},
+             {"id": 8, "file_name": "../outside.png", "width": 120, "height": 96}]
+    extra_anns = [{"id": 100, "image_id": 7, "category_id": 1, "bbox": [1, 1, 20, 10]},
+                  {"id": 101, "image_id": 8, "category_id": 1, "bbox": [1, 1, 20, 20]},
+                  {"id": 102, "image_id": 99, "category_id": 1, "bbox": [1, 1, 5, 5]}]  # unloadable: no image 99
+    data = write_dataset(tmp_path / "ds", n=3, extra_images=extra, extra_annotations=extra_anns)
+    (tmp_path / "ds" / "images" / "broken.png").write_bytes(b"not an image")
+    run = run_metrics(data, metrics=["black_white_ratio", "brightness", "aspect_ratio"], out=tmp_path / "run",
+                      workers=1, progress=False)
+    skipped = {s["image_id"]: s["reason"] for s in run.skipped_frames}
+    assert set(skipped) == {7, 8}
+    assert "broken.png" in skipped[7] and "not a decodable image" in skipped[7]
+    assert "outside" in skipped[8] and "image root" in skipped[8]
+    o = run.objects.set_index("annotation_id")
+    assert math.isnan(o.loc[100, "black_white_ratio"]) and o.loc[100, "aspect_ratio"] == 2.0  # labels still measured
+    assert run.frames.set_index("image_id").loc[[1, 2, 3], "brightness"].notna().all()
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert len(info["dataset"]["skipped_items"]) == 1 and "99" in info["dataset"]["skipped_items"][0]["message"]
+    assert run.exit_code == 1
+
+
+def test_resume_recomputes_nothing_and_version_change_only_that_metric(data, tmp_path):
+    plugin = write_plugin(tmp_path / "plug.py")
+    out = tmp_path / "run"
+    names = ["fragile", "frame_mean", "black_white_ratio", "aspect_ratio"]
+    first = run_metrics(data, metrics=names, plugins=[plugin], out=out, workers=1, chunk_size=2, progress=False)
+    assert first.info["counters"]["computed"] == {n: 6 for n in names}
+    second = run_metrics(data, metrics=names, plugins=[plugin], out=out, workers=1, chunk_size=2, progress=False)
+    c = second.info["counters"]
+    assert c["chunks_computed"] == 0 and c["decodes"] == 0
+    assert c["computed"] == {n: 0 for n in names} and c["cached"] == {n: 6 for n in names}
+    pd.testing.assert_frame_equal(first.objects, second.objects)
+    pd.testing.assert_frame_equal(first.frames, second.frames)
+    assert second.errors == first.errors  # the recorded error comes back from the cache
+
+    write_plugin(plugin, version="2")
+    third = run_metrics(data, metrics=names, plugins=[plugin], out=out, workers=1, chunk_size=2, progress=False)
+    c = third.info["counters"]
+    # the file changed, so both metrics it defines are recomputed; the built-ins are not
+    assert c["computed"] == {"fragile": 6, "frame_mean": 6, "black_white_ratio": 0, "aspect_ratio": 0}
+    assert {m["name"]: m["version"] for m in third.info["metrics"]}["fragile"] == "2"
+    fourth = run_metrics(data, metrics=names + ["brightness"], plugins=[plugin], out=out, workers=1, chunk_size=2,
+                         progress=False)
+    assert fourth.info["counters"]["computed"] == {**{n: 0 for n in names}, "brightness": 6}
+
+
+def test_interrupted_run_resumes_without_recomputing_finished_chunks(data, tmp_path, monkeypatch):
+    plugin = write_plugin(tmp_path / "plug.py")
+    out = tmp_path / "run"
+    monkeypatch.setenv("QUALMET_TEST_INTERRUPT", "1")
+    with pytest.raises(KeyboardInterrupt):
+        run_metrics(data, metrics=["fragile"], plugins=[plugin], out=out, workers=1, chunk_size=1, progress=False)
+    assert len(list((out / "chunks").glob("*.parquet"))) == 3  # frames 1-3 finished and were kept
+    assert not (out / "objects.parquet").exists()
+    monkeypatch.delenv("QUALMET_TEST_INTERRUPT")
+    run = run_metrics(data, metrics=["fragile"], plugins=[plugin], out=out, workers=1, chunk_size=1, progress=False)
+    assert run.info["counters"]["chunks_computed"] == 3 and run.info["counters"]["cached"]["fragile"] == 3
+    assert run.objects.loc[run.objects.image_id != 2, "fragile"].notna().all()
+
+
+def test_killed_run_resumes(data, tmp_path):
+    """SIGKILL in the middle: the finished chunk files are intact and reused."""
+    out = tmp_path / "run"
+    code = f"""
+import os, signal, qualmet.runner as r
+orig = r._write_chunk
+n = [0]
+def w(*a, **k):
+    orig(*a, **k); n[0] += 1
+    if n[0] == 2: os.kill(os.getpid(), signal.SIGKILL)
+r._write_chunk = w
+r.run_metrics({str(data)!r}, metrics=["brightness", "aspect_ratio"], out={str(out)!r}, workers=1, chunk_size=2, progress=False)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    assert proc.returncode == -9
+    run = run_metrics(data, metrics=["brightness", "aspect_ratio"], out=out, workers=1, chunk_size=2, progress=False)
+    assert run.info["counters"]["cached"]["brightness"] == 4 and run.info["counters"]["computed"]["brightness"] == 2
+    assert run.frames["brightness"].notna().all()
+
+
+def test_parallel_equals_serial(data, tmp_path):
+    plugin = write_plugin(tmp_path / "plug.py")
+    names = PIXEL + LABEL + ["fragile"]
+    serial = run_metrics(data, metrics=names, plugins=[plugin], workers=1, chunk_size=2, progress=False)
+    parallel = run_metrics(data, metrics=names, plugins=[plugin], workers=2, chunk_size=2, progress=False,
+                           out=tmp_path / "par")
+    pd.testing.assert_frame_equal(serial.objects, parallel.objects)
+    pd.testing.assert_frame_equal(serial.frames, parallel.frames)
+    assert serial.errors == parallel.errors and len(parallel.errors) == 1
+
+
+def test_predictions_metrics(data, tmp_path):
+    preds = [{"image_id": 1, "category_id": 2, "bbox": [13, 12, 40, 30], "score": 0.8},
+             {"image_id": 1, "category_id": 1, "bbox": [200, 200, 10, 10], "score": 0.9}]
+    p = tmp_path / "preds.json"
+    p.write_text(json.dumps(preds))
+    run = run_metrics(data, predictions=p, metrics=["confidence", "missed_by_labels"], workers=1, progress=False)
+    assert run.objects.loc[run.objects.annotation_id == 1, "confidence"].item() == 0.8
+    assert run.frames.set_index("image_id")["missed_by_labels"].to_dict() == {1: 1.0, 2: 0, 3: 0, 4: 0, 5: 0, 6: 0}
+    all_default = run_metrics(data, workers=1, progress=False)  # no predictions: those metrics are left out
+    assert "confidence" not in all_default.objects and "sharpness" in all_default.frames
+    from qualmet.errors import QualmetError
+
+    with pytest.raises(QualmetError, match="need predictions"):
+        run_metrics(data, metrics=["confidence"], workers=1, progress=False)
+
+
+def test_metrics_run_does_not_import_torch(data, tmp_path):
+    code = (f"import sys; from qualmet.cli import main; "
+            f"rc = main(['metrics', 'run', {str(data)!r}, '--out', {str(tmp_path / 'r')!r}, '--workers', '1', '--no-progress']); "
+            f"print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', rc)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip().splitlines()[-1] == "NO-TORCH 0", proc.stderr
