@@ -1,0 +1,116 @@
+"""``qualmet experiment``, ``qualmet select`` and ``qualmet errors``: strategies against the random baseline."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ._common import add_dataset_args, add_seed
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    e = sub.add_parser("experiment", help="run every selection strategy against the random baseline, over seeds",
+                       description="Run an experiment spec (experiments/NAME.toml): data, noise, metrics, arms x seeds, "
+                                   "summary. Finished arms are skipped on a rerun.")
+    e.add_argument("spec", help="experiment TOML, e.g. experiments/pandas_filtering.toml")
+    e.add_argument("--out", default=None, help="results folder (default experiments/results/NAME[_quick])")
+    e.add_argument("--quick", action="store_true", help="apply the spec's [quick] table (minutes, for CI and the demo)")
+    e.add_argument("--workers", type=int, default=None, help="metric worker processes (default: all cores)")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(func=cmd_experiment)
+
+    s = sub.add_parser("select", help="select a training subset from a metrics run",
+                       description="Choose frames by a strategy under a budget; writes subset.json, reasons.csv "
+                                   "(and relabel.json for --strategy relabel).")
+    add_dataset_args(s)
+    s.add_argument("--run", required=True, help="metrics run folder (objects.parquet, frames.parquet)")
+    s.add_argument("--strategy", default="random", help="random, filter, rank, stratify, combined, remove_annotations, relabel")
+    s.add_argument("--metric", default=None)
+    s.add_argument("--metrics", default=None, help="comma-separated, for combined / relabel")
+    s.add_argument("--method", default="iqr", choices=("iqr", "percentile", "threshold"))
+    s.add_argument("--iqr-k", type=float, default=1.5)
+    s.add_argument("--percentile", type=float, default=10.0)
+    s.add_argument("--threshold", type=float, default=None)
+    s.add_argument("--bins", type=int, default=4)
+    s.add_argument("--k", type=int, default=None, help="relabel: frames to relabel")
+    s.add_argument("--budget", default="0.25", help="a fraction of the frames (0.25) or a frame count (200)")
+    add_seed(s)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_select)
+
+    r = sub.add_parser("errors", help="how well each metric finds injected label errors (AUROC, AP)",
+                       description="Score each metric's ranking against a noise manifest: AUROC, AP, precision@k.")
+    add_dataset_args(r)
+    r.add_argument("--manifest", required=True)
+    r.add_argument("--run", required=True, help="metrics run folder")
+    r.add_argument("--out", required=True)
+    r.set_defaults(func=cmd_errors)
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from ..experiment import run_experiment
+
+    run_experiment(args.spec, out=args.out, quick=args.quick, workers=args.workers, progress=not args.no_progress)
+    return 0
+
+
+def _load_run(run_dir: str):
+    import pandas as pd
+
+    from ..errors import QualmetError
+    from ..registry import load_registry
+
+    d = Path(run_dir)
+    if not (d / "objects.parquet").exists():
+        raise QualmetError(f"{d}: no objects.parquet; run `qualmet metrics run ... --out {d}` first")
+    objects, frames = pd.read_parquet(d / "objects.parquet"), pd.read_parquet(d / "frames.parquet")
+    info = json.loads((d / "run.json").read_text()) if (d / "run.json").exists() else {}
+    reg = load_registry(plugins=info.get("plugins", []) if isinstance(info.get("plugins"), list) else [])
+    worse = {m: reg[m].worse for m in reg if m in objects.columns or m in frames.columns}
+    return objects, frames, worse
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from .. import atomic
+    from ..formats import load_coco, save_coco
+    from ..select import Strategy, select
+
+    ds = load_coco(args.dataset, images=args.images)
+    objects, frames, worse = _load_run(args.run)
+    spec = {"strategy": args.strategy, "method": args.method, "iqr_k": args.iqr_k, "percentile": args.percentile,
+            "bins": args.bins}
+    for k in ("metric", "threshold", "k"):
+        if getattr(args, k) is not None:
+            spec[k] = getattr(args, k)
+    if args.metrics:
+        spec["metrics"] = args.metrics.split(",")
+    budget = float(args.budget) if "." in args.budget else int(args.budget)
+    sel = select(objects, frames, ds.images["id"], Strategy.from_dict(spec), budget, args.seed, worse)
+    out = Path(args.out)
+    sub = ds.subset(sel.image_ids)
+    if sel.drop_annotations:
+        sub.annotations = sub.annotations[~sub.annotations["id"].isin(sel.drop_annotations)].reset_index(drop=True)
+    save_coco(sub, out / "subset.json")
+    with atomic.atomic_path(out / "reasons.csv") as tmp:
+        sel.reasons.to_csv(tmp, index=False)
+    if sel.relabel_annotations:
+        rel_ids = sel.reasons.loc[sel.reasons.reason.str.contains("relabel"), "image_id"]
+        rel = ds.subset(rel_ids)
+        rel.annotations["suspicious"] = rel.annotations["id"].isin(sel.relabel_annotations)
+        save_coco(rel, out / "relabel.json")
+        print(f"wrote {out / 'relabel.json'}: {len(rel.images)} frames to relabel, "
+              f"{int(rel.annotations.suspicious.sum())} suspicious boxes marked")
+    print(f"wrote {out / 'subset.json'}: {len(sel.image_ids)} of {len(ds.images)} frames ({args.strategy}), "
+          f"{len(sel.drop_annotations)} annotations dropped; reasons in {out / 'reasons.csv'}")
+    return 0
+
+
+def cmd_errors(args: argparse.Namespace) -> int:
+    from ..label_errors import write_label_error_report
+
+    objects, frames, worse = _load_run(args.run)
+    table = write_label_error_report(objects, frames, args.manifest, worse, args.out)
+    piv = table.pivot_table(index="metric", columns="type", values="auroc")
+    print(piv.round(3).to_string())
+    print(f"wrote {args.out}/label_errors.csv, .md, .png")
+    return 0

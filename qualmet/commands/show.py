@@ -1,0 +1,32 @@
+"""``qualmet show``: a PNG grid of random frames with their boxes drawn."""
+from __future__ import annotations
+
+import argparse
+
+from ._common import add_dataset_args, add_seed
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("show", help="draw random frames with their boxes into one PNG",
+                       description="Write a grid of random frames with boxes and class names. With --manifest "
+                                   "(from 'qualmet corrupt'), changed/added boxes are red, deleted ones yellow dashed, "
+                                   "clean ones green.")
+    add_dataset_args(p)
+    p.add_argument("--n", type=int, default=20, help="number of frames (default 20)")
+    p.add_argument("--cols", type=int, default=5, help="frames per row (default 5)")
+    p.add_argument("--out", required=True, help="output PNG")
+    p.add_argument("--manifest", default=None, help="noise manifest JSON; the data set is then the noisy one")
+    add_seed(p)
+    p.set_defaults(func=cmd_show)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from ..formats import load_coco
+    from ..noise import load_manifest
+    from ..show import show_grid
+
+    ds = load_coco(args.dataset, images=args.images)
+    manifest = load_manifest(args.manifest) if args.manifest else None
+    out = show_grid(ds, args.out, n=args.n, seed=args.seed, manifest=manifest, cols=args.cols)
+    print(f"wrote {out}")
+    return 0

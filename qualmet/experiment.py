@@ -1,0 +1,334 @@
+"""The experiment runner: for each arm x seed, select a training subset under the same budget,
+train the fixed detector, predict the clean test split and score it with pycocotools.
+
+Data flows one way: data -> noise -> metrics -> select -> train -> evaluate -> summary. Each arm's
+result is written as soon as it finishes (``arms/<arm>/seed<k>/result.json``) and a rerun skips
+finished arms whose configuration is unchanged, so an interrupted experiment resumes.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import __version__
+from .atomic import write_json, write_text
+from .errors import QualmetError
+from .select import Strategy
+
+DEFAULTS: dict[str, Any] = {
+    "budget": 0.25,
+    "seeds": [0, 1, 2],
+    "data": {"source": "synthetic", "train": 800, "test": 200, "size": 256, "seed": 0},
+    "noise": {"rate": 0.3, "seed": 0},
+    "detector": {"recipe": "ssdlite256", "iters": 600},
+    "predictions": {"folds": 3},
+}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+@dataclass
+class Spec:
+    """A resolved experiment spec (the TOML file with defaults and, with --quick, its [quick] table)."""
+
+    name: str
+    raw: dict[str, Any]
+    path: Path | None = None
+
+    @property
+    def arms(self) -> list[dict[str, Any]]:
+        return self.raw["arms"]
+
+    @property
+    def seeds(self) -> list[int]:
+        return [int(s) for s in self.raw["seeds"]]
+
+    def metrics_needed(self) -> list[str]:
+        """Metrics the arms rank by, plus any listed under ``metrics``."""
+        names = list(self.raw.get("metrics", []))
+        for a in self.arms:
+            names += [a["metric"]] if a.get("metric") else []
+            names += list(a.get("metrics", []))
+        return list(dict.fromkeys(names))
+
+
+def load_spec(path: str | Path, quick: bool = False) -> Spec:
+    """Read an experiment TOML; ``quick`` applies its ``[quick]`` overrides (``arms`` there lists arm names)."""
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise QualmetError(f"{p}: experiment spec not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise QualmetError(f"{p}: malformed TOML ({exc})") from None
+    quick_over = raw.pop("quick", {})
+    spec = _merge(DEFAULTS, raw)
+    if quick:
+        keep = quick_over.pop("arms", None)
+        spec = _merge(spec, quick_over)
+        if keep is not None:
+            names = {a.get("name") for a in spec.get("arms", [])}
+            missing = [k for k in keep if k not in names]
+            if missing:
+                raise QualmetError(f"{p}: [quick] arms names unknown arm(s) {', '.join(missing)}")
+            spec["arms"] = [a for a in spec["arms"] if a.get("name") in keep]
+    if not spec.get("arms"):
+        raise QualmetError(f"{p}: no [[arms]] defined")
+    seen = set()
+    for n, a in enumerate(spec["arms"]):
+        if "name" not in a:
+            raise QualmetError(f"{p}: arms[{n}] needs a 'name'")
+        if a["name"] in seen:
+            raise QualmetError(f"{p}: duplicate arm name {a['name']!r}")
+        seen.add(a["name"])
+        Strategy.from_dict(a)  # validate early: a typo fails before any training
+    if "random" not in seen:
+        raise QualmetError(f"{p}: an experiment needs an arm named 'random' (the baseline)")
+    if len(spec["seeds"]) < 1:
+        raise QualmetError(f"{p}: 'seeds' must list at least one seed")
+    return Spec(name=str(spec.get("name", p.stem)), raw=spec, path=p)
+
+
+def config_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _cached_step(out: Path, cfg: dict, files: list[Path]) -> bool:
+    """True when a step's outputs exist and were made from the same configuration."""
+    stamp = out / "step.json"
+    if not stamp.exists() or not all(f.exists() for f in files):
+        return False
+    return json.loads(stamp.read_text()).get("config") == config_hash(cfg)
+
+
+def _stamp(out: Path, cfg: dict) -> None:
+    write_json(out / "step.json", {"config": config_hash(cfg), "spec": cfg})
+
+
+def prepare_data(spec: Spec, out: Path) -> tuple[Path, Path, Path | None]:
+    """Make (noisy train COCO, clean test COCO, noise manifest or None) under ``out/data``."""
+    from .formats import load_dataset
+
+    d, noise = spec.raw["data"], spec.raw.get("noise") or {}
+    data_dir = out / "data"
+    cfg = {"data": d, "noise": noise}
+    noisy, test, manifest = data_dir / "train_noisy.json", data_dir / "test.json", data_dir / "manifest.json"
+    clean = data_dir / "train.json"
+    if _cached_step(data_dir, cfg, [noisy, test]):
+        return noisy, test, manifest if manifest.exists() else None
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if d.get("source", "synthetic") == "synthetic":
+        from .synth import generate
+
+        _log(f"generating {d['train']} train + {d['test']} test synthetic frames ({d['size']} px, seed {d['seed']})")
+        generate(data_dir, n_train=int(d["train"]), n_test=int(d["test"]), seed=int(d["seed"]), size=d["size"],
+                 progress=False)
+        for f in (clean, test):
+            write_text(f.with_suffix(".images"), str((data_dir / "images").resolve()))
+    else:  # a real data set: a path in any supported format, with a test split given or carved out by seed
+        import numpy as np
+
+        base = spec.path.parent if spec.path else Path.cwd()
+        src = (base / d["source"]).resolve()
+        full = load_dataset(src, fmt=d.get("format", "auto"))
+        if d.get("test_source"):
+            tr, te = full, load_dataset((base / d["test_source"]).resolve(), fmt=d.get("format", "auto"))
+        else:
+            ids = np.sort(full.images["id"].to_numpy())
+            rng = np.random.default_rng(int(d.get("seed", 0)))
+            n_test = int(round(len(ids) * float(d.get("test_fraction", 0.2))))
+            test_ids = set(rng.choice(ids, n_test, replace=False).tolist())
+            tr = full.subset([i for i in ids if i not in test_ids])
+            te = full.subset(sorted(test_ids))
+        _log(f"{src}: {len(tr.images)} train / {len(te.images)} test frames")
+        _save(tr, clean)
+        _save(te, test)
+    if noise and float(noise.get("rate", 0)) > 0:
+        from .noise import corrupt, save_manifest
+
+        noisy_ds, man = corrupt(_load(clean), rate=float(noise["rate"]), seed=int(noise.get("seed", 0)),
+                                types=noise.get("types"))
+        _save(noisy_ds, noisy)
+        save_manifest(man, manifest)
+        _log(f"label noise: {len(man)} changes at rate {noise['rate']} ({man['type'].value_counts().to_dict()})")
+    else:
+        _save(_load(clean), noisy)
+    _stamp(data_dir, cfg)
+    return noisy, test, manifest if manifest.exists() else None
+
+
+def _save(ds, json_path: Path) -> None:
+    """Save COCO plus a ``.images`` sidecar naming the absolute image root, so subsets written in
+    other folders still find their images."""
+    from .formats import save_coco
+
+    save_coco(ds, json_path)
+    write_text(json_path.with_suffix(".images"), str(Path(ds.image_root).resolve()))
+
+
+def _images_for(json_path: Path) -> Path | None:
+    """Image root recorded beside a COCO file written by the experiment runner, else the default."""
+    side = json_path.with_suffix(".images")
+    return Path(side.read_text().strip()) if side.exists() else None
+
+
+def _load(json_path: Path):
+    from .formats import load_coco
+
+    return load_coco(json_path, images=_images_for(json_path))
+
+
+def compute_metrics(spec: Spec, out: Path, noisy: Path, workers: int | None, progress: bool):
+    """Run the metrics the arms need (out-of-fold predictions first, when a metric needs them)."""
+    from .registry import load_registry
+    from .runner import run_metrics
+
+    reg = load_registry()
+    names = spec.metrics_needed()
+    unknown = [m for m in names if m not in reg]
+    if unknown:
+        raise QualmetError(f"{spec.path}: unknown metric(s) {', '.join(unknown)}; see `qualmet metrics list`")
+    preds = None
+    if any("predictions" in reg[m].needs for m in names):
+        p = spec.raw["predictions"]
+        oof = out / "oof" / "preds_oof.json"
+        cfg = {"predictions": p, "detector": spec.raw["detector"], "data": spec.raw["data"], "noise": spec.raw.get("noise")}
+        if not _cached_step(out / "oof", cfg, [oof]):
+            from .detector.crossval import crossval
+
+            _log(f"out-of-fold predictions: {p['folds']} folds x {p.get('iters', spec.raw['detector']['iters'])} iterations")
+            det = spec.raw["detector"]
+            crossval(_load(noisy), folds=int(p["folds"]), out=oof, work_dir=out / "oof" / "folds",
+                     iters=int(p.get("iters", det["iters"])), seed=0, recipe=det["recipe"], progress=progress,
+                     **{k: v for k, v in det.items() if k not in ("recipe", "iters", "val_fraction")})
+            _stamp(out / "oof", cfg)
+        preds = oof
+    _log(f"metrics: {', '.join(names)}")
+    run = run_metrics(_load(noisy), predictions=preds, metrics=names, out=out / "metrics", workers=workers,
+                      progress=progress)
+    worse = {m: reg[m].worse for m in names}
+    return run, worse
+
+
+def _train_subset(subset_json: Path, test, arm_dir: Path, spec: Spec, seed: int, progress: bool) -> dict:
+    from .detector.train import train
+    from .evaluate import evaluate
+
+    det = spec.raw["detector"]
+    overrides = {k: v for k, v in det.items() if k not in ("recipe", "iters", "val_fraction")}  # e.g. input_size
+    res = train(_load(subset_json), arm_dir / "model", val_fraction=float(det.get("val_fraction", 0.0)),
+                iters=int(det["iters"]), seed=seed, recipe=det["recipe"], progress=progress, **overrides)
+    preds = res.predictor.predict_dataset(test, progress=False)
+    ev = evaluate(test, preds, out=arm_dir / "eval")
+    return dict(ev["stats"])  # None where COCO cannot compute a stat (e.g. no large objects)
+
+
+def run_arm(spec: Spec, arm: dict, seed: int, out: Path, run, worse: dict, noisy_json: Path, test,
+            manifest: Path | None, progress: bool) -> dict:
+    """Select, train, evaluate one arm for one seed; resumable (skips when result.json matches)."""
+    from .noise import load_manifest, restore_images
+    from .select import select
+
+    arm_dir = out / "arms" / _slug(arm["name"]) / f"seed{seed}"
+    cfg = {"arm": arm, "seed": seed, "budget": spec.raw["budget"], "detector": spec.raw["detector"],
+           "data": spec.raw["data"], "noise": spec.raw.get("noise"), "metrics_hash": run.info.get("dataset_hash")}
+    result_path = arm_dir / "result.json"
+    if result_path.exists():
+        prev = json.loads(result_path.read_text())
+        if prev.get("config_hash") == config_hash(cfg):
+            _log(f"  {arm['name']} seed {seed}: done before (AP {prev['stats']['AP'] or 0:.3f}), skipped")
+            return prev
+    noisy = _load(noisy_json)
+    strategy = Strategy.from_dict(arm)
+    sel = select(run.objects, run.frames, noisy.images["id"], strategy, spec.raw["budget"], seed, worse)
+    subset = noisy.subset(sel.image_ids)
+    if sel.drop_annotations:
+        subset.annotations = subset.annotations[~subset.annotations["id"].isin(sel.drop_annotations)].reset_index(drop=True)
+    if arm.get("oracle"):
+        if manifest is None:
+            raise QualmetError(f"arm {arm['name']!r}: an oracle arm needs a noise manifest (the spec has no [noise])")
+        fixed = sel.reasons.loc[sel.reasons.reason.str.contains("relabel"), "image_id"].tolist()
+        subset = restore_images(subset, load_manifest(manifest), fixed)
+    arm_dir.mkdir(parents=True, exist_ok=True)
+    subset_json = arm_dir / "subset.json"
+    _save(subset, subset_json)
+    sel.reasons.to_csv(arm_dir / "reasons.csv.tmp", index=False)
+    Path(arm_dir / "reasons.csv.tmp").replace(arm_dir / "reasons.csv")
+    t0 = time.perf_counter()
+    stats = _train_subset(subset_json, test, arm_dir, spec, seed, progress)
+    result = {"arm": arm["name"], "seed": seed, "config_hash": config_hash(cfg), "config": cfg, "stats": stats,
+              "n_frames": len(sel.image_ids), "n_boxes": int(len(subset.annotations)),
+              "dropped_annotations": len(sel.drop_annotations), "train_seconds": round(time.perf_counter() - t0, 1),
+              "qualmet_version": __version__}
+    write_json(result_path, result, indent=2)  # written last: its presence means the arm is complete
+    _log(f"  {arm['name']} seed {seed}: AP {stats['AP'] or 0:.3f}  AP50 {stats['AP50'] or 0:.3f}  AR100 {stats['AR100'] or 0:.3f} "
+         f"({result['train_seconds']:.0f} s)")
+    return result
+
+
+def run_experiment(spec_path: str | Path, out: str | Path | None = None, quick: bool = False,
+                   workers: int | None = None, progress: bool = True) -> Path:
+    """Run every arm x seed of an experiment spec and write results.csv, summary.md and summary.png."""
+    from .summary import COCO_STATS, write_summary
+
+    spec = load_spec(spec_path, quick=quick)
+    out = Path(out) if out else Path("experiments") / "results" / (spec.name + ("_quick" if quick else ""))
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    write_json(out / "config.json", {"spec": spec.raw, "spec_file": str(spec.path), "quick": quick,
+                                     "qualmet_version": __version__}, indent=2)
+    if spec.path:
+        write_text(out / "spec.toml", spec.path.read_text(encoding="utf-8"))
+    _log(f"== experiment {spec.name}{' (quick)' if quick else ''}: {len(spec.arms)} arms x {len(spec.seeds)} seeds, "
+         f"budget {spec.raw['budget']}, {spec.raw['detector']['recipe']} x {spec.raw['detector']['iters']} iterations -> {out}")
+    noisy_json, test_json, manifest = prepare_data(spec, out)
+    run, worse = compute_metrics(spec, out, noisy_json, workers, progress)
+    test = _load(test_json)
+    if manifest is not None:
+        from .label_errors import write_label_error_report
+
+        write_label_error_report(run.objects, run.frames, manifest, worse, out / "label_errors")
+    rows = []
+    for seed in spec.seeds:
+        for arm in spec.arms:
+            r = run_arm(spec, arm, seed, out, run, worse, noisy_json, test, manifest, progress)
+            rows.append({"arm": r["arm"], "seed": r["seed"], **{k: r["stats"].get(k) for k in COCO_STATS},
+                         "n_frames": r["n_frames"], "n_boxes": r["n_boxes"]})
+            results = pd.DataFrame(rows)
+            if "random" in set(results.arm):
+                write_summary(results, out, f"{spec.name}{' (quick)' if quick else ''}",
+                              notes=_notes(spec, quick, time.perf_counter() - t_start))
+    _log(f"\n{(out / 'summary.md').read_text()}\nwrote {out} in {time.perf_counter() - t_start:.0f} s")
+    return out
+
+
+def _notes(spec: Spec, quick: bool, seconds: float) -> str:
+    d, det = spec.raw["data"], spec.raw["detector"]
+    noise = spec.raw.get("noise") or {}
+    data = (f"synthetic pandas, {d['train']} train / {d['test']} clean test frames at {d['size']} px"
+            if d.get("source", "synthetic") == "synthetic" else f"{d['source']}")
+    return (f"Data: {data}; label noise rate {noise.get('rate', 0)} on the training split only. Budget "
+            f"{spec.raw['budget']} of the training frames for every arm; detector {det['recipe']}, "
+            f"{det['iters']} iterations from scratch, seeds {spec.seeds}. Wall time so far: {seconds / 60:.1f} min "
+            f"on this machine. qualmet {__version__}.")

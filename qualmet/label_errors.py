@@ -1,0 +1,93 @@
+"""How well does ranking by each metric find the injected label errors? AUROC and average precision
+per metric x error type, at annotation level (and at frame level for deleted boxes)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from .atomic import atomic_path, write_text
+from .stats import auroc
+
+
+def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the precision-recall curve of ranking by ``scores`` (higher = more likely positive)."""
+    labels = np.asarray(labels, bool)
+    if labels.sum() == 0:
+        return float("nan")
+    order = np.argsort(-np.nan_to_num(np.asarray(scores, float), nan=-np.inf), kind="mergesort")
+    hits = labels[order]
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float(precision[hits].sum() / hits.sum())
+
+
+def detection_table(objects: pd.DataFrame, frames: pd.DataFrame, manifest: pd.DataFrame,
+                    worse: Mapping[str, str]) -> pd.DataFrame:
+    """Rows: metric, error type, level, positives, AUROC, AP, precision@k (k = positives)."""
+    rows = []
+    kinds = manifest.drop_duplicates("annotation_id").set_index("annotation_id")["type"]
+    obj_kind = objects["annotation_id"].map(kinds)
+    for m in [c for c in worse if c in objects.columns]:
+        susp = objects[m] if worse[m] == "high" else -objects[m]
+        for t in sorted(obj_kind.dropna().unique()):
+            sel = obj_kind.isna() | (obj_kind == t)
+            y = (obj_kind[sel] == t).to_numpy()
+            rows.append(_row(m, t, "annotation", susp[sel].to_numpy(), y))
+        y_any = obj_kind.notna().to_numpy()
+        rows.append(_row(m, "any", "annotation", susp.to_numpy(), y_any))
+    missing_frames = set(manifest.loc[manifest["type"] == "missing", "image_id"].astype(int))
+    if missing_frames:
+        for m in [c for c in worse if c in frames.columns]:
+            susp = frames[m] if worse[m] == "high" else -frames[m]
+            rows.append(_row(m, "missing", "frame", susp.to_numpy(), frames["image_id"].isin(missing_frames).to_numpy()))
+    return pd.DataFrame(rows)
+
+
+def _row(metric: str, kind: str, level: str, susp: np.ndarray, y: np.ndarray) -> dict:
+    k = int(y.sum())
+    s = np.nan_to_num(susp.astype(float), nan=-np.inf)
+    top = np.argsort(-s, kind="mergesort")[:k]
+    return {"metric": metric, "type": kind, "level": level, "positives": k, "n": int(len(y)),
+            "auroc": auroc(susp, y),
+            "ap": average_precision(susp, y), "precision_at_k": float(y[top].mean()) if k else float("nan")}
+
+
+def write_label_error_report(objects: pd.DataFrame, frames: pd.DataFrame, manifest_path: str | Path,
+                             worse: Mapping[str, str], out: str | Path) -> pd.DataFrame:
+    """Write label_errors.csv, .md and an AUROC heat map PNG into ``out``."""
+    from .noise import load_manifest
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = detection_table(objects, frames, load_manifest(manifest_path), worse)
+    with atomic_path(out / "label_errors.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    if len(table):
+        piv = table.pivot_table(index="metric", columns="type", values="auroc")
+        write_text(out / "label_errors.md", "# Finding the injected label errors (AUROC; 0.5 = chance)\n\n```\n"
+                   + piv.round(3).to_string() + "\n```\n")
+        _heatmap(piv, out / "label_errors.png")
+    return table
+
+
+def _heatmap(piv: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.2 * len(piv.columns) + 3, 0.35 * len(piv) + 1.5))
+    im = ax.imshow(piv.to_numpy(dtype=float), cmap="RdYlGn", vmin=0.3, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(piv.columns)), piv.columns, rotation=30, ha="right")
+    ax.set_yticks(range(len(piv.index)), piv.index)
+    for (i, j), v in np.ndenumerate(piv.to_numpy(dtype=float)):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7)
+    fig.colorbar(im, ax=ax, label="AUROC")
+    ax.set_title("Which metric finds which injected error")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)

@@ -1,0 +1,82 @@
+"""The experiment runner end to end on a tiny spec: same budget for every arm, an oracle arm that
+really fixes labels, summaries written, and a rerun that trains nothing."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from qualmet.errors import QualmetError
+from qualmet.experiment import load_spec, run_experiment
+from qualmet.formats import load_coco
+
+SPEC = Path(__file__).parent / "data" / "tiny_experiment.toml"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = tmp_path_factory.mktemp("exp")
+    run_experiment(SPEC, out=out, progress=False)
+    return out
+
+
+def test_every_arm_trains_on_the_same_budget_and_is_scored(tiny):
+    res = pd.read_csv(tiny / "results.csv")
+    assert list(res.arm) == ["random", "filter:box_tightness_iou", "oracle_relabel"]
+    assert (res.n_frames == 20).all()  # budget 0.5 of 40 frames
+    assert res[["AP", "AP50", "AR100"]].notna().all().all()
+    assert ((res.AP >= 0) & (res.AP <= 1)).all()
+    for f in ("summary.md", "summary.png", "summary.csv", "config.json", "spec.toml", "label_errors/label_errors.csv"):
+        assert (tiny / f).exists(), f
+    assert "| random | 1 |" in (tiny / "summary.md").read_text()
+    cfg = json.loads((tiny / "config.json").read_text())
+    assert cfg["spec"]["budget"] == 0.5 and cfg["qualmet_version"]
+
+
+def test_filter_arm_drops_what_the_metric_flags(tiny):
+    reasons = pd.read_csv(tiny / "arms" / "filter_box_tightness_iou" / "seed0" / "reasons.csv")
+    dropped = reasons[reasons.reason.str.startswith("dropped")]
+    assert len(dropped) > 0 and not dropped.kept.any()
+
+
+def test_oracle_arm_has_its_relabelled_frames_restored(tiny):
+    from qualmet.noise import load_manifest
+
+    arm = tiny / "arms" / "oracle_relabel" / "seed0"
+    reasons = pd.read_csv(arm / "reasons.csv")
+    fixed = set(reasons.loc[reasons.reason.str.contains("relabel"), "image_id"])
+    assert len(fixed) == 10
+    sub = load_coco(arm / "subset.json", images=tiny / "data" / "images")
+    clean = load_coco(tiny / "data" / "train.json")
+    man = load_manifest(tiny / "data" / "manifest.json")
+    noisy_frames = set(man.image_id) & fixed
+    assert noisy_frames, "the relabelled frames should include some with injected errors"
+    cols = ["image_id", "category_id", "x", "y", "w", "h"]
+    for i in noisy_frames:  # restored frames carry exactly the clean boxes
+        a = sub.annotations[sub.annotations.image_id == i][cols].sort_values(cols).to_numpy()
+        b = clean.annotations[clean.annotations.image_id == i][cols].sort_values(cols).to_numpy()
+        assert (a == b).all() and a.shape == b.shape
+
+
+def test_rerun_skips_finished_arms(tiny, capsys):
+    stamps = {p: p.stat().st_mtime_ns for p in (tiny / "arms").glob("*/seed0/result.json")}
+    run_experiment(SPEC, out=tiny, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert capsys.readouterr().out.count("done before") == 3
+
+
+def test_quick_mode_and_spec_errors(tmp_path):
+    spec = load_spec(SPEC, quick=True)
+    assert [a["name"] for a in spec.arms] == ["random", "oracle_relabel"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[arms]]\nname = "f"\nstrategy = "filter"\n')
+    with pytest.raises(QualmetError, match="needs a 'metric'"):
+        load_spec(bad)
+    bad.write_text('[[arms]]\nname = "f"\nstrategy = "rank"\nmetric = "x"\n')
+    with pytest.raises(QualmetError, match="needs an arm named 'random'"):
+        load_spec(bad)
+    bad.write_text("name = [")
+    with pytest.raises(QualmetError, match="malformed TOML"):
+        load_spec(bad)

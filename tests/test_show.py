@@ -1,0 +1,78 @@
+"""show_grid: a readable PNG of the expected size, noise colours, unreadable frames survive."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+import qualmet
+from qualmet import noise
+from qualmet.cli import main
+from qualmet.dataset import Dataset
+from qualmet.formats import save_coco
+from qualmet.show import CELL_H, CELL_W, LEGEND_H, grid_size, show_grid
+
+
+@pytest.fixture(scope="module")
+def raccoon(raccoon_dir):
+    return qualmet.load_dataset(raccoon_dir / "annotations")
+
+
+def _read(p) -> np.ndarray:
+    img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+    assert img is not None
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _count(img: np.ndarray, rgb) -> int:
+    return int((np.abs(img.astype(int) - np.array(rgb)).sum(axis=2) < 30).sum())
+
+
+def test_grid_size_and_content(tmp_path, raccoon):
+    out = show_grid(raccoon, tmp_path / "g.png", n=6, seed=0, cols=3)
+    img = _read(out)
+    assert img.shape == (2 * CELL_H + LEGEND_H, 3 * CELL_W, 3) and grid_size(6, 3) == (3 * CELL_W, 2 * CELL_H + LEGEND_H)
+    assert img[:CELL_H, :CELL_W].std() > 20  # a photo, not a blank cell
+    assert _count(img, (40, 200, 40)) > 200  # green boxes drawn
+    assert _count(img, (230, 30, 30)) < 50  # no noise colours without a manifest
+    assert not list(tmp_path.glob(".*.tmp*"))  # atomic write left no temp file
+
+
+def test_seed_picks_frames(tmp_path, raccoon):
+    a = _read(show_grid(raccoon, tmp_path / "a.png", n=4, seed=1))
+    b = _read(show_grid(raccoon, tmp_path / "b.png", n=4, seed=1))
+    c = _read(show_grid(raccoon, tmp_path / "c.png", n=4, seed=2))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_manifest_colours(tmp_path, raccoon):
+    noisy, m = noise.corrupt(raccoon, rate=1.0, seed=0, types=["missing", "shift"])
+    out = show_grid(noisy, tmp_path / "n.png", n=10, seed=0, manifest=m)
+    img = _read(out)
+    assert _count(img[:-LEGEND_H], (230, 30, 30)) > 200  # shifted boxes in red
+    assert _count(img[:-LEGEND_H], (250, 220, 0)) > 100  # deleted boxes in yellow
+
+
+def test_unreadable_frame_does_not_lose_the_sheet(tmp_path, raccoon_dir):
+    root = tmp_path / "imgs"
+    root.mkdir()
+    src = sorted((raccoon_dir / "images").glob("*.jpg"))[0]
+    (root / "good.jpg").write_bytes(src.read_bytes())
+    (root / "bad.jpg").write_bytes(b"not an image")
+    ds = Dataset.from_records([{"id": 1, "file_name": "good.jpg", "width": 10, "height": 10},
+                               {"id": 2, "file_name": "bad.jpg", "width": 10, "height": 10},
+                               {"id": 3, "file_name": "gone.jpg", "width": 10, "height": 10}],
+                              [], [{"id": 1, "name": "x"}], image_root=root)
+    img = _read(show_grid(ds, tmp_path / "u.png", n=3, cols=3))
+    assert img.shape == (CELL_H + LEGEND_H, 3 * CELL_W, 3)
+    assert img[:CELL_H, :CELL_W].std() > 20
+
+
+def test_cli_show(tmp_path, raccoon, raccoon_dir):
+    src = tmp_path / "clean.json"
+    save_coco(raccoon, src)
+    assert main(["corrupt", str(src), "--out", str(tmp_path / "noisy.json"), "--seed", "1"]) == 0
+    out = tmp_path / "grid.png"
+    assert main(["show", str(tmp_path / "noisy.json"), "--images", str(raccoon_dir / "images"), "--n", "7",
+                 "--out", str(out), "--manifest", str(tmp_path / "noisy.manifest.json"), "--seed", "3"]) == 0
+    assert _read(out).shape == (2 * CELL_H + LEGEND_H, 5 * CELL_W, 3)
