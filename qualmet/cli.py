@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     except QualmetError as exc:
         print(f"qualmet: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `qualmet metrics list | head`: the reader left, nothing is wrong
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("qualmet: interrupted; finished work is kept, rerun the same command to resume", file=sys.stderr)
         return 130

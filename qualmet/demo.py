@@ -1,14 +1,15 @@
 """The main job behind ``make demo``: the whole loop on the embedded synthetic panda set.
 
-Each step prints what it did; outputs land under one folder. Steps whose parts are not built yet
-are skipped with a note, so the demo always says honestly what ran.
+generate -> corrupt -> validate -> look (grid) -> metrics -> find label errors -> quick experiment
+(select, train, evaluate every arm against random) -> summary. Every step prints what it did.
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-RACCOON = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "raccoon"
+REPO = Path(__file__).resolve().parents[1]
+SPEC = REPO / "experiments" / "pandas_filtering.toml"
 
 
 def _step(title: str) -> float:
@@ -16,22 +17,44 @@ def _step(title: str) -> float:
     return time.perf_counter()
 
 
-def demo(out: str | Path) -> Path:
-    """Run the demo pipeline into ``out`` and return that folder."""
-    from .formats import load_dataset, save_coco
+def demo(out: str | Path, quick: bool = True) -> Path:
+    """Run the demo into ``out`` (the quick experiment unless ``quick=False``) and return that folder."""
+    from .label_errors import write_label_error_report
+    from .experiment import _load, compute_metrics, load_spec, prepare_data, run_experiment
+    from .noise import load_manifest
+    from .show import show_grid
     from .validate import validate
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if RACCOON.is_dir():
-        t = _step(f"real data: validate and summarise the raccoon set ({RACCOON})")
-        ds = load_dataset(RACCOON / "annotations")
-        problems = validate(ds)
-        s = ds.summary()
-        print(f"{s['images']} frames, {s['annotations']} boxes, classes {s['categories']}, "
-              f"boxes per frame {s['boxes_per_image']}; {len(problems)} problem(s)")
-        for p in problems[:10]:
-            print("  ", p)
-        save_coco(ds, out / "raccoon.json")
-        print(f"wrote {out / 'raccoon.json'} ({time.perf_counter() - t:.1f} s)")
+    t0 = time.perf_counter()
+    exp = out / "experiment"
+    spec = load_spec(SPEC, quick=quick)
+
+    t = _step("1. data: synthetic pandas, 30% label noise injected into the training split")
+    noisy_json, test_json, manifest = prepare_data(spec, exp)
+    noisy, test = _load(noisy_json), _load(test_json)
+    man = load_manifest(manifest)
+    print(f"train (noisy): {len(noisy.images)} frames, {len(noisy.annotations)} boxes; test (clean): "
+          f"{len(test.images)} frames, {len(test.annotations)} boxes; {len(man)} injected errors "
+          f"{man['type'].value_counts().to_dict()} ({time.perf_counter() - t:.1f} s)")
+
+    t = _step("2. validate the noisy training labels and their images")
+    problems = validate(noisy)
+    errors = [p for p in problems if p.severity == "error"]
+    print(f"{len(errors)} error(s), {len(problems) - len(errors)} warning(s) ({time.perf_counter() - t:.1f} s)")
+
+    t = _step("3. look at the data: 20 frames with their boxes (injected errors in red)")
+    grid = show_grid(noisy, out / "grid.png", n=20, seed=0, manifest=man)
+    print(f"wrote {grid} ({time.perf_counter() - t:.1f} s)")
+
+    t = _step("4. quality metrics over every training frame, and how well each finds the injected errors")
+    run, worse = compute_metrics(spec, exp, noisy_json, workers=None, progress=True)
+    write_label_error_report(run.objects, run.frames, manifest, worse, exp / "label_errors")
+    print((exp / "label_errors" / "label_errors.md").read_text())
+
+    t = _step(f"5. experiment{' (quick)' if quick else ''}: every arm trains the same detector on the same budget")
+    run_experiment(SPEC, out=exp, quick=quick, progress=True)
+    print(f"\ndemo finished in {(time.perf_counter() - t0) / 60:.1f} min; everything is under {out.resolve()}")
+    print(f"  look at: {grid}, {exp / 'summary.md'}, {exp / 'summary.png'}, {exp / 'label_errors' / 'label_errors.png'},")
+    print(f"           a trained model with loss curves: {exp / 'arms' / 'random' / f'seed{spec.seeds[0]}' / 'model'}")
     return out

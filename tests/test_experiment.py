@@ -80,3 +80,21 @@ def test_quick_mode_and_spec_errors(tmp_path):
     bad.write_text("name = [")
     with pytest.raises(QualmetError, match="malformed TOML"):
         load_spec(bad)
+
+
+def test_select_and_errors_commands_on_the_experiment_metrics(tiny, tmp_path, capsys):
+    from qualmet.cli import main
+
+    data = tiny / "data"
+    rc = main(["select", str(data / "train_noisy.json"), "--images", str(data / "images"), "--run", str(tiny / "metrics"),
+               "--strategy", "relabel", "--metrics", "box_tightness_iou,max_iou_other", "--k", "5", "--budget", "1.0",
+               "--out", str(tmp_path / "sel")])
+    assert rc == 0
+    rel = load_coco(tmp_path / "sel" / "relabel.json", images=data / "images")
+    assert len(rel.images) == 5 and rel.annotations["suspicious"].sum() >= 5
+    rc = main(["errors", str(data / "train_noisy.json"), "--manifest", str(data / "manifest.json"),
+               "--run", str(tiny / "metrics"), "--out", str(tmp_path / "err")])
+    assert rc == 0
+    table = pd.read_csv(tmp_path / "err" / "label_errors.csv")
+    assert set(table.metric) == {"box_tightness_iou", "max_iou_other"}
+    assert table.auroc.between(0, 1).all() and (table.positives > 0).all()

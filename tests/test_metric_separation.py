@@ -16,10 +16,13 @@ noise = pytest.importorskip("qualmet.noise", reason="qualmet.noise (noise inject
 
 # metric -> error-type name fragments it must separate from clean boxes, with the AUROC floor
 EXPECTED = {
-    "box_tightness": [("loose", 0.8)],
-    "box_tightness_iou": [("loose", 0.8), ("shift", 0.8)],
-    "max_iou_other": [("dup", 0.8)],
-    "black_white_ratio": [("shift", 0.7)],
+    # The reference contour-aspect tightness is weak on loose boxes (AUROC ~0.6 here: a loose box that
+    # grows on all sides keeps its aspect ratio); it does catch spurious and squashed boxes. The
+    # IoU-based variant is the one that finds loose and shifted boxes.
+    "box_tightness": [("spurious", 0.75), ("squash", 0.6)],
+    "box_tightness_iou": [("loose", 0.8), ("shift", 0.85), ("spurious", 0.85)],
+    "max_iou_other": [("dup", 0.9)],
+    "black_white_ratio": [("loose", 0.9), ("shift", 0.9), ("spurious", 0.85)],
 }
 
 

@@ -55,18 +55,17 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def _load_run(run_dir: str):
+    """The metric tables of a metrics run and each metric's 'worse' side, as recorded in run.json."""
     import pandas as pd
 
     from ..errors import QualmetError
-    from ..registry import load_registry
 
     d = Path(run_dir)
-    if not (d / "objects.parquet").exists():
-        raise QualmetError(f"{d}: no objects.parquet; run `qualmet metrics run ... --out {d}` first")
+    if not (d / "objects.parquet").exists() or not (d / "run.json").exists():
+        raise QualmetError(f"{d}: not a metrics run (objects.parquet, run.json); run `qualmet metrics run ... --out {d}` first")
     objects, frames = pd.read_parquet(d / "objects.parquet"), pd.read_parquet(d / "frames.parquet")
-    info = json.loads((d / "run.json").read_text()) if (d / "run.json").exists() else {}
-    reg = load_registry(plugins=info.get("plugins", []) if isinstance(info.get("plugins"), list) else [])
-    worse = {m: reg[m].worse for m in reg if m in objects.columns or m in frames.columns}
+    info = json.loads((d / "run.json").read_text())
+    worse = {m["name"]: m["worse"] for m in info.get("metrics", [])}
     return objects, frames, worse
 
 
