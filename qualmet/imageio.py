@@ -2,6 +2,7 @@
 
 Grayscale and palette images are promoted to 3 channels, alpha is dropped, 16-bit images are
 scaled to 8 bits, and the EXIF orientation is honoured (OpenCV's IMREAD_COLOR does all of that).
+A JPEG cut short (no end-of-image marker) decodes as far as its data goes.
 """
 from __future__ import annotations
 
@@ -30,9 +31,20 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if data.size == 0:
         raise ImageError(f"{p}: image file is empty (0 bytes)")
     img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if img is None and _is_truncated_jpeg(data):
+        # OpenCV refuses a JPEG cut short; with the end-of-image marker appended it decodes what is
+        # there (the missing rows come out grey), as image viewers do. validate() warns about these.
+        img = cv2.imdecode(np.concatenate([data, np.frombuffer(b"\xff\xd9", np.uint8)]), cv2.IMREAD_COLOR)
     if img is None:
         raise ImageError(f"{p}: not a decodable image ({data.size} bytes)")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _is_truncated_jpeg(data: np.ndarray) -> bool:
+    """JPEG signature at the start but no end-of-image marker at the end."""
+    head = data[:2].tobytes()
+    tail = data[-64:].tobytes().rstrip(b"\x00\r\n ")
+    return head == b"\xff\xd8" and not tail.endswith(b"\xff\xd9")
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:

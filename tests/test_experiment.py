@@ -98,3 +98,15 @@ def test_select_and_errors_commands_on_the_experiment_metrics(tiny, tmp_path, ca
     table = pd.read_csv(tmp_path / "err" / "label_errors.csv")
     assert set(table.metric) == {"box_tightness_iou", "max_iou_other"}
     assert table.auroc.between(0, 1).all() and (table.positives > 0).all()
+
+
+def test_importance_command_on_a_trained_arm(tiny, tmp_path):
+    from qualmet.cli import main
+
+    rc = main(["importance", str(tiny / "arms" / "random" / "seed0" / "model"), str(tiny / "data" / "test.json"),
+               "--images", str(tiny / "data" / "images"), "--metrics", "area_relative,black_white_ratio",
+               "--out", str(tmp_path / "imp")])
+    assert rc == 0
+    t = pd.read_csv(tmp_path / "imp" / "importance.csv")
+    assert set(t.metric) == {"area_relative", "black_white_ratio"} and (t.n > 0).all()
+    assert (tmp_path / "imp" / "importance.png").exists() and (tmp_path / "imp" / "eval" / "metrics.json").exists()

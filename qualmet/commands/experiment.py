@@ -45,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--run", required=True, help="metrics run folder")
     r.add_argument("--out", required=True)
     r.set_defaults(func=cmd_errors)
+    _register_importance(sub)
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
@@ -112,4 +113,25 @@ def cmd_errors(args: argparse.Namespace) -> int:
     piv = table.pivot_table(index="metric", columns="type", values="auroc")
     print(piv.round(3).to_string())
     print(f"wrote {args.out}/label_errors.csv, .md, .png")
+    return 0
+
+
+def _register_importance(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("importance", help="which data properties the model struggles with",
+                       description="Predict the test split, compute object metrics on it, and relate each metric to "
+                                   "whether the model found the object (Spearman, AUROC, mutual information).")
+    p.add_argument("model", help="model folder from `qualmet train`")
+    add_dataset_args(p)
+    p.add_argument("--metrics", default=None, help="comma-separated object metrics (default: all label/pixel ones)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_importance)
+
+
+def cmd_importance(args: argparse.Namespace) -> int:
+    from ..importance import importance
+
+    table = importance(args.model, args.dataset, args.out, images=args.images,
+                       metrics=args.metrics.split(",") if args.metrics else None)
+    print(table.round(3).to_string(index=False))
+    print(f"wrote {args.out}/importance.csv and importance.png")
     return 0

@@ -39,12 +39,34 @@ def read_json(path: str | os.PathLike) -> Any:
         raise DatasetError(f"{p}: line {exc.lineno} column {exc.colno}: malformed JSON ({exc.msg})") from None
 
 
+_INT64 = (-(2 ** 63), 2 ** 63 - 1)
+_RESERVED_ANN_KEYS = ("x", "y", "w", "h")  # qualmet's own box columns; a COCO key of that name would clash
+
+
 def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    """An integer that fits the int64 columns it is stored in (JSON allows arbitrarily large ones)."""
+    return isinstance(v, int) and not isinstance(v, bool) and _INT64[0] <= v <= _INT64[1]
+
+
+def _kind(v: Any) -> str:
+    """The type name shown in messages; an integer outside int64 says so."""
+    if isinstance(v, int) and not isinstance(v, bool) and not _is_int(v):
+        return "int outside the 64-bit range"
+    return type(v).__name__
 
 
 def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_finite(v: Any) -> bool:
+    """A finite number that converts to float (huge JSON integers overflow float and are refused)."""
+    if not _is_num(v):
+        return False
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:
+        return False
 
 
 def parse_coco(d: Any, source: str = "<memory>", image_root: str | os.PathLike | None = None) -> Dataset:
@@ -85,7 +107,7 @@ def parse_coco(d: Any, source: str = "<memory>", image_root: str | os.PathLike |
             bad(item, f"image is missing key(s) {', '.join(missing)}")
             continue
         if not _is_int(im["id"]):
-            bad(item, f"image id must be an integer, got {type(im['id']).__name__} {im['id']!r}")
+            bad(item, f"image id must be an integer, got {_kind(im['id'])} {im['id']!r}")
             continue
         item = f"image {im['id']} ({im['file_name']})"
         if not isinstance(im["file_name"], str) or not im["file_name"]:
@@ -112,15 +134,15 @@ def parse_coco(d: Any, source: str = "<memory>", image_root: str | os.PathLike |
             continue
         wrong = [k for k in ("id", "image_id", "category_id") if not _is_int(a[k])]
         if wrong:
-            bad(item, "; ".join(f"{k} must be an integer, got {type(a[k]).__name__} {a[k]!r}" for k in wrong))
+            bad(item, "; ".join(f"{k} must be an integer, got {_kind(a[k])} {a[k]!r}" for k in wrong))
             continue
         item = f"annotation {a['id']} (image {a['image_id']})"
         b = a["bbox"]
         if not isinstance(b, list) or len(b) != 4 or not all(_is_num(v) for v in b):
             bad(item, f"bbox must be a list of 4 numbers [x, y, w, h], got {json.dumps(b)[:80]}")
             continue
-        if not all(math.isfinite(v) for v in b):
-            bad(item, f"bbox has a NaN or infinite coordinate: {b}")
+        if not all(_is_finite(v) for v in b):
+            bad(item, f"bbox has a NaN, infinite or out-of-range coordinate: {json.dumps(b)[:80]}")
             continue
         if a["id"] in ann_ids:
             bad(item, "duplicate annotation id; the later one is ignored")
@@ -131,8 +153,18 @@ def parse_coco(d: Any, source: str = "<memory>", image_root: str | os.PathLike |
         if a["category_id"] not in cat_ids:
             bad(item, f"unknown category_id {a['category_id']}")
             continue
-        if "score" in a and not (_is_num(a["score"]) and math.isfinite(a["score"])):
+        if "score" in a and not _is_finite(a["score"]):
             bad(item, f"score must be a finite number, got {a['score']!r}")
+            continue
+        if a.get("area") is not None and not _is_finite(a["area"]):
+            bad(item, f"area must be a finite number, got {a['area']!r}")
+            continue
+        if "iscrowd" in a and not (isinstance(a["iscrowd"], int) and a["iscrowd"] in (0, 1)):
+            bad(item, f"iscrowd must be 0 or 1, got {a['iscrowd']!r}")
+            continue
+        clash = [k for k in _RESERVED_ANN_KEYS if k in a]
+        if clash:
+            bad(item, f"key(s) {', '.join(clash)} clash with qualmet's box columns; keep the box in 'bbox' only")
             continue
         ann_ids.add(a["id"])
         anns.append(a)
@@ -157,8 +189,11 @@ def load_coco(path: str | os.PathLike, images: str | os.PathLike | None = None, 
 
 
 def save_coco(ds: Dataset, path: str | os.PathLike, indent: int | None = None) -> Path:
-    """Atomically write a Dataset as COCO JSON."""
-    return atomic.write_json(path, ds.to_coco(), indent=indent)
+    """Atomically write a Dataset as COCO JSON; a NaN or infinite value anywhere raises DatasetError."""
+    try:
+        return atomic.write_json(path, ds.to_coco(), indent=indent)
+    except ValueError as exc:  # json refuses NaN/inf (JSON has none), e.g. in an extra key's value
+        raise DatasetError(f"{path}: cannot write COCO JSON: {exc} (a value is NaN or infinite)") from None
 
 
 def load_predictions(path: str | os.PathLike, images: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -177,9 +212,12 @@ def load_predictions(path: str | os.PathLike, images: pd.DataFrame | None = None
         if not isinstance(r, dict) or not all(k in r for k in ("image_id", "category_id", "bbox", "score")):
             raise DatasetError(f"{p}: {item}: needs image_id, category_id, bbox and score")
         b = r["bbox"]
-        if not (isinstance(b, list) and len(b) == 4 and all(_is_num(v) and math.isfinite(v) for v in b)):
+        wrong = [k for k in ("image_id", "category_id") if not _is_int(r[k])]
+        if wrong:
+            raise DatasetError(f"{p}: {item}: " + "; ".join(f"{k} must be an integer, got {r[k]!r}" for k in wrong))
+        if not (isinstance(b, list) and len(b) == 4 and all(_is_finite(v) for v in b)):
             raise DatasetError(f"{p}: {item}: bbox must be 4 finite numbers, got {b!r}")
-        if not (_is_num(r["score"]) and math.isfinite(r["score"])):
+        if not _is_finite(r["score"]):
             raise DatasetError(f"{p}: {item}: score must be a finite number, got {r['score']!r}")
         if known is not None and r["image_id"] not in known:
             raise DatasetError(f"{p}: {item}: image_id {r['image_id']} is not in the data set")

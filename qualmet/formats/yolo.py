@@ -91,11 +91,17 @@ def load_yolo(labels: str | os.PathLike, images: str | os.PathLike | None = None
 def save_yolo(ds: Dataset, out_dir: str | os.PathLike, image_ids=None) -> Path:
     """Write ``labels/<stem>.txt`` for each image (of ``image_ids`` if given) and ``classes.txt``.
 
-    Class index k is the k-th category in id order; values are written with 10 decimals."""
+    Class index k is the k-th category in id order; values are written with 10 decimals. A class name
+    that is empty or holds a line break raises DatasetError (classes.txt is one name per line; leading
+    and trailing spaces are stripped on loading)."""
     out = Path(out_dir)
     sub = ds.subset(image_ids) if image_ids is not None else ds
     cats = ds.categories.sort_values("id")
     index = {int(c): k for k, c in enumerate(cats["id"])}
+    for cid, name in zip(cats["id"], cats["name"]):  # classes.txt is one name per line, read back stripped
+        if not isinstance(name, str) or not name.strip() or any(ch in name for ch in "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"):
+            raise DatasetError(f"category {int(cid)}: name {name!r} cannot be written to a YOLO classes.txt "
+                               "(empty, or contains a line break)")
     write_text(out / "classes.txt", "".join(f"{n}\n" for n in cats["name"]))
     groups = {int(k): g for k, g in sub.annotations.groupby("image_id")}
     for im in sub.images.itertuples(index=False):

@@ -1,0 +1,80 @@
+"""Metric importance: which data properties does the model struggle with? Each object metric of the
+test split against "the model found this object" (a same-class prediction with IoU >= 0.5 and score
+>= the threshold): rank correlation, AUROC and mutual information."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .atomic import atomic_path
+from .stats import auroc
+
+
+def mutual_information(values: np.ndarray, found: np.ndarray, bins: int = 8) -> float:
+    """Mutual information (bits) between a metric, cut into quantile bins, and a boolean outcome."""
+    v = pd.Series(values, dtype="float64")
+    keep = v.notna().to_numpy()
+    if keep.sum() < 2:
+        return float("nan")
+    codes = pd.qcut(v[keep].rank(method="first"), q=min(bins, int(keep.sum())), labels=False).to_numpy()
+    y = np.asarray(found, bool)[keep]
+    joint = pd.crosstab(codes, y).to_numpy(dtype=float)
+    p = joint / joint.sum()
+    px, py = p.sum(1, keepdims=True), p.sum(0, keepdims=True)
+    nz = p > 0
+    return float((p[nz] * np.log2(p[nz] / (px @ py)[nz])).sum())
+
+
+def importance_table(objects: pd.DataFrame, gt_flags: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """One row per metric: Spearman correlation with 'found', AUROC of the metric for 'found', MI in bits."""
+    j = objects.merge(gt_flags[["annotation_id", "found"]], on="annotation_id", how="inner")
+    y = j["found"].astype(bool).to_numpy()
+    rows = []
+    for m in metrics:
+        v = j[m].astype("float64")
+        ok = v.notna()
+        rho = float(v[ok].rank().corr(pd.Series(y[ok.to_numpy()], index=v[ok].index).astype(float).rank()))\
+            if ok.sum() > 2 and y[ok.to_numpy()].std() > 0 else float("nan")
+        rows.append({"metric": m, "n": int(ok.sum()), "found_rate": float(y.mean()) if len(y) else float("nan"),
+                     "spearman": rho, "auroc_found": auroc(v.to_numpy(), y), "mutual_info_bits": mutual_information(v.to_numpy(), y)})
+    return pd.DataFrame(rows).sort_values("mutual_info_bits", ascending=False, na_position="last").reset_index(drop=True)
+
+
+def importance(model_dir: str | Path, test_json: str | Path, out: str | Path, images: str | Path | None = None,
+               metrics: list[str] | None = None, score_threshold: float = 0.5, workers: int | None = None) -> pd.DataFrame:
+    """Predict ``test_json`` with the model, evaluate, compute object metrics on it and relate them to hits."""
+    from .detector.predictor import Predictor
+    from .evaluate import evaluate
+    from .formats import load_coco
+    from .registry import load_registry
+    from .runner import run_metrics
+
+    out = Path(out)
+    test = load_coco(test_json, images=images)
+    preds = Predictor.load(model_dir).predict_dataset(test)
+    ev = evaluate(test, preds, out=out / "eval", score_threshold=score_threshold)
+    reg = load_registry()
+    names = metrics or [n for n in reg.metrics if reg[n].level == "object" and "predictions" not in reg[n].needs]
+    run = run_metrics(test, metrics=names, out=out / "metrics", workers=workers, progress=False)
+    table = importance_table(run.objects, ev["gt_flags"], names)
+    with atomic_path(out / "importance.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    _plot(table, out / "importance.png")
+    return table
+
+
+def _plot(table: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(table) + 1.5))
+    ax.barh(table["metric"][::-1], table["mutual_info_bits"][::-1], color="#2a7ab9")
+    ax.set_xlabel("mutual information with 'the model found this object' (bits)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
