@@ -36,7 +36,10 @@ def load_yolo(labels: str | os.PathLike, images: str | os.PathLike | None = None
         raise DatasetError(f"{lab}: not a folder of YOLO .txt label files")
     img_dir = Path(images) if images is not None else (lab.parent / "images" if (lab.parent / "images").is_dir() else lab)
     names_path = _names_file(lab, names)
-    class_names = [ln.strip() for ln in names_path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    try:
+        class_names = [ln.strip() for ln in names_path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{names_path}: not UTF-8 text (byte {exc.start})") from None
     problems: list[Problem] = []
     frames = []
     image_files = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS) if img_dir.is_dir() else []
@@ -54,7 +57,12 @@ def load_yolo(labels: str | os.PathLike, images: str | os.PathLike | None = None
             problems.append(Problem("error", str(img), img.name, str(exc)))
             continue
         objects = []
-        for n, line in enumerate(txt.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            text = txt.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            problems.append(Problem("error", str(txt), txt.stem, f"not UTF-8 text (byte {exc.start}); file skipped"))
+            continue
+        for n, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             parts = line.split()
