@@ -154,3 +154,14 @@ def test_every_command_has_help():
     assert {"validate", "convert", "info"} <= set(sub.choices)
     for name, p in sub.choices.items():
         assert p.format_help().startswith("usage: qualmet " + name)
+
+
+def test_yolo_label_file_that_is_not_utf8_is_reported_not_a_crash(tmp_path):
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "f.png"), np.zeros((20, 40, 3), np.uint8))
+    lab = tmp_path / "labels"
+    lab.mkdir()
+    (lab / "classes.txt").write_text("panda\n")
+    (lab / "f.txt").write_bytes(b"0 0.5 \xff\xfe 0.2 0.2\n")
+    ds = load_yolo(lab, images=tmp_path / "images")
+    assert any("f.txt" in p.file and "not UTF-8" in p.message for p in ds.skipped)
