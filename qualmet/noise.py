@@ -202,8 +202,13 @@ def restore_images(noisy: Dataset, manifest: pd.DataFrame, image_ids: Iterable[i
 
 
 def save_manifest(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write a manifest atomically as a JSON list of records (NaN written as null)."""
+    """Write a manifest atomically: a JSON list of records (NaN as null), or CSV when the path ends in ``.csv``
+    (empty cells for NaN, ``orig_extra`` as JSON text); both read back exactly with ``load_manifest``."""
     m = _manifest_frame(df)
+    if Path(path).suffix.lower() == ".csv":
+        out = m.copy()
+        out["orig_extra"] = [json.dumps(v, sort_keys=True) if isinstance(v, dict) else "" for v in out["orig_extra"]]
+        return atomic.write_text(path, out.to_csv(index=False, lineterminator="\n"))
     recs = []
     for r in m.to_dict("records"):
         out = {}
@@ -220,14 +225,17 @@ def save_manifest(df: pd.DataFrame, path: str | os.PathLike) -> Path:
 
 
 def load_manifest(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a manifest written by ``save_manifest`` (null read back as NaN)."""
+    """Read a manifest written by ``save_manifest`` (JSON, or CSV by the ``.csv`` extension)."""
     p = Path(path)
-    try:
-        recs = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise QualmetError(f"{p}: manifest file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise QualmetError(f"{p}: not a JSON manifest ({exc})") from None
+    if not p.is_file():
+        raise QualmetError(f"{p}: manifest file not found")
+    if p.suffix.lower() == ".csv":
+        recs = _read_csv_manifest(p)
+    else:
+        try:
+            recs = json.loads(p.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise QualmetError(f"{p}: not a JSON manifest ({exc})") from None
     if not isinstance(recs, list) or not all(isinstance(r, dict) for r in recs):
         raise QualmetError(f"{p}: a manifest must be a JSON list of records")
     for n, r in enumerate(recs):
@@ -235,6 +243,36 @@ def load_manifest(path: str | os.PathLike) -> pd.DataFrame:
         if missing or r["type"] not in ERROR_TYPES:
             raise QualmetError(f"{p}: record [{n}]: needs annotation_id, image_id and a type in {', '.join(ERROR_TYPES)}")
     return _manifest_frame(recs)
+
+
+def _read_csv_manifest(p: Path) -> list[dict[str, Any]]:
+    """CSV manifest rows as records: empty cell -> None, numbers parsed exactly, orig_extra from JSON text."""
+    import csv
+    import io
+
+    try:
+        rows = list(csv.DictReader(io.StringIO(p.read_text(encoding="utf-8"), newline="")))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise QualmetError(f"{p}: not a CSV manifest ({exc})") from None
+    recs = []
+    for n, row in enumerate(rows):
+        rec: dict[str, Any] = {}
+        for k, v in row.items():
+            if k is None or v is None or v == "":
+                continue
+            try:
+                if k in ("annotation_id", "image_id"):
+                    rec[k] = int(float(v))
+                elif k in _FLOAT_COLS:
+                    rec[k] = float(v)
+                elif k == "orig_extra":
+                    rec[k] = json.loads(v)
+                else:
+                    rec[k] = v
+            except (ValueError, json.JSONDecodeError):
+                raise QualmetError(f"{p}: row {n + 2}: column {k} has an unreadable value {v[:40]!r}") from None
+        recs.append(rec)
+    return recs
 
 
 def count_by_type(manifest: pd.DataFrame) -> dict[str, int]:

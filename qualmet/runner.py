@@ -360,15 +360,23 @@ def _load_inputs(dataset: Dataset | str | os.PathLike, images: str | os.PathLike
 def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame | str | os.PathLike | None = None,
                 metrics: Iterable[str] | None = None, plugins: Iterable[str | os.PathLike] = (),
                 out: str | os.PathLike | None = None, workers: int | None = None, images: str | os.PathLike | None = None,
-                chunk_size: int = DEFAULT_CHUNK_SIZE, executor: Executor | None = None, progress: bool = True,
+                chunk_size: int = DEFAULT_CHUNK_SIZE, executor: Executor | str | None = None, progress: bool = True,
                 entry_points: bool = True) -> MetricRun:
     """Compute metrics on a data set (COCO path or Dataset) and return the object and frame tables.
 
     ``metrics=None`` runs every registered metric (those needing predictions only when predictions
     are given). With ``out``, writes objects.parquet, frames.parquet, run.json and a chunk cache
     there, and reuses cached chunks from earlier (or interrupted) runs into the same folder.
+    ``executor`` is an Executor, or a spec string ``"local"``, ``"dask"`` (a loopback cluster of
+    ``workers`` processes) or ``"dask:tcp://HOST:PORT"``; a spec starts its executor only if a chunk needs computing.
     """
     t_start = time.perf_counter()
+    executor_spec = None
+    if isinstance(executor, str):
+        from .dask_executor import parse_executor
+
+        executor_spec = parse_executor(executor)  # fails fast on a bad spec or a missing dask
+        executor = None
     ds, preds, src = _load_inputs(dataset, images, predictions)
     reg = load_registry(plugins, entry_points=entry_points)
     explicit = metrics is not None
@@ -452,6 +460,10 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
     if tasks:
         from tqdm.auto import tqdm
 
+        if executor is None and executor_spec is not None and executor_spec[0] == "dask":
+            from .dask_executor import DaskExecutor
+
+            executor = DaskExecutor(executor_spec[1], n_workers=min(workers, len(tasks)))
         ex = executor or (SerialExecutor() if workers == 1 or len(tasks) == 1 else LocalExecutor(min(workers, len(tasks))))
         bar = tqdm(total=sum(len(t.frames) for t in tasks), unit="frame", desc="metrics", disable=not progress,
                    dynamic_ncols=True)

@@ -342,3 +342,59 @@ def test_spurious_in_crowded_frames_still_below_0_1():
     for r in m.itertuples():
         truth = clean.annotations[clean.annotations["image_id"] == r.image_id][["x", "y", "w", "h"]].to_numpy(dtype=float)
         assert iou_matrix(box(noisy, r.annotation_id), truth).max() < 0.1
+
+
+# -- manifest as CSV, file-level round trips on the synthetic panda set ------------------------------
+
+def test_manifest_csv_round_trip(tmp_path, raccoon):
+    clean = raccoon.copy()
+    clean.annotations["segmentation"] = [[[1.5, 2.0, 3.25, 4.0]]] * len(clean.annotations)
+    noisy, m = noise.corrupt(clean, rate=0.6, seed=9)
+    p = noise.save_manifest(m, tmp_path / "m.csv")
+    assert p.read_text().splitlines()[0].startswith("annotation_id,image_id,type,orig_x")
+    back = noise.load_manifest(p)
+    pd.testing.assert_frame_equal(back, m)  # floats exact, NaN kept, orig_extra dicts back
+    assert noise.restore(noisy, back).to_coco() == noise.canonical(clean).to_coco()
+    (tmp_path / "bad.csv").write_text("annotation_id,image_id,type\n1,1,blur\n")
+    with pytest.raises(QualmetError, match="bad.csv"):
+        noise.load_manifest(tmp_path / "bad.csv")
+
+
+@pytest.fixture(scope="module")
+def pandas_set(tmp_path_factory):
+    from qualmet.synth import generate
+
+    return generate(tmp_path_factory.mktemp("pandas"), n_train=60, n_test=10, seed=3, size=128, workers=1)
+
+
+def test_files_rebuild_each_other_exactly_and_test_split_untouched(tmp_path, pandas_set):
+    train, test = pandas_set["train"], pandas_set["test"]
+    test_bytes, test_mtime = test.read_bytes(), test.stat().st_mtime_ns
+    before = set(p.name for p in train.parent.iterdir())
+    out = tmp_path / "noisy.json"
+    assert main(["corrupt", str(train), "--out", str(out), "--rate", "0.5", "--seed", "4",
+                 "--manifest", str(tmp_path / "m.csv")]) == 0
+    assert test.read_bytes() == test_bytes and test.stat().st_mtime_ns == test_mtime
+    assert set(p.name for p in train.parent.iterdir()) == before  # nothing written beside the clean set
+    clean, noisy, m = load_coco(train), load_coco(out), noise.load_manifest(tmp_path / "m.csv")
+    # clean + manifest -> the noisy file's bytes; noisy + manifest -> the clean file's bytes
+    save_coco(noise.apply(clean, m), tmp_path / "rebuilt.json")
+    assert (tmp_path / "rebuilt.json").read_bytes() == out.read_bytes()
+    save_coco(noise.restore(noisy, m), tmp_path / "restored.json")
+    assert (tmp_path / "restored.json").read_bytes() == train.read_bytes()  # the generator writes ids in order
+
+
+def test_never_loses_track_of_an_annotation(pandas_set):
+    clean = load_coco(pandas_set["train"])
+    noisy, m = noise.corrupt(clean, rate=0.8, seed=1)
+    ids_clean, ids_noisy = set(clean.annotations["id"]), set(noisy.annotations["id"])
+    added = set(m.loc[m["type"].isin(noise.ADDED_TYPES), "annotation_id"])
+    deleted = set(m.loc[m["type"] == "missing", "annotation_id"])
+    assert ids_noisy == (ids_clean - deleted) | added and not added & ids_clean
+    assert len(noisy.annotations) == len(clean.annotations) - len(deleted) + len(added)
+    assert set(noisy.annotations["image_id"]) <= set(clean.images["id"])
+    # every spurious box lies off the pandas; the type mix is the default one for single-class data
+    for r in m[m["type"] == "spurious"].itertuples():
+        truth = clean.annotations[clean.annotations["image_id"] == r.image_id][["x", "y", "w", "h"]].to_numpy(dtype=float)
+        assert not len(truth) or iou_matrix(box(noisy, r.annotation_id), truth).max() < 0.1
+    assert set(m["type"]) == set(noise.ERROR_TYPES) - {"wrong_class"}

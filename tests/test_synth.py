@@ -54,3 +54,36 @@ def test_counts_sizes_and_splits(tmp_path):
     from qualmet.validate import validate
 
     assert [p for p in validate(ds) if p.severity == "error"] == []
+
+
+def test_cli_with_a_process_pool_gives_the_same_files_as_one_worker(tmp_path):
+    from qualmet.cli import main
+
+    assert main(["synth", "--out", str(tmp_path / "p"), "--train", "36", "--test", "4", "--size", "64",
+                 "--seed", "2", "--workers", "2"]) == 0  # >= 32 frames: the pool is used
+    generate(tmp_path / "s", n_train=36, n_test=4, seed=2, size=64, workers=1)
+    for name in ("train.json", "test.json", "README.md"):
+        assert (tmp_path / "p" / name).read_bytes() == (tmp_path / "s" / name).read_bytes()
+    files = sorted(p.name for p in (tmp_path / "p" / "images").iterdir())
+    assert len(files) == 40 and files == sorted(p.name for p in (tmp_path / "s" / "images").iterdir())
+    for f in files:
+        assert (tmp_path / "p" / "images" / f).read_bytes() == (tmp_path / "s" / "images" / f).read_bytes()
+
+
+def test_pandas_are_black_and_white_with_both_colours_visible():
+    seen = 0
+    for index in range(40):
+        img, masks, boxes = render_frame(0, index, 256)
+        assert len(masks) == len(boxes) <= 5
+        for m in masks:
+            if m.sum() < 400:  # small or mostly hidden: may show one colour only
+                continue
+            grey = img[m].mean(axis=1)
+            dark, bright = np.mean(grey < 70), np.mean(grey > 190)
+            assert dark > 0.05 and bright > 0.2 and dark + bright > 0.8, (index, dark, bright)  # the rest: edges
+            seen += 1
+    assert seen > 20
+    # the unlabelled background is not: few pixels outside the pandas are panda-black or panda-white
+    img, masks, _ = render_frame(0, 1, 256)
+    outside = ~np.any(masks, axis=0) if masks else np.ones(img.shape[:2], bool)
+    assert np.mean(img[outside].mean(axis=1) < 40) < 0.2

@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--out", required=True, help="run folder (outputs and chunk cache)")
     r.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     r.add_argument("--chunk-size", type=int, default=None, help="frames per task (default 16)")
+    r.add_argument("--executor", default="local", metavar="local|dask|dask:tcp://HOST:PORT",
+                   help="where chunks run: local process pool (default), a loopback Dask cluster of --workers "
+                        "processes, or the Dask scheduler at an address (needs qualmet[dask]; see docs/dask.md)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_run)
 
@@ -57,6 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     names = args.metrics.split(",") if args.metrics else None
     run = run_metrics(args.dataset, predictions=args.predictions, metrics=names, plugins=args.plugins,
                       out=args.out, workers=args.workers, images=args.images,
-                      chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE, progress=not args.no_progress)
+                      chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE, executor=args.executor,
+                      progress=not args.no_progress)
     print(summarise(run, args.out), file=sys.stderr if run.exit_code else sys.stdout)
     return run.exit_code

@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated error types (default: all that apply; wrong_class needs 2+ categories)")
     p.add_argument("--shares", default=None,
                    help="relative shares per type, e.g. loose=2,missing=1 (default equal; unnamed types get 0)")
-    p.add_argument("--manifest", default=None, help="manifest JSON (default: NOISY.manifest.json beside --out)")
+    p.add_argument("--manifest", default=None, help="manifest file, JSON, or CSV if it ends in .csv (default: NOISY.manifest.json beside --out)")
     add_seed(p)
     p.set_defaults(func=cmd_corrupt)
 

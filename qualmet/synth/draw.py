@@ -63,11 +63,20 @@ def distractor(img: np.ndarray, rng: np.random.Generator) -> None:
         cv2.fillPoly(img, [pts], (g, g, g - 5), cv2.LINE_AA)
         cv2.ellipse(img, (cx - r // 4, cy - r // 4), (max(1, r // 3), max(1, r // 5)), 0, 0, 360,
                     (min(255, g + 30),) * 3, -1, cv2.LINE_AA)
-    elif kind == 1:  # black-and-white blob with random spots (not a panda's layout)
-        cv2.ellipse(img, (cx, cy), (r, int(r * rng.uniform(0.5, 1.0))), float(rng.uniform(0, 180)), 0, 360, WHITE, -1, cv2.LINE_AA)
-        for _ in range(rng.integers(2, 6)):
+    elif kind == 1:  # black-and-white blob striped like a cow or a zebra: not a panda's layout (no "eyes")
+        axes, ang = (r, int(r * rng.uniform(0.5, 1.0))), float(rng.uniform(0, 180))
+        blob = np.zeros((h, w), np.uint8)
+        cv2.ellipse(blob, (cx, cy), axes, ang, 0, 360, 255, -1, cv2.LINE_AA)
+        stripes = np.zeros((h, w), np.uint8)
+        for k in range(rng.integers(2, 6)):  # the same draws as round spots would take, drawn as long bands
             sx, sy = cx + int(rng.integers(-r // 2, r // 2 + 1)), cy + int(rng.integers(-r // 3, r // 3 + 1))
-            cv2.circle(img, (sx, sy), max(1, int(r * rng.uniform(0.1, 0.3))), BLACK, -1, cv2.LINE_AA)
+            t = max(1, int(r * rng.uniform(0.1, 0.3)))
+            cv2.ellipse(stripes, (sx, sy), (int(1.6 * r), max(1, t // 2 + 1)), ang + 90 + 25 * (k % 3 - 1), 0, 360,
+                        255, -1, cv2.LINE_AA)
+        a = (blob.astype(np.float32) / 255)[..., None]
+        sb = (stripes.astype(np.float32) / 255)[..., None]
+        colour = np.array(WHITE, np.float32) * (1 - sb) + np.array(BLACK, np.float32) * sb
+        img[:] = np.clip(img * (1 - a) + colour * a + 0.5, 0, 255).astype(np.uint8)
     else:  # white patch (a flower bed, snow, a plastic bag)
         cv2.ellipse(img, (cx, cy), (r, max(1, r // 2)), float(rng.uniform(0, 180)), 0, 360,
                     tuple(int(v) for v in rng.integers(215, 250, 3)), -1, cv2.LINE_AA)

@@ -1,0 +1,133 @@
+"""Run the metric runner's chunk tasks on a Dask cluster (``--executor dask`` / ``dask:tcp://HOST:PORT``).
+
+:class:`DaskExecutor` implements the runner's ``Executor`` protocol, so the chunk function, the
+per-chunk parquet cache and resume are exactly those of the local runner; workers load metric
+plugins themselves from the task's plugin sources (paths must exist at the same place on workers).
+Dask is imported only here, when this executor is chosen.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+from .errors import QualmetError
+
+INSTALL_HINT = "the Dask executor needs dask[distributed]: pip install qualmet[dask]"
+
+
+def _distributed() -> Any:
+    """The ``distributed`` module, or a one-line QualmetError saying how to install it."""
+    try:
+        import distributed
+    except ImportError as exc:
+        raise QualmetError(f"{INSTALL_HINT} ({exc})") from None
+    return distributed
+
+
+def parse_executor(spec: str) -> tuple[str, str | None]:
+    """``"local"`` -> ("local", None); ``"dask"`` -> ("dask", None); ``"dask:tcp://H:P"`` -> ("dask", "tcp://H:P")."""
+    s = (spec or "local").strip()
+    if s == "local":
+        return "local", None
+    if s == "dask":
+        _distributed()
+        return "dask", None
+    if s.startswith("dask:") and len(s) > len("dask:"):
+        address = s[len("dask:"):]
+        if "://" not in address:
+            raise QualmetError(f"--executor {spec}: expected dask:tcp://HOST:PORT (a scheduler address)")
+        _distributed()
+        return "dask", address
+    raise QualmetError(f"--executor {spec}: expected local, dask or dask:tcp://HOST:PORT")
+
+
+class DaskExecutor:
+    """Maps the chunk function over tasks on a Dask cluster, yielding ``(task, result or exception)``.
+
+    With no ``address`` a loopback ``LocalCluster`` of ``n_workers`` single-threaded processes is
+    started (and closed by :meth:`close`); with an address, a client connects to that scheduler.
+    ``client=`` reuses an existing client, which :meth:`close` then leaves open.
+    """
+
+    def __init__(self, address: str | None = None, n_workers: int = 2, *, client: Any = None,
+                 retries: int = 2) -> None:
+        distributed = _distributed()
+        self.cluster = None
+        self.retries = retries
+        self._owns_client = client is None
+        self._futures: list[Any] = []
+        if client is not None:
+            self.client = client
+            return
+        try:
+            if address is None:
+                self.cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                                        host="127.0.0.1", dashboard_address=None)
+                self.client = distributed.Client(self.cluster)
+            else:
+                self.client = distributed.Client(address, timeout="30s")
+        except (OSError, TimeoutError, RuntimeError) as exc:
+            if self.cluster is not None:
+                self.cluster.close()
+            where = address or "a local Dask cluster"
+            raise QualmetError(f"cannot connect to {where}: {type(exc).__name__}: {exc}") from None
+
+    def _window(self) -> int:
+        """Tasks kept in flight: twice the cluster's threads (like LocalExecutor), at least 2."""
+        try:
+            threads = sum(self.client.nthreads().values())
+        except Exception:  # noqa: BLE001 - a sizing hint only
+            threads = 1
+        return max(2, 2 * threads)
+
+    def map_unordered(self, fn: Callable[[Any], Any], tasks: list[Any]) -> Iterator[tuple[Any, Any]]:
+        """Submit tasks (bounded in flight), yield each ``(task, result)`` as it completes; a task that
+        failed after its retries (or whose workers kept dying) yields ``(task, exception)``."""
+        distributed = _distributed()
+        pending = list(reversed(tasks))
+        by_key: dict[str, Any] = {}
+        window = self._window()
+        ac = distributed.as_completed()
+
+        def submit() -> None:
+            t = pending.pop()
+            f = self.client.submit(fn, t, pure=False, retries=self.retries)
+            by_key[f.key] = t
+            self._futures.append(f)
+            ac.add(f)
+
+        try:
+            while pending and len(by_key) < window:
+                submit()
+            while by_key:
+                f = next(ac)
+                t = by_key.pop(f.key)
+                self._futures.remove(f)
+                try:
+                    res = f.result()
+                except Exception as exc:  # noqa: BLE001 - reported per chunk by the runner, the run goes on
+                    res = exc
+                f.release()
+                while pending and len(by_key) < window:
+                    submit()
+                yield t, res
+        finally:
+            if by_key:  # the consumer stopped early (Ctrl-C, error): drop what is still queued
+                self._cancel()
+
+    def _cancel(self) -> None:
+        if self._futures:
+            try:
+                self.client.cancel(self._futures)
+            except Exception:  # noqa: BLE001 - best effort while shutting down
+                pass
+            self._futures = []
+
+    def close(self, cancel: bool = False) -> None:
+        """Cancel outstanding tasks when asked, then close the client and the cluster this executor started."""
+        if cancel:
+            self._cancel()
+        if self._owns_client:
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+            self.cluster = None

@@ -1,0 +1,177 @@
+"""The Dask executor: same tables as the local runner (plugin files included), CLI seam, resume, a killed worker."""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from qualmet.cli import main
+from qualmet.errors import QualmetError
+from qualmet.runner import LocalExecutor, run_metrics
+
+distributed = pytest.importorskip("distributed")
+
+from qualmet.dask_executor import DaskExecutor, parse_executor  # noqa: E402
+
+CHUNK = 4  # 40 frames -> 10 chunks, so both workers get several
+METRICS = ["brightness", "sharpness", "box_tightness_iou", "aspect_ratio", "object_count", "max_iou_other"]
+PLUGIN = '''
+import time
+import numpy as np
+import qualmet
+
+@qualmet.metric(name="box_red", level="object", needs={"pixels"}, worse="low")
+def box_red(ctx):
+    out = []
+    for x, y, w, h in ctx.boxes:
+        crop = ctx.image[int(y):int(y + h) + 1, int(x):int(x + w) + 1, 0]
+        out.append(float(crop.mean()) if crop.size else np.nan)
+    return out
+
+@qualmet.metric(name="green_std", level="frame", needs={"pixels"}, worse="low")
+def green_std(ctx):
+    time.sleep(SLEEP)
+    if ctx.image_id % 7 == 3:
+        raise ValueError("plugin refuses this frame")
+    return float(ctx.image[..., 1].std())
+'''
+
+
+def write_plugin(path: Path, sleep: float = 0.0) -> Path:
+    path.write_text(textwrap.dedent(PLUGIN).replace("SLEEP", repr(sleep)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    from qualmet.synth import generate
+
+    out = tmp_path_factory.mktemp("synth")
+    generate(out, n_train=40, n_test=0, seed=0, size=128, workers=1)
+    return out / "train.json"
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as c:
+        yield c
+
+
+def assert_same(a, b) -> None:
+    """Object and frame tables equal exactly (after sorting by id), and the same error records."""
+    pd.testing.assert_frame_equal(a.objects.sort_values("annotation_id").reset_index(drop=True),
+                                  b.objects.sort_values("annotation_id").reset_index(drop=True))
+    pd.testing.assert_frame_equal(a.frames.sort_values("image_id").reset_index(drop=True),
+                                  b.frames.sort_values("image_id").reset_index(drop=True))
+    assert a.errors == b.errors
+
+
+def chunk_files(run_dir: Path) -> list[Path]:
+    """The per-chunk parquet files (not the vectorised metrics' whole-data-set caches ``vec-*``)."""
+    return sorted(f for f in (run_dir / "chunks").glob("*.parquet") if not f.name.startswith("vec-"))
+
+
+def local_run(synth, plugin, **kw):
+    return run_metrics(synth, metrics=METRICS + ["box_red", "green_std"], plugins=[plugin], chunk_size=CHUNK,
+                       executor=LocalExecutor(2), progress=False, **kw)
+
+
+def test_dask_equals_local_with_plugin_file(synth, client, tmp_path):
+    plugin = write_plugin(tmp_path / "my_metrics.py")
+    local = local_run(synth, plugin)
+    dask = run_metrics(synth, metrics=METRICS + ["box_red", "green_std"], plugins=[plugin], chunk_size=CHUNK,
+                       executor=DaskExecutor(client=client), progress=False, out=tmp_path / "run")
+    assert_same(local, dask)
+    # the plugin really ran on the workers: real values, and its errors came back per frame
+    assert dask.objects["box_red"].notna().sum() > 0.9 * len(dask.objects)
+    bad = sorted(i for i in dask.frames["image_id"] if i % 7 == 3)
+    assert bad and [e["image_id"] for e in dask.errors] == bad
+    assert all(e["metric"] == "green_std" and "refuses" in e["error"] for e in dask.errors)
+    assert dask.info["counters"]["chunks_computed"] == 10
+    assert len(chunk_files(tmp_path / "run")) == 10
+    # the workers (other processes) loaded the plugin file themselves
+    worker_pids = set(client.run(os.getpid).values())
+    assert os.getpid() not in worker_pids and len(worker_pids) == 2
+
+
+def test_cli_scheduler_address_and_resume(synth, client, tmp_path, capsys):
+    plugin = write_plugin(tmp_path / "my_metrics.py")
+    local = local_run(synth, plugin)
+    out = tmp_path / "run"
+    argv = ["metrics", "run", str(synth), "--metrics", ",".join(METRICS + ["box_red", "green_std"]),
+            "--plugins", str(plugin), "--out", str(out), "--chunk-size", str(CHUNK), "--no-progress",
+            "--executor", f"dask:{client.scheduler.address}"]
+    assert main(argv) == 1  # green_std raised on some frames
+    objs, frames = pd.read_parquet(out / "objects.parquet"), pd.read_parquet(out / "frames.parquet")
+    pd.testing.assert_frame_equal(local.objects.reset_index(drop=True), objs)
+    pd.testing.assert_frame_equal(local.frames.reset_index(drop=True), frames)
+
+    # resume: drop 3 of the 10 chunk files; only those 3 chunks are computed again, the result is unchanged
+    chunks = chunk_files(out)
+    assert len(chunks) == 10
+    for f in chunks[:3]:
+        f.unlink()
+    kept = {f: f.stat().st_mtime_ns for f in chunks[3:]}
+    again = run_metrics(synth, metrics=METRICS + ["box_red", "green_std"], plugins=[plugin], chunk_size=CHUNK,
+                        out=out, executor=f"dask:{client.scheduler.address}", progress=False)
+    assert again.info["counters"]["chunks_computed"] == 3
+    assert {f: f.stat().st_mtime_ns for f in chunks[3:]} == kept  # finished chunks were not rewritten
+    assert_same(local, again)
+    third = run_metrics(synth, metrics=METRICS + ["box_red", "green_std"], plugins=[plugin], chunk_size=CHUNK,
+                        out=out, executor=f"dask:{client.scheduler.address}", progress=False)
+    assert third.info["counters"]["chunks_computed"] == 0
+    assert_same(local, third)
+
+
+class KillAfterFirst:
+    """Wraps a DaskExecutor: SIGKILLs one worker process as soon as the first chunk result arrives."""
+
+    def __init__(self, inner: DaskExecutor, pid: int):
+        self.inner, self.pid, self.results_before_kill = inner, pid, None
+
+    def map_unordered(self, fn, tasks):
+        for i, item in enumerate(self.inner.map_unordered(fn, tasks)):
+            if i == 0:
+                os.kill(self.pid, signal.SIGKILL)
+                self.results_before_kill = 1
+            yield item
+
+    def close(self, cancel: bool = False) -> None:
+        self.inner.close(cancel)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_worker_killed_mid_run_gives_identical_result(synth, tmp_path):
+    plugin = write_plugin(tmp_path / "slow_metrics.py", sleep=0.03)  # ~0.12 s per chunk: the kill lands mid-run
+    local = local_run(synth, plugin)
+    ex = DaskExecutor(n_workers=2)
+    pids = sorted(ex.client.run(os.getpid).values())
+    assert len(pids) == 2
+    killer = KillAfterFirst(ex, pids[0])
+    dask = run_metrics(synth, metrics=METRICS + ["box_red", "green_std"], plugins=[plugin], chunk_size=CHUNK,
+                       executor=killer, progress=False, out=tmp_path / "run")
+    assert killer.results_before_kill == 1
+    assert_same(local, dask)
+    assert dask.info["counters"]["chunks_computed"] == 10
+    assert len(chunk_files(tmp_path / "run")) == 10
+    assert ex.cluster is None  # the runner closed the executor and its cluster
+
+
+def test_executor_specs_and_missing_dask(monkeypatch):
+    assert parse_executor("local") == ("local", None)
+    assert parse_executor("dask") == ("dask", None)
+    assert parse_executor("dask:tcp://10.0.0.5:8786") == ("dask", "tcp://10.0.0.5:8786")
+    for bad in ("spark", "dask:", "dask:10.0.0.5:8786"):
+        with pytest.raises(QualmetError, match="--executor"):
+            parse_executor(bad)
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if dask were not installed
+    with pytest.raises(QualmetError, match=r"pip install qualmet\[dask\]"):
+        parse_executor("dask:tcp://127.0.0.1:8786")
+    with pytest.raises(QualmetError, match=r"pip install qualmet\[dask\]"):
+        DaskExecutor()
