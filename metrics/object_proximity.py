@@ -8,18 +8,16 @@ import numpy as np
 import pandas as pd
 
 import qualmet
+from qualmet.boxes import frame_pairs
 
 
 @qualmet.metric(name="object_proximity", level="object", worse="low", vectorised=True,
                 description="gap to the nearest other box in the frame / sqrt(box area); NaN if alone")
 def object_proximity(annotations, images):
-    a = annotations[["image_id", "x", "y", "w", "h"]].reset_index(drop=True)
-    a["i"] = np.arange(len(a))
-    pairs = a.merge(a, on="image_id", suffixes=("", "_o"))
-    pairs = pairs[pairs["i"] != pairs["i_o"]]
-    dx = np.maximum(0.0, np.maximum(pairs["x"], pairs["x_o"]) - np.minimum(pairs["x"] + pairs["w"], pairs["x_o"] + pairs["w_o"]))
-    dy = np.maximum(0.0, np.maximum(pairs["y"], pairs["y_o"]) - np.minimum(pairs["y"] + pairs["h"], pairs["y_o"] + pairs["h_o"]))
-    nearest = pd.Series(np.hypot(dx, dy).to_numpy()).groupby(pairs["i"].to_numpy()).min()
-    gap = nearest.reindex(np.arange(len(a))).to_numpy()
-    size = np.sqrt(np.maximum(a["w"].to_numpy() * a["h"].to_numpy(), 1e-12))
+    i, a, b = frame_pairs(annotations)
+    dx = np.maximum(0.0, np.maximum(a[:, 0], b[:, 0]) - np.minimum(a[:, 0] + a[:, 2], b[:, 0] + b[:, 2]))
+    dy = np.maximum(0.0, np.maximum(a[:, 1], b[:, 1]) - np.minimum(a[:, 1] + a[:, 3], b[:, 1] + b[:, 3]))
+    nearest = pd.Series(np.hypot(dx, dy)).groupby(i).min()
+    gap = nearest.reindex(np.arange(len(annotations))).to_numpy()
+    size = np.sqrt(np.maximum(annotations["w"].to_numpy(dtype=np.float64) * annotations["h"].to_numpy(dtype=np.float64), 1e-12))
     return gap / size

@@ -65,3 +65,30 @@ def clip_xywh(b, width: float, height: float) -> np.ndarray:
     xyxy[:, [0, 2]] = np.clip(xyxy[:, [0, 2]], 0, width)
     xyxy[:, [1, 3]] = np.clip(xyxy[:, [1, 3]], 0, height)
     return xyxy_to_xywh(xyxy)
+
+
+def iou_pairs(a_xywh, b_xywh) -> np.ndarray:
+    """Element-wise IoU of row i of ``a`` with row i of ``b`` (both (N, 4) xywh); empty boxes give 0."""
+    a, b = xywh_to_xyxy(a_xywh), xywh_to_xyxy(b_xywh)
+    iw = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
+    ih = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
+    inter = iw * ih
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    union = area_a + area_b - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.clip(np.where(union > 0, inter / union, 0.0), 0.0, 1.0)
+
+
+def frame_pairs(annotations) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every ordered pair of distinct boxes that share a frame, for per-object neighbour metrics.
+
+    ``annotations`` is a DataFrame with ``image_id, x, y, w, h``. Returns ``(i, A, B)``: ``i`` the
+    position (0..len-1) of the first box of each pair, ``A`` and ``B`` the two boxes as (P, 4) xywh.
+    """
+    a = annotations[["image_id", "x", "y", "w", "h"]].reset_index(drop=True)
+    a["i"] = np.arange(len(a))
+    p = a.merge(a, on="image_id", suffixes=("", "_o"))
+    p = p[p["i"] != p["i_o"]]
+    return (p["i"].to_numpy(), p[["x", "y", "w", "h"]].to_numpy(dtype=np.float64),
+            p[["x_o", "y_o", "w_o", "h_o"]].to_numpy(dtype=np.float64))

@@ -7,10 +7,11 @@ Dask is imported only here, when this executor is chosen.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from .errors import QualmetError
 
+_NO_TASK = object()  # end of the task iterator
 INSTALL_HINT = "the Dask executor needs dask[distributed]: pip install qualmet[dask]"
 
 
@@ -79,25 +80,30 @@ class DaskExecutor:
             threads = 1
         return max(2, 2 * threads)
 
-    def map_unordered(self, fn: Callable[[Any], Any], tasks: list[Any]) -> Iterator[tuple[Any, Any]]:
-        """Submit tasks (bounded in flight), yield each ``(task, result)`` as it completes; a task that
-        failed after its retries (or whose workers kept dying) yields ``(task, exception)``."""
+    def map_unordered(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
+        """Submit tasks (bounded in flight, taken from ``tasks`` only as room frees up), yield each
+        ``(task, result)`` as it completes; a task that failed after its retries (or whose workers
+        kept dying) yields ``(task, exception)``."""
         distributed = _distributed()
-        pending = list(reversed(tasks))
+        pending = iter(tasks)
+        more = [True]
         by_key: dict[str, Any] = {}
         window = self._window()
         ac = distributed.as_completed()
 
-        def submit() -> None:
-            t = pending.pop()
-            f = self.client.submit(fn, t, pure=False, retries=self.retries)
-            by_key[f.key] = t
-            self._futures.append(f)
-            ac.add(f)
+        def fill() -> None:
+            while more[0] and len(by_key) < window:
+                t = next(pending, _NO_TASK)
+                if t is _NO_TASK:
+                    more[0] = False
+                    return
+                f = self.client.submit(fn, t, pure=False, retries=self.retries)
+                by_key[f.key] = t
+                self._futures.append(f)
+                ac.add(f)
 
         try:
-            while pending and len(by_key) < window:
-                submit()
+            fill()
             while by_key:
                 f = next(ac)
                 t = by_key.pop(f.key)
@@ -107,8 +113,7 @@ class DaskExecutor:
                 except Exception as exc:  # noqa: BLE001 - reported per chunk by the runner, the run goes on
                     res = exc
                 f.release()
-                while pending and len(by_key) < window:
-                    submit()
+                fill()
                 yield t, res
         finally:
             if by_key:  # the consumer stopped early (Ctrl-C, error): drop what is still queued

@@ -6,6 +6,11 @@ it: :class:`LocalExecutor` (a process pool) and :class:`SerialExecutor` are buil
 executor only has to implement ``map_unordered``. Each finished chunk is written at once to
 ``RUN_DIR/chunks/`` keyed by its frames and each metric's name, version and source hash, so a
 rerun (or a run resumed after Ctrl-C or SIGKILL) computes only what is missing or changed.
+
+Runs stream: chunk tasks are built one at a time as the executor has room (at most ``2 * workers``
+in flight), and each result is copied into preallocated output columns as it arrives, so memory
+holds the data set, the final tables and a few chunks, not every chunk's partial tables
+(``benchmarks/bench_memory.py``).
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ DEFAULT_CHUNK_SIZE = 16  # frames per task; fixed (not derived from --workers) s
 OBJECT_BASE = ["annotation_id", "image_id", "category_id", "x", "y", "w", "h"]
 FRAME_BASE = ["image_id", "file_name", "width", "height"]
 _PARTIAL = "__partial__"  # prefix of per-object vector columns awaiting a finalize step
+_NO_TASK = object()  # end of an executor's task iterator
 
 
 # -- the pure per-chunk function ----------------------------------------------------------------
@@ -176,9 +182,12 @@ def _error(metric: str, image_id: int | None, file_name: str | None, exc: BaseEx
 # -- executors ---------------------------------------------------------------------------------
 
 class Executor(Protocol):
-    """Maps a picklable function over picklable tasks, yielding (task, result or exception) as they finish."""
+    """Maps a picklable function over picklable tasks, yielding (task, result or exception) as they finish.
 
-    def map_unordered(self, fn: Callable[[Any], Any], tasks: list[Any]) -> Iterator[tuple[Any, Any]]: ...
+    ``tasks`` may be a generator: an executor takes a task only when it has room for it, so the
+    tasks of a large run are never all in memory at once."""
+
+    def map_unordered(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[tuple[Any, Any]]: ...
 
     def close(self, cancel: bool = False) -> None: ...
 
@@ -214,12 +223,18 @@ class LocalExecutor:
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_ignore_sigint)
 
     def map_unordered(self, fn, tasks):
-        pending = list(reversed(tasks))
+        pending = iter(tasks)
         running: dict[Any, Any] = {}
-        while pending or running:
-            while pending and len(running) < 2 * self.workers:
-                t = pending.pop()
+        more = True
+        while True:
+            while more and len(running) < 2 * self.workers:
+                t = next(pending, _NO_TASK)
+                if t is _NO_TASK:
+                    more = False
+                    break
                 running[self.pool.submit(fn, t)] = t
+            if not running:
+                break
             done, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for f in done:
                 t = running.pop(f)
@@ -399,26 +414,18 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
     vectorised = [s for s in specs if s.vectorised]
     index = _read_index(chunk_dir) if chunk_dir is not None else {}
 
-    # cache keys: one per (chunk, metric), from the chunk's frames, labels, image files and predictions
-    frame_recs = images_df[FRAME_BASE[1:] + ["id"]].rename(columns={"id": "image_id"}).to_dict("records")
-    chunks = [frame_recs[i:i + chunk_size] for i in range(0, len(frame_recs), chunk_size)]
+    # cache keys: one per (chunk, metric), from the chunk's frames, labels, image files and predictions.
+    # Chunks are row ranges found by position; nothing per image or per chunk is copied up front.
+    cp = _ChunkPlan(images_df, anns, preds, chunk_size)
     any_pixels = any(s.needs_pixels for s in per_frame)
-    anns_by = {int(k): g for k, g in anns.groupby("image_id", sort=False)}
-    preds_by = {int(k): g for k, g in preds.groupby("image_id", sort=False)} if preds is not None else {}
-    chunk_anns, chunk_preds, plan = [], [], []
-    counters = {"frames": len(images_df), "chunks": len(chunks), "chunks_computed": 0, "decodes": 0,
+    plan: list[tuple[dict[str, str], list[str]]] = []
+    counters = {"frames": len(images_df), "chunks": len(cp), "chunks_computed": 0, "decodes": 0,
                 "computed": {s.name: 0 for s in specs}, "cached": {s.name: 0 for s in specs}}
-    for ci, ch in enumerate(chunks):
-        ids = [r["image_id"] for r in ch]
-        a = pd.concat([anns_by[i] for i in ids if i in anns_by]) if any(i in anns_by for i in ids) else anns.iloc[0:0]
-        p = None
-        if preds is not None:
-            p = pd.concat([preds_by[i] for i in ids if i in preds_by]) if any(i in preds_by for i in ids) else preds.iloc[0:0]
-        chunk_anns.append(a)
-        chunk_preds.append(p)
-        lab = _k(json.dumps(ch, default=str), _hash_df(a, ["id", "image_id", "category_id", "x", "y", "w", "h"]))
+    for ci in range(len(cp)):
+        ch = cp.records(ci)
+        lab = _k(json.dumps(ch, default=str), _hash_df(cp.annotations(ci), ["id", "image_id", "category_id", "x", "y", "w", "h"]))
         pix = _k(*[_file_stamp(image_root, r["file_name"]) for r in ch]) if any_pixels else ""
-        prd = _hash_df(p, ["image_id", "category_id", "x", "y", "w", "h", "score"]) if p is not None else ""
+        prd = _hash_df(cp.predictions(ci), ["image_id", "category_id", "x", "y", "w", "h", "score"]) if preds is not None else ""
         keys = {s.name: _k(lab, pix if s.needs_pixels else "", prd if s.needs_predictions else "", s.key) for s in per_frame}
         todo = [n for n, k in keys.items() if k not in index]
         for s in per_frame:
@@ -428,10 +435,10 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
     errors: list[dict] = []
     skipped: dict[int, dict] = {}
     seconds: dict[str, float] = {}
-    results: dict[int, list[tuple[pd.DataFrame, pd.DataFrame]]] = {i: [] for i in range(len(chunks))}
+    tables = _Tables(images_df, anns, per_frame)  # filled in place as each chunk's results arrive
 
     def absorb(ci: int, o: pd.DataFrame, f: pd.DataFrame, meta: dict) -> None:
-        results[ci].append((o, f))
+        tables.put(o, f, cp.annotation_rows(ci), cp.frame_rows(ci))
         errors.extend(meta["errors"])
         for sk in meta["skipped"]:
             skipped.setdefault(int(sk["image_id"]), sk)
@@ -452,23 +459,31 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
             absorb(ci, o[["annotation_id", "image_id"] + ocols], f[["image_id"] + fcols],
                    {"errors": [e for e in meta["errors"] if e["metric"] in wanted],
                     "skipped": meta["skipped"] if any(reg[n].needs_pixels for n in wanted) else []})
+        del o, f
 
-    tasks = [ChunkTask(ci, chunks[ci], chunk_anns[ci], chunk_preds[ci] if any(reg[n].needs_predictions for n in todo) else None,
-                       todo, reg.plugin_sources, image_root, entry_points)
-             for ci, (keys, todo) in enumerate(plan) if todo]
+    todo_chunks = [ci for ci, (_, todo) in enumerate(plan) if todo]
+
+    def tasks() -> Iterator[ChunkTask]:  # built one at a time, as the executor asks for them
+        for ci in todo_chunks:
+            todo = plan[ci][1]
+            yield ChunkTask(ci, cp.records(ci), cp.annotations(ci),
+                            cp.predictions(ci) if any(reg[n].needs_predictions for n in todo) else None,
+                            todo, reg.plugin_sources, image_root, entry_points)
+
     t_compute = time.perf_counter()
-    if tasks:
+    if todo_chunks:
         from tqdm.auto import tqdm
 
+        n_tasks = len(todo_chunks)
         if executor is None and executor_spec is not None and executor_spec[0] == "dask":
             from .dask_executor import DaskExecutor
 
-            executor = DaskExecutor(executor_spec[1], n_workers=min(workers, len(tasks)))
-        ex = executor or (SerialExecutor() if workers == 1 or len(tasks) == 1 else LocalExecutor(min(workers, len(tasks))))
-        bar = tqdm(total=sum(len(t.frames) for t in tasks), unit="frame", desc="metrics", disable=not progress,
-                   dynamic_ncols=True)
+            executor = DaskExecutor(executor_spec[1], n_workers=min(workers, n_tasks))
+        ex = executor or (SerialExecutor() if workers == 1 or n_tasks == 1 else LocalExecutor(min(workers, n_tasks)))
+        bar = tqdm(total=sum(cp.n_frames(ci) for ci in todo_chunks), unit="frame", desc="metrics",
+                   disable=not progress, dynamic_ncols=True)
         try:
-            for task, res in ex.map_unordered(compute_chunk, tasks):
+            for task, res in ex.map_unordered(compute_chunk, tasks()):
                 if isinstance(res, BaseException):  # the chunk as a whole failed (e.g. a worker died)
                     for fr in task.frames:
                         for n in task.metric_names:
@@ -494,8 +509,8 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
         ex.close()
     compute_s = time.perf_counter() - t_compute
 
-    objects = _assemble_objects(anns, results)
-    frames = _assemble_frames(images_df, results)
+    objects = tables.objects(anns)
+    frames = tables.frames(images_df)
 
     # vectorised metrics: one call for the whole data set, cached by content
     vec_hash = {"labels": _k(dataset_hash(ds)), "preds": _hash_df(preds, ["image_id", "category_id", "x", "y", "w", "h", "score"]) if preds is not None else ""}
@@ -524,11 +539,9 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
     for s in per_frame:
         if s.finalize is None:
             continue
-        col = _PARTIAL + s.name
-        vecs = objects.pop(col) if col in objects else pd.Series([None] * len(objects))
         t0 = time.perf_counter()
         try:
-            objects[s.name] = _call_finalize(s, vecs, anns)
+            objects[s.name] = _call_finalize(s, tables.partials(s.name), anns)
         except Exception as exc:
             errors.append(_error(s.name, None, None, exc))
             objects[s.name] = math.nan
@@ -564,33 +577,141 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
     return MetricRun(objects, frames, info)
 
 
-def _assemble_objects(anns: pd.DataFrame, results: dict[int, list]) -> pd.DataFrame:
-    base = anns[["id", "image_id", "category_id", "x", "y", "w", "h"]].rename(columns={"id": "annotation_id"})
-    base = base.reset_index(drop=True)
-    parts = [o.drop(columns="image_id") for lst in results.values() for o, _ in lst if len(o.columns) > 2]
-    return _merge_parts(base, parts, "annotation_id")
+class _ChunkPlan:
+    """Which rows of the images, annotations and predictions tables chunk ``ci`` covers.
+
+    Rows are found by position (one stable sort by image id, then binary search), so planning a run
+    makes no per-image or per-chunk copies of the tables; a chunk's rows are sliced out when needed.
+    Within a chunk, annotations (and predictions) come frame by frame, each frame's in table order.
+    """
+
+    def __init__(self, images_df: pd.DataFrame, anns: pd.DataFrame, preds: pd.DataFrame | None, chunk_size: int):
+        self.images = images_df  # sorted by id
+        self.size = max(1, int(chunk_size))
+        self.image_ids = images_df["id"].to_numpy()
+        self.anns = anns
+        self._a_order, self._a_ids = self._by_image(anns)
+        self.preds = preds
+        self._p_order, self._p_ids = self._by_image(preds) if preds is not None else (None, None)
+
+    @staticmethod
+    def _by_image(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        ids = df["image_id"].to_numpy()
+        order = np.argsort(ids, kind="stable")
+        return order, ids[order]
+
+    def __len__(self) -> int:
+        return -(-len(self.images) // self.size)
+
+    def frame_rows(self, ci: int) -> slice:
+        return slice(ci * self.size, min(len(self.images), (ci + 1) * self.size))
+
+    def n_frames(self, ci: int) -> int:
+        r = self.frame_rows(ci)
+        return r.stop - r.start
+
+    def records(self, ci: int) -> list[dict]:
+        """The chunk's frames as dicts (file_name, width, height, image_id), the form its cache key hashes."""
+        sub = self.images.iloc[self.frame_rows(ci)]
+        return sub[FRAME_BASE[1:] + ["id"]].rename(columns={"id": "image_id"}).to_dict("records")
+
+    def _rows(self, order: np.ndarray, sorted_ids: np.ndarray, ci: int) -> np.ndarray:
+        ids = self.image_ids[self.frame_rows(ci)]
+        lo = np.searchsorted(sorted_ids, ids, "left")
+        hi = np.searchsorted(sorted_ids, ids, "right")
+        if not (hi > lo).any():
+            return np.empty(0, dtype=np.int64)
+        return order[np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)])]
+
+    def annotation_rows(self, ci: int) -> np.ndarray:
+        """Positions in the annotations table of this chunk's annotations, in chunk order."""
+        return self._rows(self._a_order, self._a_ids, ci)
+
+    def annotations(self, ci: int) -> pd.DataFrame:
+        return self.anns.iloc[self.annotation_rows(ci)]
+
+    def predictions(self, ci: int) -> pd.DataFrame | None:
+        if self.preds is None:
+            return None
+        return self.preds.iloc[self._rows(self._p_order, self._p_ids, ci)]
 
 
-def _assemble_frames(images_df: pd.DataFrame, results: dict[int, list]) -> pd.DataFrame:
-    base = images_df[["id", "file_name", "width", "height"]].rename(columns={"id": "image_id"}).reset_index(drop=True)
-    parts = [f for lst in results.values() for _, f in lst if len(f.columns) > 1]
-    return _merge_parts(base, parts, "image_id")
+class _Tables:
+    """The output columns, allocated once and filled in place as each chunk's results arrive (from
+    a worker or the cache), so a run holds its final tables and never every chunk's partial tables.
 
+    Scalar metrics are float64 columns (NaN until filled); a ``finalize`` metric's per-object
+    vectors go into one (n_objects, k) float64 matrix, allocated when the first vector arrives.
+    """
 
-def _merge_parts(base: pd.DataFrame, parts: list[pd.DataFrame], key: str) -> pd.DataFrame:
-    """Put each partial table's columns onto ``base`` rows by ``key`` (parts cover disjoint rows per column)."""
-    cols: dict[str, list[pd.DataFrame]] = {}
-    for p in parts:
-        p = p.set_index(key)
-        for c in p.columns:
-            cols.setdefault(c, []).append(p[[c]])
-    out = base.copy()
-    idx = pd.Index(out[key])
-    for c, pieces in cols.items():
-        s = pd.concat(pieces)[c]
-        s = s[~s.index.duplicated(keep="last")]
-        out[c] = s.reindex(idx).to_numpy()
-    return out
+    def __init__(self, images_df: pd.DataFrame, anns: pd.DataFrame, per_frame: list[MetricSpec]):
+        self.image_ids = images_df["id"].to_numpy()
+        self.ann_ids = anns["id"].to_numpy()
+        n_obj, n_frm = len(anns), len(images_df)
+        self.obj = {s.name: np.full(n_obj, np.nan) for s in per_frame if s.level == "object" and not s.finalize}
+        self.frm = {s.name: np.full(n_frm, np.nan) for s in per_frame if s.level == "frame"}
+        self.partial: dict[str, np.ndarray | None] = {s.name: None for s in per_frame if s.finalize}
+        self.partial_error: dict[str, Exception] = {}
+
+    @staticmethod
+    def _positions(got: np.ndarray, expected_ids: np.ndarray, expected_rows: np.ndarray) -> np.ndarray:
+        """Table rows of a chunk's result rows: the chunk's own rows when ids line up (always, for
+        results written by this runner), else matched by id (rows with an unknown id are dropped: -1)."""
+        if len(got) == len(expected_ids) and np.array_equal(got, expected_ids):
+            return expected_rows
+        where = dict(zip(expected_ids.tolist(), expected_rows.tolist()))
+        return np.array([where.get(i, -1) for i in got.tolist()], dtype=np.int64)
+
+    def put(self, o: pd.DataFrame, f: pd.DataFrame, ann_rows: np.ndarray, frame_rows: slice) -> None:
+        """Copy one chunk's object rows ``o`` and frame rows ``f`` into the output columns."""
+        fr = np.arange(frame_rows.start, frame_rows.stop)
+        pos = self._positions(f["image_id"].to_numpy(), self.image_ids[fr], fr)
+        keep = pos >= 0
+        for c in f.columns:
+            if c in self.frm:
+                self.frm[c][pos[keep]] = f[c].astype("float64").to_numpy()[keep]
+        pos = self._positions(o["annotation_id"].to_numpy(), self.ann_ids[ann_rows], ann_rows)
+        keep = pos >= 0
+        for c in o.columns:
+            if c in self.obj:
+                self.obj[c][pos[keep]] = o[c].astype("float64").to_numpy()[keep]
+            elif c.startswith(_PARTIAL) and c[len(_PARTIAL):] in self.partial:
+                self._put_partial(c[len(_PARTIAL):], pos, o[c].to_numpy())
+
+    def _put_partial(self, name: str, pos: np.ndarray, vecs: np.ndarray) -> None:
+        if name in self.partial_error:
+            return
+        for r, v in zip(pos.tolist(), vecs):
+            if r < 0 or v is None or (isinstance(v, float) and math.isnan(v)):
+                continue
+            v = np.asarray(v, dtype=np.float64)
+            if self.partial[name] is None:
+                self.partial[name] = np.full((len(self.ann_ids), len(v)), np.nan)
+            try:
+                self.partial[name][r] = v
+            except ValueError as exc:  # vectors of different lengths: reported when finalizing
+                self.partial_error[name] = exc
+                return
+
+    def partials(self, name: str) -> np.ndarray:
+        """The (n_objects, k) matrix of ``name``'s per-object vectors (NaN rows where none came)."""
+        if name in self.partial_error:
+            raise self.partial_error[name]
+        mat = self.partial.get(name)
+        return np.full((len(self.ann_ids), 0), np.nan) if mat is None else mat
+
+    def objects(self, anns: pd.DataFrame) -> pd.DataFrame:
+        out = anns[["id", "image_id", "category_id", "x", "y", "w", "h"]].rename(columns={"id": "annotation_id"})
+        out = out.reset_index(drop=True)
+        for c, v in self.obj.items():
+            out[c] = v
+        return out
+
+    def frames(self, images_df: pd.DataFrame) -> pd.DataFrame:
+        out = images_df[["id", "file_name", "width", "height"]].rename(columns={"id": "image_id"}).reset_index(drop=True)
+        for c, v in self.frm.items():
+            out[c] = v
+        return out
 
 
 def _call_vectorised(s: MetricSpec, anns: pd.DataFrame, images_df: pd.DataFrame, preds: pd.DataFrame | None) -> np.ndarray:
@@ -607,16 +728,10 @@ def _call_vectorised(s: MetricSpec, anns: pd.DataFrame, images_df: pd.DataFrame,
     return arr
 
 
-def _call_finalize(s: MetricSpec, vecs: pd.Series, anns: pd.DataFrame) -> np.ndarray:
-    vals = list(vecs)
-    k = next((len(v) for v in vals if v is not None and not (isinstance(v, float) and math.isnan(v))), 0)
-    mat = np.full((len(vals), k), np.nan)
-    for i, v in enumerate(vals):
-        if v is not None and not (isinstance(v, float) and math.isnan(v)):
-            mat[i] = np.asarray(v, dtype=np.float64)
+def _call_finalize(s: MetricSpec, mat: np.ndarray, anns: pd.DataFrame) -> np.ndarray:
     arr = np.asarray(s.finalize(mat, anns.reset_index(drop=True)), dtype=np.float64).reshape(-1)
-    if arr.shape[0] != len(vals):
-        raise ValueError(f"finalize returned {arr.shape[0]} values, expected {len(vals)}")
+    if arr.shape[0] != len(mat):
+        raise ValueError(f"finalize returned {arr.shape[0]} values, expected {len(mat)}")
     return arr
 
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qualmet.boxes import clip_xywh, iou_matrix, xywh_to_xyxy, xywh_to_yolo, xyxy_to_xywh, yolo_to_xywh
+from qualmet.boxes import clip_xywh, iou_matrix, iou_pairs, xywh_to_xyxy, xywh_to_yolo, xyxy_to_xywh, yolo_to_xywh
 from qualmet.dataset import Dataset
 from qualmet.errors import DatasetError
 from qualmet.formats import load_coco, parse_coco, save_coco
@@ -39,6 +39,8 @@ def test_iou_symmetric_bounded(a, b):
     np.testing.assert_allclose(m, iou_matrix(b, a).T, atol=1e-12)
     assert np.isfinite(m).all() and (m >= 0).all() and (m <= 1).all()
     np.testing.assert_allclose(np.diag(iou_matrix(a, a)), 1.0)
+    n = min(len(a), len(b))  # the element-wise form agrees with the matrix's diagonal
+    np.testing.assert_allclose(iou_pairs(a[:n], b[:n]), np.diag(iou_matrix(a[:n], b[:n])), atol=1e-12)
 
 
 @FAST

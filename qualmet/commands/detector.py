@@ -15,6 +15,10 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", type=int, default=None, help="square input side in pixels (default: the recipe's)")
     p.add_argument("--batch-size", type=int, default=None, help="batch size (default: the recipe's, 8)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: cuda when present)")
+    p.add_argument("--checkpoint-every", type=int, default=None,
+                   help="iterations between resumable checkpoints (default: the recipe's, 100)")
+    p.add_argument("--eval-every", type=int, default=None,
+                   help="iterations between train/val loss and val mAP log rows (default: the recipe's, 50)")
     add_seed(p)
 
 
@@ -62,7 +66,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     res = train(args.dataset, args.out, val_fraction=args.val_fraction, iters=args.iters, seed=args.seed,
                 device=args.device, recipe=args.recipe, images=args.images, input_size=args.input_size,
-                batch_size=args.batch_size)
+                batch_size=args.batch_size, checkpoint_every=args.checkpoint_every, eval_every=args.eval_every)
     last = res.log.iloc[-1] if len(res.log) else None
     if last is not None:
         print(f"trained {res.out_dir}: final train loss {last['train_loss']:.4f}, val loss {last['val_loss']:.4f}, "
@@ -95,6 +99,7 @@ def cmd_crossval(args: argparse.Namespace) -> int:
 
     preds = crossval(args.dataset, folds=args.folds, out=args.out, work_dir=args.work, iters=args.iters,
                      seed=args.seed, device=args.device, recipe=args.recipe, images=args.images,
-                     input_size=args.input_size, batch_size=args.batch_size)
+                     input_size=args.input_size, batch_size=args.batch_size,
+                     checkpoint_every=args.checkpoint_every, eval_every=args.eval_every)
     print(f"wrote {len(preds)} out-of-fold detections to {args.out}")
     return 0

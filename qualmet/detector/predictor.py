@@ -48,12 +48,20 @@ class Predictor:
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike, device: str = "auto") -> "Predictor":
-        """Rebuild the model from ``config.json`` and load ``model.pt`` (weights only)."""
+        """Rebuild the model from ``config.json`` and load ``model.pt`` (weights only), after checking
+        ``model.pt`` against the SHA-256 that ``config.json`` records."""
         d = Path(model_dir)
         for f in ("config.json", "model.pt"):
             if not (d / f).is_file():
                 raise QualmetError(f"{d}: not a model folder (no {f}); train one with `qualmet train`")
         cfg = json.loads((d / "config.json").read_text(encoding="utf-8"))
+        want = (cfg.get("outputs") or {}).get("model.pt", {}).get("sha256")  # absent in folders from before checksums
+        if want is not None:
+            from ..atomic import sha256_file
+
+            if sha256_file(d / "model.pt") != want:
+                raise QualmetError(f"{d / 'model.pt'}: SHA-256 differs from the one in config.json (damaged or "
+                                   "replaced after training); rerun the same `qualmet train` command to rewrite it")
         recipe = Recipe.from_dict(cfg["recipe"])
         model = build_model(recipe, len(cfg["categories"]))
         state = torch.load(d / "model.pt", map_location="cpu", weights_only=True)

@@ -4,11 +4,16 @@ Rerunning the same call (or CLI command) after an interruption continues from th
 checkpoint and reaches the same final weights as an uninterrupted run (bitwise on CPU): batches
 are a pure function of (seed, iteration) and the checkpoint holds model, optimiser, scheduler,
 AMP scaler, RNG states, the log and the partial loss window.
+
+Every file is written atomically (temp file + rename). ``config.json`` is written last and records
+the SHA-256 of the other outputs, so a model folder is complete exactly when its ``config.json``
+exists and its checksums match; :meth:`Predictor.load` checks ``model.pt`` against it.
 """
 from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import math
 import os
 import random
@@ -23,7 +28,7 @@ import pandas as pd
 import torch
 
 from .. import __version__
-from ..atomic import atomic_path, write_json, write_text
+from ..atomic import atomic_path, sha256_file, write_json, write_text
 from ..dataset import Dataset
 from ..errors import QualmetError
 from ..evaluate import coco_eval
@@ -32,6 +37,8 @@ from .predictor import Predictor, pick_device
 from .recipe import MIN_USEFUL_ITERS, Recipe, build_model, get_recipe, lr_factor, param_groups
 
 LOG_COLUMNS = ["iter", "lr", "train_loss", "val_loss", "val_AP", "val_AP50", "elapsed_s"]
+# Final outputs whose checksums config.json records (config.json itself is written after them).
+OUTPUT_FILES = ("model.pt", "categories.json", "train_log.csv", "loss_curves.png")
 
 
 @dataclass
@@ -199,12 +206,58 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         torch.save(state, tmp)
 
 
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint dict; a damaged file is a one-line error, never a traceback."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError/EOFError/UnpicklingError
+        raise QualmetError(f"{path}: damaged checkpoint ({type(exc).__name__}: {exc}); "
+                           "delete it to train from scratch") from None
+
+
+def remove_stale_temps(out: Path) -> list[Path]:
+    """Delete temp files that a killed run left beside its outputs (``.model.pt.XXXX.tmp.pt`` ...).
+
+    They are never read (a temp file only becomes an output by an atomic rename); removing them
+    keeps the folder clean. Returns what was removed.
+    """
+    removed = []
+    for name in (*OUTPUT_FILES, "checkpoint.pt", "config.json"):
+        for f in out.glob(f".{name}.*.tmp{Path(name).suffix}"):
+            f.unlink(missing_ok=True)
+            removed.append(f)
+    return removed
+
+
+def outputs_intact(out: Path) -> bool:
+    """True when ``config.json`` exists and every output it lists has the recorded SHA-256."""
+    try:
+        cfg = json.loads((out / "config.json").read_text(encoding="utf-8"))
+        listed = cfg["outputs"]
+        return set(listed) == set(OUTPUT_FILES) and all(
+            (out / n).is_file() and sha256_file(out / n) == listed[n]["sha256"] for n in OUTPUT_FILES)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _write_outputs(out: Path, model: torch.nn.Module, config: dict[str, Any], categories: list[dict],
+                   log: pd.DataFrame) -> None:
+    """model.pt, categories.json, train_log.csv, loss_curves.png, then config.json with their checksums."""
+    with atomic_path(out / "model.pt") as tmp:
+        torch.save(model.state_dict(), tmp)
+    write_json(out / "categories.json", categories, indent=2)
+    write_text(out / "train_log.csv", log.to_csv(index=False))
+    plot_log(log, out / "loss_curves.png")
+    outputs = {n: {"bytes": (out / n).stat().st_size, "sha256": sha256_file(out / n)} for n in OUTPUT_FILES}
+    write_json(out / "config.json", {**config, "outputs": outputs}, indent=2)
+
+
 def train(dataset: str | os.PathLike | Dataset, out_dir: str | os.PathLike, val_fraction: float = 0.2,
           iters: int | None = None, seed: int = 0, device: str = "auto", recipe: str | Recipe = "ssdlite256",
           images: str | os.PathLike | None = None, val_dataset: Dataset | None = None, progress: bool = True,
           callback: Callable[[int, dict[str, Any]], None] | None = None, **overrides: Any) -> TrainResult:
-    """Train the fixed detector on ``dataset`` into ``out_dir`` (model.pt, config.json,
-    categories.json, train_log.csv, loss_curves.png, checkpoint.pt).
+    """Train the fixed detector on ``dataset`` into ``out_dir`` (model.pt, categories.json,
+    train_log.csv, loss_curves.png, checkpoint.pt, and last config.json with their SHA-256).
 
     ``val_fraction`` of the frames (seeded, by image) are held out for the val loss / mAP log,
     unless ``val_dataset`` is given. Rerunning with the same arguments resumes from the last
@@ -214,8 +267,9 @@ def train(dataset: str | os.PathLike | Dataset, out_dir: str | os.PathLike, val_
     ds = _load_dataset(dataset, images)
     rec = recipe if isinstance(recipe, Recipe) else get_recipe(recipe)
     rec = rec.replace(**{k: v for k, v in {"iters": iters, **overrides}.items() if v is not None})
-    if rec.iters < 1:
-        raise QualmetError(f"iters must be at least 1, got {rec.iters}")
+    for name in ("iters", "checkpoint_every", "eval_every"):
+        if getattr(rec, name) < 1:
+            raise QualmetError(f"{name} must be at least 1, got {getattr(rec, name)}")
     if rec.arch == "ssdlite" and rec.input_size >= 256 and rec.iters < MIN_USEFUL_ITERS:
         warnings.warn(f"{rec.iters} iterations: the from-scratch {rec.name} recipe detects nothing before "
                       f"~{MIN_USEFUL_ITERS} iterations", stacklevel=2)
@@ -238,6 +292,7 @@ def train(dataset: str | os.PathLike | Dataset, out_dir: str | os.PathLike, val_
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
+    remove_stale_temps(out)
     dev = pick_device(device)
     use_amp = dev.type == "cuda" and rec.amp
 
@@ -248,7 +303,7 @@ def train(dataset: str | os.PathLike | Dataset, out_dir: str | os.PathLike, val_
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start, log_rows, window, elapsed0 = 0, [], [0.0, 0], 0.0
     if ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ck = _load_checkpoint(ckpt_path)
         keys = ("recipe", "seed", "val_fraction", "categories", "val_image_ids", "n_train_images", "train_ids_sha256")
         diff = [k for k in keys if ck["config"].get(k) != config[k]]
         if diff:
@@ -329,11 +384,6 @@ def train(dataset: str | os.PathLike | Dataset, out_dir: str | os.PathLike, val_
 
     log = pd.DataFrame(log_rows, columns=LOG_COLUMNS)
     recalibrate_bn(model, train_data, rec.batch_size, dev, use_amp, rec.bn_recalib_images, seed)
-    if not (out / "model.pt").is_file() or start < rec.iters:
-        with atomic_path(out / "model.pt") as tmp:
-            torch.save(model.state_dict(), tmp)
-        write_json(out / "config.json", config, indent=2)
-        write_json(out / "categories.json", categories, indent=2)
-        write_text(out / "train_log.csv", log.to_csv(index=False))
-        plot_log(log, out / "loss_curves.png")
+    if start < rec.iters or not outputs_intact(out):  # also repairs a folder killed while writing them
+        _write_outputs(out, model, config, categories, log)
     return TrainResult(out, Predictor(model, rec, categories, dev), log, start)
