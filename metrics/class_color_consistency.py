@@ -13,6 +13,7 @@ import numpy as np
 import qualmet
 
 BINS = 4
+BLOCK = 4096  # boxes per block in finalize
 
 
 def _finalize(hists, annotations):
@@ -23,10 +24,13 @@ def _finalize(hists, annotations):
         idx = np.flatnonzero((cls == c) & ok)
         if len(idx) < 2:
             continue
-        H = hists[idx]
-        loo = (H.sum(axis=0)[None, :] - H) / (len(idx) - 1)
-        bc = np.sqrt(H * loo).sum(axis=1)
-        out[idx] = np.sqrt(np.clip(1.0 - bc, 0.0, 1.0))
+        total = hists[idx].sum(axis=0)
+        for s in range(0, len(idx), BLOCK):  # in blocks: memory stays flat however many boxes a class has
+            b = idx[s:s + BLOCK]
+            H = hists[b]
+            loo = (total[None, :] - H) / (len(idx) - 1)
+            bc = np.sqrt(H * loo).sum(axis=1)
+            out[b] = np.sqrt(np.clip(1.0 - bc, 0.0, 1.0))
     return out
 
 

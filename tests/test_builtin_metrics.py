@@ -99,6 +99,21 @@ def test_class_color_consistency_flags_the_odd_box(panda):
     assert np.isnan(alone).all()  # a class with one box has no reference
 
 
+def test_class_color_consistency_blocks_do_not_change_the_answer(monkeypatch):
+    import sys
+
+    spec = REG["class_color_consistency"]
+    rng = np.random.default_rng(0)
+    hists = rng.random((50, 64))
+    hists /= hists.sum(axis=1, keepdims=True)
+    hists[7] = np.nan  # a box without a histogram stays NaN
+    anns = pd.DataFrame({"category_id": rng.integers(1, 4, 50)})
+    whole = spec.finalize(hists, anns)
+    monkeypatch.setattr(sys.modules[spec.func.__module__], "BLOCK", 3)
+    np.testing.assert_allclose(spec.finalize(hists, anns), whole, rtol=1e-12)
+    assert np.isnan(whole[7]) and np.isfinite(np.delete(whole, 7)).all()
+
+
 def test_label_only_geometry():
     a = anns_df([(1, 1, 1, 5, 10, 20, 10), (2, 1, 1, 40, 10, 10, 10), (3, 2, 1, 190, 0, 20, 25)])
     assert f("aspect_ratio")(a, IMAGES).tolist() == [2.0, 1.0, 0.8]
