@@ -20,7 +20,10 @@ $(STAMP): pyproject.toml Makefile
 demo: install
 	$(BIN)/qualmet demo --out $(DEMO_OUT)
 
+# The report's browser test drives Debian's chromium (installed here when missing; Playwright's own
+# browser download is not used).
 test: install
+	./scripts/install-browser.sh
 	$(BIN)/python -m pytest -q
 
 bench: install

@@ -1,7 +1,7 @@
 """The main job behind ``make demo``: the whole loop on the embedded synthetic panda set.
 
 generate -> corrupt -> validate -> look (grid) -> metrics -> find label errors -> quick experiment
-(select, train, evaluate every arm against random) -> summary. Every step prints what it did.
+(select, train, evaluate every arm against random) -> summary -> HTML report. Every step prints what it did.
 """
 from __future__ import annotations
 
@@ -54,7 +54,16 @@ def demo(out: str | Path, quick: bool = True) -> Path:
 
     t = _step(f"5. experiment{' (quick)' if quick else ''}: every arm trains the same detector on the same budget")
     run_experiment(SPEC, out=exp, quick=quick, progress=True)
+
+    t = _step("6. the browsable report: metric distributions, worst-first galleries, explorer, model, verdict")
+    from .report import build_report
+
+    model = exp / "arms" / "random" / f"seed{spec.seeds[0]}" / "model"
+    index = build_report(out / "report", experiment=exp, model=model if model.is_dir() else None,
+                         title="qualmet demo: synthetic pandas, 30% label noise", progress=True)
+    print(f"wrote {index} ({time.perf_counter() - t:.1f} s); open it in a browser")
     print(f"\ndemo finished in {(time.perf_counter() - t0) / 60:.1f} min; everything is under {out.resolve()}")
     print(f"  look at: {grid}, {exp / 'summary.md'}, {exp / 'summary.png'}, {exp / 'label_errors' / 'label_errors.png'},")
-    print(f"           a trained model with loss curves: {exp / 'arms' / 'random' / f'seed{spec.seeds[0]}' / 'model'}")
+    print(f"           a trained model with loss curves: {model}")
+    print(f"  the report: {index}")
     return out

@@ -1,0 +1,97 @@
+"""A self-contained HTML report of a metrics run, an experiment and a model: ``report/index.html``
+plus ``report/assets/`` (JPEG thumbnails, PNG plots). Opens from disk; nothing is fetched.
+
+    from qualmet.report import build_report
+    build_report(run="runs/metrics", manifest="noisy.manifest.json", out="report")
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from ..errors import QualmetError
+from .output import Output
+
+__all__ = ["build_report"]
+
+
+def build_report(out: str | os.PathLike, run: str | os.PathLike | None = None,
+                 experiment: str | os.PathLike | None = None, model: str | os.PathLike | None = None,
+                 manifest: str | os.PathLike | None = None, dataset: str | os.PathLike | None = None,
+                 images: str | os.PathLike | None = None, eval_dir: str | os.PathLike | None = None,
+                 test: str | os.PathLike | None = None, predictions: str | os.PathLike | None = None,
+                 title: str | None = None, progress: bool = True) -> Path:
+    """Write the report into ``out`` and return the path of its index.html.
+
+    ``run`` is a ``qualmet metrics run`` folder (default with ``experiment``: its ``metrics/``);
+    ``manifest`` a noise manifest (default: the experiment's, or ``NOISY.manifest.json`` beside the
+    run's data set); ``model`` a ``qualmet train`` folder, evaluated in ``eval_dir`` (default: found
+    beside it) with prediction examples on ``test`` (default: the experiment's test split) from
+    ``predictions`` or from the model itself. Sections whose inputs are absent are left out.
+    """
+    from . import html, inputs
+    from .experiment_section import experiment_section
+    from .model_section import find_test_set, model_section
+    from .sections import explorer, metric_cards, overview
+    from .thumbs import make_thumbnails
+
+    t0 = time.perf_counter()
+    exp_dir = Path(experiment) if experiment is not None else None
+    if run is None and exp_dir is not None and (exp_dir / "metrics" / "run.json").is_file():
+        run = exp_dir / "metrics"
+    if manifest is None and exp_dir is not None and (exp_dir / "data" / "manifest.json").is_file() and run is not None \
+            and Path(run).resolve() == (exp_dir / "metrics").resolve():
+        manifest = exp_dir / "data" / "manifest.json"
+    if run is None and exp_dir is None and model is None:
+        raise QualmetError("nothing to report: give --run, --experiment and/or --model")
+    # load everything before writing anything: a bad input fails before the output folder is touched
+    run_data = inputs.load_run(run, dataset=dataset, images=images, manifest=manifest) if run is not None else None
+    exp_data = inputs.load_experiment(exp_dir) if exp_dir is not None else None
+    model_data = inputs.load_model(model, eval_dir, test, predictions) if model is not None else None
+    test_ds = find_test_set(model_data, exp_dir) if model_data is not None else None
+    o = Output(out)
+    o.clear_assets()
+    o.mark()
+
+    secs: list[tuple[str, str, str]] = []
+    n = 0
+    subtitle = []
+    if run_data is not None:
+        thumbs = None
+        if run_data.dataset is not None:
+            thumbs = make_thumbnails(run_data.dataset.image_root, run_data.objects, run_data.frames, o,
+                                     run_data.object_error_types() if run_data.manifest is not None else None,
+                                     run_data.manifest, progress=progress)
+        shown = {"metrics run": str(run_data.dir.resolve()),
+                 "data set": str(run_data.dataset_path.resolve()) if run_data.dataset_path else "not found",
+                 "image root": str(run_data.dataset.image_root) if run_data.dataset is not None else "–",
+                 "noise manifest": str(run_data.manifest_path.resolve()) if run_data.manifest_path else "none",
+                 "qualmet (run)": str(run_data.info.get("qualmet_version", "?"))}
+        if model_data is not None:
+            shown["model"] = str(model_data.dir.resolve())
+            if test_ds is not None:
+                shown["test set"] = str(Path(test_ds.source).resolve())
+        if exp_data is not None:
+            shown["experiment"] = str(exp_data.dir.resolve())
+        n += 1
+        secs.append(("overview", "Overview", overview(run_data, thumbs, shown)))
+        n += 1
+        secs.append(("metrics", "Metrics", metric_cards(run_data, o, thumbs, number=n)))
+        n += 1
+        secs.append(("explorer", "Explorer", explorer(run_data, thumbs, number=n)))
+        ds = run_data.info.get("dataset") or {}
+        subtitle.append(f"{ds.get('images', len(run_data.frames)):,} frames · {len(run_data.objects):,} boxes · "
+                        f"{len(run_data.metrics)} metrics")
+    if model_data is not None:
+        n += 1
+        secs.append(("model", "Model", model_section(model_data, o, test_ds, number=n)))
+    if exp_data is not None:
+        n += 1
+        secs.append(("experiment", "Experiment", experiment_section(exp_data, o, number=n)))
+        subtitle.append(f"experiment {(exp_data.config.get('spec') or {}).get('name', exp_data.dir.name)}")
+    name = title or ("qualmet report: " + (run_data.dataset_path.stem if run_data is not None and run_data.dataset_path
+                                           else (exp_data.dir.name if exp_data is not None else Path(model).name)))
+    subtitle.append(f"built in {time.perf_counter() - t0:.1f} s")
+    index = o.write_text("index.html", html.page(name, html.esc(" · ".join(subtitle)), secs))
+    return o.path(index)

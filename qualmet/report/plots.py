@@ -1,0 +1,75 @@
+"""The report's own plot: a metric's histogram, split into clean and injected-error items when a noise
+manifest is known, with the 1.5x IQR fences and the suspicious side shaded. Everything else the
+report shows is plotted by the command that made it (loss curves, PR curve, summary bars)."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+CLEAN_C, INJ_C, FENCE_C, SIDE_C = "#5b7fa6", "#e4572e", "#333333", "#fde2dc"
+
+
+def fences(values: np.ndarray, k: float = 1.5) -> tuple[float, float] | None:
+    """(Q1 - k IQR, Q3 + k IQR) over the finite values, or None when there are none; the same
+    fences ``select``'s ``iqr`` method uses."""
+    v = values[np.isfinite(values)]
+    if not len(v):
+        return None
+    q1, q3 = np.percentile(v, [25, 75])
+    return float(q1 - k * (q3 - q1)), float(q3 + k * (q3 - q1))
+
+
+def histogram_png(values: np.ndarray, worse: str, injected: np.ndarray | None = None, bins: int = 40,
+                  labels: tuple[str, str] = ("clean", "injected error")) -> bytes:
+    """PNG bytes of the histogram of ``values`` (NaN dropped); ``injected`` (bool per value) stacks the
+    injected-error items on top of the clean ones."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    v = np.asarray(values, dtype=np.float64)
+    ok = np.isfinite(v)
+    fig, ax = plt.subplots(figsize=(6.4, 2.7), dpi=100)
+    if not ok.any():
+        ax.text(0.5, 0.5, "no finite values", ha="center", va="center", transform=ax.transAxes, color="#666")
+        ax.set_yticks([])
+    else:
+        lo, hi = float(v[ok].min()), float(v[ok].max())
+        if hi <= lo:
+            lo, hi = lo - 0.5, hi + 0.5
+        edges = np.linspace(lo, hi, bins + 1)
+        f = fences(v)
+        if f is not None:  # shade the side 'worse' names, beyond its fence
+            if worse == "high" and f[1] < hi:
+                ax.axvspan(f[1], hi, color=SIDE_C, zorder=0, lw=0)
+            elif worse == "low" and f[0] > lo:
+                ax.axvspan(lo, f[0], color=SIDE_C, zorder=0, lw=0)
+        if injected is not None:
+            inj = np.asarray(injected, bool)
+            ax.hist([v[ok & ~inj], v[ok & inj]], bins=edges, stacked=True, color=[CLEAN_C, INJ_C],
+                    label=[f"{labels[0]} ({int((ok & ~inj).sum())})", f"{labels[1]} ({int((ok & inj).sum())})"],
+                    edgecolor="white", linewidth=0.4, zorder=2)
+        else:
+            ax.hist(v[ok], bins=edges, color=CLEAN_C, edgecolor="white", linewidth=0.4, zorder=2,
+                    label=f"all ({int(ok.sum())})")
+        if f is not None:
+            for x, name in ((f[0], "Q1 − 1.5 IQR"), (f[1], "Q3 + 1.5 IQR")):
+                if lo <= x <= hi:
+                    ax.axvline(x, color=FENCE_C, ls="--", lw=1, zorder=3)
+                    right = x < (lo + hi) / 2  # label on the side with more room
+                    ax.annotate(name, (x, 1), xycoords=("data", "axes fraction"), xytext=(3 if right else -3, -10),
+                                textcoords="offset points", fontsize=7, color=FENCE_C,
+                                ha="left" if right else "right")
+        ax.legend(fontsize=8, frameon=False, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2,
+                  borderaxespad=0.2, handlelength=1.2)
+    for s in ("top", "right"):
+        ax.spines[s].set_visible(False)
+    ax.tick_params(labelsize=8)
+    ax.grid(axis="y", color="#e5e7eb", lw=0.6, zorder=0)
+    fig.tight_layout(pad=0.4)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
