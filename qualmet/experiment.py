@@ -167,13 +167,13 @@ def prepare_data(spec: Spec, out: Path) -> tuple[Path, Path, Path | None]:
     if noise and float(noise.get("rate", 0)) > 0:
         from .noise import corrupt, save_manifest
 
-        noisy_ds, man = corrupt(_load(clean), rate=float(noise["rate"]), seed=int(noise.get("seed", 0)),
+        noisy_ds, man = corrupt(load_split(clean), rate=float(noise["rate"]), seed=int(noise.get("seed", 0)),
                                 types=noise.get("types"))
         _save(noisy_ds, noisy)
         save_manifest(man, manifest)
         _log(f"label noise: {len(man)} changes at rate {noise['rate']} ({man['type'].value_counts().to_dict()})")
     else:
-        _save(_load(clean), noisy)
+        _save(load_split(clean), noisy)
     _stamp(data_dir, cfg)
     return noisy, test, manifest if manifest.exists() else None
 
@@ -187,16 +187,19 @@ def _save(ds, json_path: Path) -> None:
     write_text(json_path.with_suffix(".images"), str(Path(ds.image_root).resolve()))
 
 
-def _images_for(json_path: Path) -> Path | None:
+def image_root_for(json_path: Path) -> Path | None:
     """Image root recorded beside a COCO file written by the experiment runner, else the default."""
     side = json_path.with_suffix(".images")
     return Path(side.read_text().strip()) if side.exists() else None
 
 
-def _load(json_path: Path):
+def load_split(json_path: str | Path):
+    """Load a COCO file the experiment runner wrote (train, noisy train, test, subsets), finding its
+    images through the ``.images`` sidecar beside it."""
     from .formats import load_coco
 
-    return load_coco(json_path, images=_images_for(json_path))
+    json_path = Path(json_path)
+    return load_coco(json_path, images=image_root_for(json_path))
 
 
 def compute_metrics(spec: Spec, out: Path, noisy: Path, workers: int | None, progress: bool):
@@ -219,13 +222,13 @@ def compute_metrics(spec: Spec, out: Path, noisy: Path, workers: int | None, pro
 
             _log(f"out-of-fold predictions: {p['folds']} folds x {p.get('iters', spec.raw['detector']['iters'])} iterations")
             det = spec.raw["detector"]
-            crossval(_load(noisy), folds=int(p["folds"]), out=oof, work_dir=out / "oof" / "folds",
+            crossval(load_split(noisy), folds=int(p["folds"]), out=oof, work_dir=out / "oof" / "folds",
                      iters=int(p.get("iters", det["iters"])), seed=0, recipe=det["recipe"], progress=progress,
                      **{k: v for k, v in det.items() if k not in ("recipe", "iters", "val_fraction")})
             _stamp(out / "oof", cfg)
         preds = oof
     _log(f"metrics: {', '.join(names)}")
-    run = run_metrics(_load(noisy), predictions=preds, metrics=names, out=out / "metrics", workers=workers,
+    run = run_metrics(load_split(noisy), predictions=preds, metrics=names, out=out / "metrics", workers=workers,
                       progress=progress)
     worse = {m: reg[m].worse for m in names}
     return run, worse
@@ -237,7 +240,7 @@ def _train_subset(subset_json: Path, test, arm_dir: Path, spec: Spec, seed: int,
 
     det = spec.raw["detector"]
     overrides = {k: v for k, v in det.items() if k not in ("recipe", "iters", "val_fraction")}  # e.g. input_size
-    res = train(_load(subset_json), arm_dir / "model", val_fraction=float(det.get("val_fraction", 0.0)),
+    res = train(load_split(subset_json), arm_dir / "model", val_fraction=float(det.get("val_fraction", 0.0)),
                 iters=int(det["iters"]), seed=seed, recipe=det["recipe"], progress=progress, **overrides)
     preds = res.predictor.predict_dataset(test, progress=False)
     ev = evaluate(test, preds, out=arm_dir / "eval")
@@ -259,7 +262,7 @@ def run_arm(spec: Spec, arm: dict, seed: int, out: Path, run, worse: dict, noisy
         if prev.get("config_hash") == config_hash(cfg):
             _log(f"  {arm['name']} seed {seed}: done before (AP {prev['stats']['AP'] or 0:.3f}), skipped")
             return prev
-    noisy = _load(noisy_json)
+    noisy = load_split(noisy_json)
     strategy = Strategy.from_dict(arm)
     sel = select(run.objects, run.frames, noisy.images["id"], strategy, spec.raw["budget"], seed, worse)
     subset = noisy.subset(sel.image_ids)
@@ -304,7 +307,7 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, quick: 
          f"budget {spec.raw['budget']}, {spec.raw['detector']['recipe']} x {spec.raw['detector']['iters']} iterations -> {out}")
     noisy_json, test_json, manifest = prepare_data(spec, out)
     run, worse = compute_metrics(spec, out, noisy_json, workers, progress)
-    test = _load(test_json)
+    test = load_split(test_json)
     if manifest is not None:
         from .label_errors import write_label_error_report
 

@@ -17,10 +17,15 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
     labels = np.asarray(labels, bool)
     if labels.sum() == 0:
         return float("nan")
-    order = np.argsort(-np.nan_to_num(np.asarray(scores, float), nan=-np.inf), kind="mergesort")
-    hits = labels[order]
-    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-    return float(precision[hits].sum() / hits.sum())
+    s = np.nan_to_num(np.asarray(scores, float), nan=-np.inf)
+    order = np.argsort(-s, kind="mergesort")
+    s, hits = s[order], labels[order]
+    # Tied scores are one threshold (as in scikit-learn): their order must not matter.
+    last = np.r_[np.flatnonzero(s[1:] != s[:-1]), len(s) - 1]  # end of each group of equal scores
+    tp = np.cumsum(hits)[last]
+    precision = tp / (last + 1)
+    recall_step = np.diff(np.r_[0, tp]) / hits.sum()
+    return float((recall_step * precision).sum())
 
 
 def detection_table(objects: pd.DataFrame, frames: pd.DataFrame, manifest: pd.DataFrame,

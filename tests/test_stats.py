@@ -23,3 +23,18 @@ def test_auroc_matches_pairwise_definition():
     pos, neg = s[y], s[~y]
     pairwise = ((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])).mean()
     assert auroc(s, y) == pytest.approx(pairwise)
+
+
+def test_average_precision_known_values_and_ties():
+    from qualmet.label_errors import average_precision
+
+    y = np.array([1, 0, 1, 0, 0], bool)
+    assert average_precision(np.array([5, 4, 3, 2, 1.0]), y) == pytest.approx((1 / 1 + 2 / 3) / 2)
+    assert average_precision(np.array([5, 1, 4, 2, 3.0]), y) == pytest.approx(1.0)
+    flat = np.zeros(5)  # one threshold: precision = prevalence, whatever the row order
+    assert average_precision(flat, y) == pytest.approx(0.4)
+    assert average_precision(flat, y[::-1]) == pytest.approx(0.4)
+    # a tie between a positive and a negative counts as one step, in either order
+    s = np.array([2, 1, 1, 0.0])
+    assert average_precision(s, np.array([1, 1, 0, 0], bool)) == average_precision(s, np.array([1, 0, 1, 0], bool))
+    assert np.isnan(average_precision(s, np.zeros(4, bool)))

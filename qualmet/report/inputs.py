@@ -134,10 +134,10 @@ def _candidates(recorded: str, run_dir: Path) -> list[Path]:
 
 
 def _load_dataset(path: Path, images: str | os.PathLike | None) -> Dataset:
-    from ..experiment import _images_for  # the ``.images`` sidecar the experiment runner writes
+    from ..experiment import image_root_for  # the ``.images`` sidecar the experiment runner writes
     from ..formats import load_coco
 
-    root = images if images is not None else _images_for(path)
+    root = images if images is not None else image_root_for(path)
     return load_coco(path, images=root, on_invalid="skip")
 
 
