@@ -56,6 +56,10 @@ def _fmt(m: float, s: float) -> str:
     return f"{m:.3f} ± {s:.3f}" if np.isfinite(s) else f"{m:.3f}"
 
 
+def _p(p: float) -> str:
+    return f"{p:.2g}" if np.isfinite(p) else "–"  # one seed: no paired test
+
+
 def summary_markdown(summary: pd.DataFrame, title: str, baseline: str = "random", notes: str = "") -> str:
     """The table a reader wants: each arm vs the baseline, with the average over metric arms."""
     lines = [f"# {title}", "", notes.strip(), "" if notes else "",
@@ -69,7 +73,7 @@ def summary_markdown(summary: pd.DataFrame, title: str, baseline: str = "random"
         else:
             rel_ap = f"{r.get('AP_rel', np.nan):+.1f}%"
             rel_ar = f"{r.get('AR100_rel', np.nan):+.1f}%"
-            pvals = f"{r.get('AP_p', np.nan):.2g} / {r.get('AR100_p', np.nan):.2g}"
+            pvals = " / ".join(_p(r.get(k, np.nan)) for k in ("AP_p", "AR100_p"))
         lines.append(f"| {r['arm']} | {r['seeds']} | {_fmt(r['AP_mean'], r['AP_std'])} | {_fmt(r['AP50_mean'], r['AP50_std'])} | "
                      f"{_fmt(r['AR100_mean'], r['AR100_std'])} | {rel_ap} | {rel_ar} | {pvals} |")
     others = summary[summary.arm != baseline]
