@@ -7,6 +7,7 @@ Dask is imported only here, when this executor is chosen.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Iterable, Iterator
 
 from .errors import QualmetError
@@ -61,8 +62,16 @@ class DaskExecutor:
             return
         try:
             if address is None:
-                self.cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                                        host="127.0.0.1", dashboard_address=None)
+                env = dict(os.environ)
+                try:
+                    self.cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1,
+                                                            processes=True, host="127.0.0.1", dashboard_address=None)
+                finally:
+                    # LocalCluster sets OMP_NUM_THREADS=1 (and MKL_..., OPENBLAS_...) in *this* process's
+                    # environment for its workers; put it back, or everything started later (a training
+                    # subprocess, say) would run single-threaded.
+                    os.environ.clear()
+                    os.environ.update(env)
                 self.client = distributed.Client(self.cluster)
             else:
                 self.client = distributed.Client(address, timeout="30s")
@@ -97,21 +106,30 @@ class DaskExecutor:
                 if t is _NO_TASK:
                     more[0] = False
                     return
-                f = self.client.submit(fn, t, pure=False, retries=self.retries)
-                by_key[f.key] = t
-                self._futures.append(f)
-                ac.add(f)
+                submit(t, 0)
+
+        def submit(t: Any, attempt: int) -> None:
+            f = self.client.submit(fn, t, pure=False, retries=self.retries)
+            by_key[f.key] = (t, attempt)
+            self._futures.append(f)
+            ac.add(f)
 
         try:
             fill()
             while by_key:
                 f = next(ac)
-                t = by_key.pop(f.key)
+                t, attempt = by_key.pop(f.key)
                 self._futures.remove(f)
                 try:
                     res = f.result()
                 except Exception as exc:  # noqa: BLE001 - reported per chunk by the runner, the run goes on
                     res = exc
+                    # Not an error of the task itself: its finished result was lost with a worker killed
+                    # before the client fetched it (or the fetch failed). Compute it again elsewhere.
+                    if f.status != "error" and attempt < self.retries:
+                        f.release()
+                        submit(t, attempt + 1)
+                        continue
                 f.release()
                 fill()
                 yield t, res

@@ -157,6 +157,8 @@ def test_worker_killed_mid_run_gives_identical_result(synth, tmp_path):
     dask = run_metrics(synth, metrics=METRICS + ["box_red", "green_std"], plugins=[plugin], chunk_size=CHUNK,
                        executor=killer, progress=False, out=tmp_path / "run")
     assert killer.results_before_kill == 1
+    key = lambda e: (e["metric"], e["image_id"])  # noqa: E731
+    assert sorted(dask.info["errors"], key=key) == sorted(local.info["errors"], key=key)  # no chunk lost
     assert_same(local, dask)
     assert dask.info["counters"]["chunks_computed"] == 10
     assert len(chunk_files(tmp_path / "run")) == 10
@@ -175,3 +177,12 @@ def test_executor_specs_and_missing_dask(monkeypatch):
         parse_executor("dask:tcp://127.0.0.1:8786")
     with pytest.raises(QualmetError, match=r"pip install qualmet\[dask\]"):
         DaskExecutor()
+
+
+def test_local_cluster_leaves_this_process_environment_alone(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    ex = DaskExecutor(n_workers=1)
+    try:
+        assert "OMP_NUM_THREADS" not in os.environ  # Dask sets it to 1 for its workers; not for us
+    finally:
+        ex.close()
