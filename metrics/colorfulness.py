@@ -6,17 +6,17 @@ yb = (R + G) / 2 - B. Near-grey frames (greyscale images, fog, night) are low. `
 import math
 
 import cv2
-import numpy as np
 
 import qualmet
-
-_OPPONENT = np.array([[1.0, -1.0, 0.0], [0.5, 0.5, -1.0]], np.float32)  # RGB -> (rg, yb)
-
 
 @qualmet.metric(name="colorfulness", level="frame", needs={"pixels"}, worse="low",
                 description="Hasler-Suesstrunk colourfulness (grey frames are low)")
 def colorfulness(ctx):
-    rgb = ctx.small.astype(np.float32)  # a regular pixel sample: same statistics, cheaper
-    opp = cv2.transform(rgb, _OPPONENT)  # channels rg, yb
-    mean, std = cv2.meanStdDev(opp)
-    return math.hypot(std[0, 0], std[1, 0]) + 0.3 * math.hypot(mean[0, 0], mean[1, 0])
+    # a regular pixel sample gives the same statistics, cheaper; integer opponent channels (rg and
+    # 2*yb fit int16 exactly) are twice as fast as a float32 colour transform
+    r, g, b = cv2.split(ctx.small)
+    rg = cv2.subtract(r, g, dtype=cv2.CV_16S)
+    yb2 = cv2.subtract(cv2.add(r, g, dtype=cv2.CV_16S), cv2.add(b, b, dtype=cv2.CV_16S), dtype=cv2.CV_16S)
+    m_rg, s_rg = cv2.meanStdDev(rg)
+    m_yb, s_yb = cv2.meanStdDev(yb2)
+    return math.hypot(s_rg[0, 0], s_yb[0, 0] / 2) + 0.3 * math.hypot(m_rg[0, 0], m_yb[0, 0] / 2)

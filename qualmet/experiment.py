@@ -313,25 +313,29 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, quick: 
 
         write_label_error_report(run.objects, run.frames, manifest, worse, out / "label_errors")
     rows = []
+    train_s = 0.0  # over every finished arm, including those a resumed run skips
     for seed in spec.seeds:
         for arm in spec.arms:
             r = run_arm(spec, arm, seed, out, run, worse, noisy_json, test, manifest, progress)
+            train_s += float(r.get("train_seconds") or 0.0)
             rows.append({"arm": r["arm"], "seed": r["seed"], **{k: r["stats"].get(k) for k in COCO_STATS},
                          "n_frames": r["n_frames"], "n_boxes": r["n_boxes"]})
             results = pd.DataFrame(rows)
             if "random" in set(results.arm):
                 write_summary(results, out, f"{spec.name}{' (quick)' if quick else ''}",
-                              notes=_notes(spec, quick, time.perf_counter() - t_start))
+                              notes=_notes(spec, quick, time.perf_counter() - t_start, train_s, len(rows)))
     _log(f"\n{(out / 'summary.md').read_text()}\nwrote {out} in {time.perf_counter() - t_start:.0f} s")
     return out
 
 
-def _notes(spec: Spec, quick: bool, seconds: float) -> str:
+def _notes(spec: Spec, quick: bool, seconds: float, train_s: float, n_runs: int) -> str:
     d, det = spec.raw["data"], spec.raw["detector"]
     noise = spec.raw.get("noise") or {}
     data = (f"synthetic pandas, {d['train']} train / {d['test']} clean test frames at {d['size']} px"
             if d.get("source", "synthetic") == "synthetic" else f"{d['source']}")
     return (f"Data: {data}; label noise rate {noise.get('rate', 0)} on the training split only. Budget "
             f"{spec.raw['budget']} of the training frames for every arm; detector {det['recipe']}, "
-            f"{det['iters']} iterations from scratch, seeds {spec.seeds}. Wall time so far: {seconds / 60:.1f} min "
-            f"on this machine. qualmet {__version__}.")
+            f"{det['iters']} iterations from scratch, seeds {spec.seeds}. Training and scoring the {n_runs} "
+            f"arm run(s): {train_s / 60:.1f} min in all; this invocation's wall time: {seconds / 60:.1f} min (a resumed "
+            f"run skips finished arms; data, metrics and out-of-fold predictions are not counted in the first "
+            f"figure). qualmet {__version__}.")

@@ -7,10 +7,12 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from .errors import PathSafetyError
 
 
-def safe_join(root: str | os.PathLike, file_name: str, what: str = "image") -> Path:
+def safe_join(root: str | os.PathLike, file_name: str, what: str = "image", cache: dict | None = None) -> Path:
     """Join `file_name` under `root`, refusing absolute paths, '..' escapes and symlinks leading out.
 
-    Raises PathSafetyError naming the file name; the file itself is never opened.
+    Raises PathSafetyError naming the file name; the file itself is never opened. ``cache`` (a dict
+    the caller keeps for one pass over many files) remembers the resolved root and folders, so a
+    plain name like ``a/b.jpg`` costs one ``lstat`` instead of one per path component.
     """
     if not isinstance(file_name, str) or not file_name:
         raise PathSafetyError(f"{what} file_name {file_name!r} is empty or not a string")
@@ -18,10 +20,40 @@ def safe_join(root: str | os.PathLike, file_name: str, what: str = "image") -> P
         raise PathSafetyError(f"{what} file_name {file_name!r} contains a NUL byte")
     if PurePosixPath(file_name).is_absolute() or PureWindowsPath(file_name).is_absolute() or PureWindowsPath(file_name).drive:
         raise PathSafetyError(f"{what} file_name {file_name!r} is an absolute path; it must be relative to the image root")
+    if cache is not None:
+        fast = _cached_join(root, file_name, cache)
+        if fast is not None:
+            return fast
     root_real = Path(os.path.realpath(root))
     candidate = Path(os.path.realpath(root_real / file_name))
     if candidate != root_real and root_real not in candidate.parents:
         raise PathSafetyError(f"{what} file_name {file_name!r} resolves outside the image root {root_real}")
+    return candidate
+
+
+def _cached_join(root: str | os.PathLike, file_name: str, cache: dict) -> Path | None:
+    """The resolved path through cached folders, or None where only the full check can tell
+    (dots, empty parts, backslashes, a symlinked file, a folder outside the root)."""
+    head, sep, base = file_name.rpartition("/")
+    if "\\" in file_name or base in ("", ".", ".."):
+        return None
+    parts = head.split("/") if sep else []
+    if any(p in ("", ".", "..") for p in parts):
+        return None
+    key = (os.fspath(root), head)
+    folder = cache.get(key)
+    if folder is None:
+        rkey = (os.fspath(root), None)
+        root_real = cache.get(rkey)
+        if root_real is None:
+            root_real = cache[rkey] = Path(os.path.realpath(root))
+        folder = Path(os.path.realpath(root_real / head)) if head else root_real
+        if folder != root_real and root_real not in folder.parents:
+            return None  # the full check raises with its message
+        cache[key] = folder
+    candidate = folder / base
+    if os.path.islink(candidate):
+        return None
     return candidate
 
 

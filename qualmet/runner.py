@@ -81,6 +81,7 @@ def compute_chunk(task: ChunkTask) -> ChunkResult:
     anns_all = task.annotations.sort_values("image_id", kind="stable")
     boxes_all = anns_all[["x", "y", "w", "h"]].to_numpy(dtype=np.float64)
     ids_all = anns_all["image_id"].to_numpy()
+    ann_ids_all = anns_all["id"].to_numpy(dtype=np.int64)
     anns_by = {}
     if len(ids_all):
         cut = np.flatnonzero(np.diff(ids_all)) + 1
@@ -104,10 +105,10 @@ def compute_chunk(task: ChunkTask) -> ChunkResult:
     seconds["decode"] = 0.0
     decodes = 0
 
+    path_cache: dict = {}  # resolved image folders, for this chunk
     for fr in task.frames:
         iid = int(fr["image_id"])
         a0, a1 = anns_by.get(iid, (0, 0))
-        anns = anns_all.iloc[a0:a1] if a1 > a0 else empty_a
         image = None
         if need_pixels:
             t0 = time.perf_counter()
@@ -115,15 +116,17 @@ def compute_chunk(task: ChunkTask) -> ChunkResult:
                 if task.image_root is None:
                     raise ImageError(f"image {iid} ({fr['file_name']}): data set has no image root")
                 decodes += 1
-                image = _imageio.read_image(safe_join(task.image_root, fr["file_name"]))
+                image = _imageio.read_image(safe_join(task.image_root, fr["file_name"], cache=path_cache))
             except ImageError as exc:
                 skipped.append({"image_id": iid, "file_name": fr["file_name"], "reason": str(exc)})
             seconds["decode"] += time.perf_counter() - t0
-        ctx = MetricContext(iid, fr["file_name"], fr["width"], fr["height"], anns,
+        # the frame's annotation rows are sliced out only if a metric reads ctx.annotations
+        ctx = MetricContext(iid, fr["file_name"], fr["width"], fr["height"],
+                            (anns_all, a0, a1) if a1 > a0 else empty_a,
                             preds_by.get(iid, empty_p) if task.predictions is not None else None, image,
                             boxes=boxes_all[a0:a1])
-        n = len(anns)
-        obj_cols["annotation_id"].extend(anns["id"].astype("int64").tolist())
+        n = a1 - a0
+        obj_cols["annotation_id"].extend(ann_ids_all[a0:a1].tolist())
         obj_cols["image_id"].extend([iid] * n)
         for s in obj_specs:
             col = obj_cols[_PARTIAL + s.name if s.finalize else s.name]
@@ -266,11 +269,11 @@ def _k(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
 
 
-def _file_stamp(root: str | None, name: str) -> str:
+def _file_stamp(root: str | None, name: str, path_cache: dict | None = None) -> str:
     if root is None:
         return "noroot"
     try:
-        st = os.stat(safe_join(root, name))
+        st = os.stat(safe_join(root, name, cache=path_cache))
         return f"{st.st_size}:{st.st_mtime_ns}"
     except (OSError, ImageError):
         return "missing"
@@ -421,10 +424,11 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
     plan: list[tuple[dict[str, str], list[str]]] = []
     counters = {"frames": len(images_df), "chunks": len(cp), "chunks_computed": 0, "decodes": 0,
                 "computed": {s.name: 0 for s in specs}, "cached": {s.name: 0 for s in specs}}
+    path_cache: dict = {}  # resolved folders, for this planning pass only
     for ci in range(len(cp)):
         ch = cp.records(ci)
         lab = _k(json.dumps(ch, default=str), _hash_df(cp.annotations(ci), ["id", "image_id", "category_id", "x", "y", "w", "h"]))
-        pix = _k(*[_file_stamp(image_root, r["file_name"]) for r in ch]) if any_pixels else ""
+        pix = _k(*[_file_stamp(image_root, r["file_name"], path_cache) for r in ch]) if any_pixels else ""
         prd = _hash_df(cp.predictions(ci), ["image_id", "category_id", "x", "y", "w", "h", "score"]) if preds is not None else ""
         keys = {s.name: _k(lab, pix if s.needs_pixels else "", prd if s.needs_predictions else "", s.key) for s in per_frame}
         todo = [n for n, k in keys.items() if k not in index]
@@ -612,8 +616,10 @@ class _ChunkPlan:
 
     def records(self, ci: int) -> list[dict]:
         """The chunk's frames as dicts (file_name, width, height, image_id), the form its cache key hashes."""
-        sub = self.images.iloc[self.frame_rows(ci)]
-        return sub[FRAME_BASE[1:] + ["id"]].rename(columns={"id": "image_id"}).to_dict("records")
+        rows = self.frame_rows(ci)
+        cols = [self.images[c].iloc[rows].tolist() for c in FRAME_BASE[1:] + ["id"]]  # native Python values
+        keys = FRAME_BASE[1:] + ["image_id"]
+        return [dict(zip(keys, vals)) for vals in zip(*cols)]
 
     def _rows(self, order: np.ndarray, sorted_ids: np.ndarray, ci: int) -> np.ndarray:
         ids = self.image_ids[self.frame_rows(ci)]

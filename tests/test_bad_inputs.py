@@ -143,6 +143,42 @@ def test_unsafe_names_are_refused_and_never_opened(corpus, monkeypatch):
     assert image_reads and all(p.startswith(root + os.sep) for p in image_reads), image_reads
 
 
+def test_safe_join_with_folder_cache_agrees_with_the_full_check(tmp_path):
+    from qualmet.paths import safe_join
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "a" / "b").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.jpg").write_bytes(b"x")
+    (root / "a" / "b" / "ok.jpg").write_bytes(b"x")
+    (root / "a" / "link_out.jpg").symlink_to(outside / "secret.jpg")
+    (root / "a" / "link_in.jpg").symlink_to(root / "a" / "b" / "ok.jpg")
+    (root / "dir_out").symlink_to(outside, target_is_directory=True)
+    (root / "dir_in").symlink_to(root / "a", target_is_directory=True)
+    names = ["a/b/ok.jpg", "a/link_in.jpg", "dir_in/b/ok.jpg", "a/./b/ok.jpg", "a//b/ok.jpg", "not_there.jpg",
+             "a/link_out.jpg", "dir_out/secret.jpg", "a/../../outside/secret.jpg", "a/b/../../dir_out/secret.jpg"]
+    cache: dict = {}
+    for _ in range(2):  # the second pass answers from the cache
+        for name in names:
+            try:
+                want = safe_join(root, name)
+            except PathSafetyError:
+                with pytest.raises(PathSafetyError, match="resolves outside"):
+                    safe_join(root, name, cache=cache)
+                continue
+            assert safe_join(root, name, cache=cache) == want, name
+    assert any(isinstance(k, tuple) and k[1] == "dir_in/b" for k in cache)  # folders were cached
+
+
+@pytest.mark.parametrize("h,w,s", [(480, 640, 2), (481, 641, 3), (7, 5, 4), (1000, 1500, 5), (2, 3, 1)])
+def test_context_small_is_exactly_every_kth_pixel(h, w, s):
+    from qualmet.registry import _subsample
+
+    img = np.random.default_rng(h * w).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    out = _subsample(img, s)
+    assert out.flags.c_contiguous and np.array_equal(out, img[::s, ::s])
+
+
 # -- data set files -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("key,words", [("coco_truncated", "malformed JSON"), ("coco_syntax", "line 1 column 45")])

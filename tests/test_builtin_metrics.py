@@ -160,5 +160,10 @@ def test_frame_pixel_metrics():
     assert f("colorfulness")(ctx_for(checker, [])) == pytest.approx(0.0, abs=1e-6)  # grey
     scene = draw_panda(foliage(120, 160), 40, 30, 60, 50)
     assert f("colorfulness")(ctx_for(scene, [])) > 10
+    rgb = np.random.default_rng(3).integers(0, 256, (60, 80, 3)).astype(np.uint8)  # the textbook formula
+    r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
+    rg, yb = r - g, (r + g) / 2 - b
+    want = np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean())
+    assert f("colorfulness")(ctx_for(rgb, [])) == pytest.approx(want, rel=1e-9)
     blurred = cv2.GaussianBlur(scene, (9, 9), 3)
     assert f("sharpness")(ctx_for(blurred, [])) < 0.5 * f("sharpness")(ctx_for(scene, []))
