@@ -26,20 +26,22 @@ def safe_join(root: str | os.PathLike, file_name: str, what: str = "image", cach
             return fast
     root_real = Path(os.path.realpath(root))
     candidate = Path(os.path.realpath(root_real / file_name))
-    if candidate != root_real and root_real not in candidate.parents:
+    if not _within(candidate, root_real):
         raise PathSafetyError(f"{what} file_name {file_name!r} resolves outside the image root {root_real}")
     return candidate
+
+
+def _within(path: Path, root: Path) -> bool:
+    """Whether the resolved ``path`` is ``root`` or lies below it."""
+    return path == root or root in path.parents
 
 
 def _cached_join(root: str | os.PathLike, file_name: str, cache: dict) -> Path | None:
     """The resolved path through cached folders, or None where only the full check can tell
     (dots, empty parts, backslashes, a symlinked file, a folder outside the root)."""
-    head, sep, base = file_name.rpartition("/")
-    if "\\" in file_name or base in ("", ".", ".."):
+    if "\\" in file_name or any(p in ("", ".", "..") for p in file_name.split("/")):
         return None
-    parts = head.split("/") if sep else []
-    if any(p in ("", ".", "..") for p in parts):
-        return None
+    head, _, base = file_name.rpartition("/")
     key = (os.fspath(root), head)
     folder = cache.get(key)
     if folder is None:
@@ -48,7 +50,7 @@ def _cached_join(root: str | os.PathLike, file_name: str, cache: dict) -> Path |
         if root_real is None:
             root_real = cache[rkey] = Path(os.path.realpath(root))
         folder = Path(os.path.realpath(root_real / head)) if head else root_real
-        if folder != root_real and root_real not in folder.parents:
+        if not _within(folder, root_real):
             return None  # the full check raises with its message
         cache[key] = folder
     candidate = folder / base
@@ -61,6 +63,6 @@ def ensure_under(out_dir: str | os.PathLike, path: str | os.PathLike) -> Path:
     """Return `path` resolved under `out_dir`, or raise if it would land outside it."""
     out_real = Path(os.path.realpath(out_dir))
     p = Path(os.path.realpath(Path(out_real, path)))
-    if p != out_real and out_real not in p.parents:
+    if not _within(p, out_real):
         raise PathSafetyError(f"output path {os.fspath(path)!r} would be written outside {out_real}")
     return p

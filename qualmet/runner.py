@@ -87,7 +87,6 @@ def compute_chunk(task: ChunkTask) -> ChunkResult:
         cut = np.flatnonzero(np.diff(ids_all)) + 1
         starts, ends = np.r_[0, cut], np.r_[cut, len(ids_all)]
         anns_by = {int(ids_all[a]): (a, b) for a, b in zip(starts, ends)}
-    empty_a = task.annotations.iloc[0:0]
     preds_by: dict[int, pd.DataFrame] = {}
     empty_p = None
     if task.predictions is not None:
@@ -121,8 +120,7 @@ def compute_chunk(task: ChunkTask) -> ChunkResult:
                 skipped.append({"image_id": iid, "file_name": fr["file_name"], "reason": str(exc)})
             seconds["decode"] += time.perf_counter() - t0
         # the frame's annotation rows are sliced out only if a metric reads ctx.annotations
-        ctx = MetricContext(iid, fr["file_name"], fr["width"], fr["height"],
-                            (anns_all, a0, a1) if a1 > a0 else empty_a,
+        ctx = MetricContext(iid, fr["file_name"], fr["width"], fr["height"], (anns_all, a0, a1),
                             preds_by.get(iid, empty_p) if task.predictions is not None else None, image,
                             boxes=boxes_all[a0:a1])
         n = a1 - a0

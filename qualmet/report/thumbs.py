@@ -125,13 +125,14 @@ def make_thumbnails(image_root, objects: pd.DataFrame, frames: pd.DataFrame, out
         miss = manifest[manifest["type"] == "missing"]
         for iid, g in miss.groupby("image_id"):
             deleted[int(iid)] = g[["orig_x", "orig_y", "orig_w", "orig_h"]].to_numpy(dtype=np.float64)
+    path_cache: dict = {}  # resolved image folders, for this pass
     for fr in tqdm(frames[["image_id", "file_name"]].itertuples(index=False), total=len(frames),
                    desc="thumbnails", unit="frame", disable=not progress, dynamic_ncols=True):
         iid = int(fr.image_id)
         try:
             if image_root is None:
                 raise ImageError("no image root")
-            img = read_image(safe_join(image_root, str(fr.file_name)))
+            img = read_image(safe_join(image_root, str(fr.file_name), cache=path_cache))
         except Exception as exc:  # one unreadable frame never loses the rest
             th.failed.append({"image_id": iid, "file_name": str(fr.file_name), "reason": str(exc)})
             continue
