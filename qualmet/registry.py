@@ -227,6 +227,13 @@ class MetricContext:
         return _subsample(self.image, s)
 
     @cached_property
+    def small_gray(self) -> np.ndarray:
+        """Luma of :attr:`small`: ``gray[::s, ::s]`` (sampled from :attr:`gray`, which frame metrics
+        usually need anyway, rather than building :attr:`small`)."""
+        s = self.small_stride
+        return self.gray if s == 1 else self.grid(0, 0, self.width, self.height, s, self.gray)
+
+    @cached_property
     def small_hsv(self) -> np.ndarray:
         """HSV of :attr:`small`."""
         import cv2
@@ -238,7 +245,7 @@ class MetricContext:
         """:attr:`boxes_int` in :attr:`small` coordinates (x1, y1 rounded up, x2, y2 rounded up)."""
         s = self.small_stride
         b = -(-self.boxes_int // s)
-        h, w = self.small.shape[:2]
+        h, w = -(-self.height // s), -(-self.width // s)  # the shape of small, without building it
         b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, w)
         b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, h)
         return b
@@ -252,8 +259,19 @@ class MetricContext:
         if max_side:
             k = max(1, -(-max(x2 - x1, y2 - y1) // max_side))
             if k > 1:
-                return np.ascontiguousarray(a[y1:y2:k, x1:x2:k])
+                return self.grid(x1, y1, x2, y2, k, a)
         return a[y1:y2, x1:x2]
+
+    def grid(self, x1: int, y1: int, x2: int, y2: int, k: int, array: np.ndarray | None = None) -> np.ndarray:
+        """``array[y1:y2:k, x1:x2:k]`` (default: the RGB image) as a contiguous array: every k-th
+        pixel of a region. Colour pixels are copied as 3-byte units, twice as fast as numpy's copy
+        of the strided view."""
+        a = self.image if array is None else array
+        if k == 1 or a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8 or not a.flags.c_contiguous:
+            return np.ascontiguousarray(a[y1:y2:k, x1:x2:k])
+        h, w = a.shape[:2]
+        c = np.ascontiguousarray(a.reshape(h, w * 3).view("V3")[y1:y2:k, x1:x2:k])
+        return c.view(np.uint8).reshape(c.shape[0], c.shape[1], 3)
 
     def nan_per_object(self) -> np.ndarray:
         return np.full(self.n_objects, math.nan)

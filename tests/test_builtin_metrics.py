@@ -85,6 +85,51 @@ def test_black_white_ratio_large_image_sampling_matches_exact():
     assert v == pytest.approx(exact, abs=0.02)
 
 
+def test_black_white_ratio_crop_path_equals_whole_frame_path():
+    # few boxes are measured crop by crop, many (or large) boxes on one whole-frame mask; both read
+    # the same sample grid, so a box gets the same value either way (odd image size: edge clipping)
+    rng = np.random.default_rng(5)
+    img = foliage(481, 643)
+    img[rng.random((481, 643)) < 0.35] = 250
+    img[rng.random((481, 643)) < 0.1] = 5
+    few = [[3.5, 7, 120, 90], [600, 440, 43, 41], [200.2, 150.7, 61.3, 77.9]]  # last two: edge, fractions
+    crowd = few + [[float(x), float(y), 20, 20] for x in range(0, 400, 40) for y in (300, 340)]
+    a = f("black_white_ratio")(ctx_for(img, few))
+    b = f("black_white_ratio")(ctx_for(img, crowd))
+    assert len(crowd) > 16 and np.array_equal(a, b[:3])
+    huge = f("black_white_ratio")(ctx_for(img, [[0, 0, 643, 481], *few[:1]]))  # one box covers the frame
+    assert huge[1] == a[0] and 0.3 < huge[0] < 0.5
+
+
+def test_context_grid_is_strided_slicing():
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (97, 131, 3), dtype=np.uint8)
+    ctx = ctx_for(rgb, [])
+    for (x1, y1, x2, y2, k) in [(0, 0, 131, 97, 2), (5, 3, 130, 96, 3), (7, 9, 8, 10, 2), (0, 0, 131, 97, 1), (10, 10, 10, 20, 2)]:
+        want = rgb[y1:y2:k, x1:x2:k]
+        for arr in (rgb, ctx.gray, rgb[:, ::-1]):  # colour, grey, a non-contiguous view
+            got = ctx.grid(x1, y1, x2, y2, k, arr)
+            ref = arr[y1:y2:k, x1:x2:k]
+            assert got.flags.c_contiguous and got.shape == ref.shape and np.array_equal(got, ref)
+        assert np.array_equal(ctx.grid(x1, y1, x2, y2, k), want)
+    big = ctx_for(rng.integers(0, 256, (700, 900, 3), dtype=np.uint8), [])
+    assert big.small_stride == 3 and np.array_equal(big.small_gray, cv2.cvtColor(big.small, cv2.COLOR_RGB2GRAY))
+
+
+def test_sampled_frame_statistics_stay_close_to_full_resolution():
+    # colorfulness (every s-th row) and image_entropy (every s-th pixel) on a 1200x900 frame
+    img = draw_panda(foliage(900, 1200, seed=2), 300, 200, 500, 400)
+    img[::7, ::5] = np.random.default_rng(2).integers(0, 256, img[::7, ::5].shape)
+    r, g, b = (img[..., i].astype(np.float64) for i in range(3))
+    rg, yb = r - g, (r + g) / 2 - b
+    want = np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean())
+    ctx = ctx_for(img, [])
+    assert ctx.small_stride == 4 and f("colorfulness")(ctx) == pytest.approx(want, rel=0.01)
+    hist = np.bincount(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).ravel(), minlength=256)
+    p = hist[hist > 0] / hist.sum()
+    assert f("image_entropy")(ctx) == pytest.approx(-(p * np.log2(p)).sum(), abs=0.05)
+
+
 def test_class_color_consistency_flags_the_odd_box(panda):
     spec = REG["class_color_consistency"]
     img = foliage(200, 240)

@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_plugins(r)
     r.add_argument("--out", required=True, help="run folder (outputs and chunk cache)")
     r.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
-    r.add_argument("--chunk-size", type=int, default=None, help="frames per task (default 16)")
+    r.add_argument("--chunk-size", type=int, default=None, help="frames per task (default 32)")
     r.add_argument("--executor", default="local", metavar="local|dask|dask:tcp://HOST:PORT",
                    help="where chunks run: local process pool (default), a loopback Dask cluster of --workers "
                         "processes, or the Dask scheduler at an address (needs qualmet[dask]; see docs/dask.md)")
