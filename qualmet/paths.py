@@ -18,7 +18,10 @@ def safe_join(root: str | os.PathLike, file_name: str, what: str = "image", cach
         raise PathSafetyError(f"{what} file_name {file_name!r} is empty or not a string")
     if "\x00" in file_name:
         raise PathSafetyError(f"{what} file_name {file_name!r} contains a NUL byte")
-    if PurePosixPath(file_name).is_absolute() or PureWindowsPath(file_name).is_absolute() or PureWindowsPath(file_name).drive:
+    # a name that starts with neither slash and has no colon can be neither absolute nor carry a
+    # drive in either flavour; anything else gets the full pathlib checks
+    if (file_name[0] in "/\\" or ":" in file_name) and (
+            PurePosixPath(file_name).is_absolute() or PureWindowsPath(file_name).is_absolute() or PureWindowsPath(file_name).drive):
         raise PathSafetyError(f"{what} file_name {file_name!r} is an absolute path; it must be relative to the image root")
     if cache is not None:
         fast = _cached_join(root, file_name, cache)

@@ -190,11 +190,13 @@ class MetricContext:
     def boxes_int(self) -> np.ndarray:
         """(N, 4) int xyxy boxes clipped to the image (rounded outward); empty boxes have x1==x2."""
         b = self.boxes
-        x1 = np.clip(np.floor(b[:, 0]), 0, self.width).astype(int)
-        y1 = np.clip(np.floor(b[:, 1]), 0, self.height).astype(int)
-        x2 = np.clip(np.ceil(b[:, 0] + b[:, 2]), 0, self.width).astype(int)
-        y2 = np.clip(np.ceil(b[:, 1] + b[:, 3]), 0, self.height).astype(int)
-        return np.stack([x1, y1, np.maximum(x2, x1), np.maximum(y2, y1)], axis=1).reshape(-1, 4)
+        out = np.empty((len(b), 4))  # a few whole-array operations: this runs for every frame
+        np.floor(b[:, :2], out=out[:, :2])
+        np.ceil(b[:, :2] + b[:, 2:], out=out[:, 2:])
+        lim = np.array([self.width, self.height, self.width, self.height], np.float64)
+        np.minimum(np.maximum(out, 0.0, out=out), lim, out=out)
+        np.maximum(out[:, 2:], out[:, :2], out=out[:, 2:])
+        return out.astype(int)
 
     @cached_property
     def gray(self) -> np.ndarray:
@@ -246,9 +248,7 @@ class MetricContext:
         s = self.small_stride
         b = -(-self.boxes_int // s)
         h, w = -(-self.height // s), -(-self.width // s)  # the shape of small, without building it
-        b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, w)
-        b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, h)
-        return b
+        return np.minimum(b, np.array([w, h, w, h]), out=b)  # boxes_int is already >= 0
 
     def crop(self, i: int, array: np.ndarray | None = None, max_side: int | None = None) -> np.ndarray:
         """The pixels of box ``i`` (clipped) from ``array`` (default: the RGB image); may be empty.

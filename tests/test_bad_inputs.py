@@ -143,6 +143,16 @@ def test_unsafe_names_are_refused_and_never_opened(corpus, monkeypatch):
     assert image_reads and all(p.startswith(root + os.sep) for p in image_reads), image_reads
 
 
+@pytest.mark.parametrize("name", ["/etc/hostname", "//host/share/a.jpg", "\\\\host\\share\\a.jpg",
+                                  "C:\\a.jpg", "C:a.jpg", "c:/a.jpg", "a:b.jpg"])
+def test_safe_join_refuses_absolute_and_drive_names(tmp_path, name):
+    from qualmet.paths import safe_join
+
+    for cache in (None, {}):
+        with pytest.raises(PathSafetyError, match="absolute path"):
+            safe_join(tmp_path, name, cache=cache)
+
+
 def test_safe_join_with_folder_cache_agrees_with_the_full_check(tmp_path):
     from qualmet.paths import safe_join
 

@@ -24,6 +24,23 @@ box = st.tuples(coord, coord, size, size)
 
 
 @FAST
+@given(st.lists(box, min_size=0, max_size=8), st.integers(1, 5000), st.integers(1, 5000))
+def test_context_integer_boxes(boxes, W, H):
+    # boxes_int: rounded outward, clipped to the image, x2 >= x1; small_boxes_int: the same on the
+    # sample grid (corners rounded up, clipped to the grid's shape)
+    b = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+    ctx = MetricContext(1, "f.jpg", W, H, (None, 0, len(b)), boxes=b)
+    for i, (x, y, w, h) in enumerate(b):
+        x1, y1 = min(max(math.floor(x), 0), W), min(max(math.floor(y), 0), H)
+        x2, y2 = min(max(math.ceil(x + w), 0), W), min(max(math.ceil(y + h), 0), H)
+        assert ctx.boxes_int[i].tolist() == [x1, y1, max(x2, x1), max(y2, y1)]
+        s = ctx.small_stride
+        want = [min(-(-v // s), lim) for v, lim in zip(ctx.boxes_int[i].tolist(), (-(-W // s), -(-H // s)) * 2)]
+        assert ctx.small_boxes_int[i].tolist() == want
+    assert ctx.boxes_int.shape == (len(b), 4) and ctx.boxes_int.dtype.kind == "i"
+
+
+@FAST
 @given(st.lists(box, min_size=1, max_size=8), st.integers(1, 5000), st.integers(1, 5000))
 def test_box_conversions_round_trip(boxes, W, H):
     b = np.array(boxes, dtype=np.float64)
