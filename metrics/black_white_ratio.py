@@ -30,8 +30,8 @@ def black_white_ratio(ctx):
     area = (x2 - x1) * (y2 - y1)  # grid samples per box
     out = np.full(len(b), np.nan)
     s = ctx.small_stride
-    grid = -(-ctx.width // s) * -(-ctx.height // s)
-    if area.sum() * 3 > grid or len(b) > MAX_CROPS:
+    rows, cols = ctx.small_shape
+    if area.sum() * 3 > rows * cols or len(b) > MAX_CROPS:
         # boxes cover much of the frame, or there are many: one mask, per-box sums in O(1)
         integ = cv2.integral(_bw_mask(ctx.small_hsv))
         count = (integ[y2, x2] - integ[y1, x2] - integ[y2, x1] + integ[y1, x1]) / 255.0

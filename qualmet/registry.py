@@ -218,6 +218,12 @@ class MetricContext:
         return max(1, -(-max(self.width, self.height) // SMALL_SIDE))
 
     @cached_property
+    def small_shape(self) -> tuple[int, int]:
+        """(rows, columns) of :attr:`small`, known without building it."""
+        s = self.small_stride
+        return -(-self.height // s), -(-self.width // s)
+
+    @cached_property
     def small(self) -> np.ndarray:
         """The RGB image sampled on a regular grid (every ``small_stride``-th pixel, no averaging).
 
@@ -247,7 +253,7 @@ class MetricContext:
         """:attr:`boxes_int` in :attr:`small` coordinates (x1, y1 rounded up, x2, y2 rounded up)."""
         s = self.small_stride
         b = -(-self.boxes_int // s)
-        h, w = -(-self.height // s), -(-self.width // s)  # the shape of small, without building it
+        h, w = self.small_shape
         return np.minimum(b, np.array([w, h, w, h]), out=b)  # boxes_int is already >= 0
 
     def crop(self, i: int, array: np.ndarray | None = None, max_side: int | None = None) -> np.ndarray:

@@ -14,6 +14,7 @@ holds the data set, the final tables and a few chunks, not every chunk's partial
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -46,17 +47,13 @@ _NO_TASK = object()  # end of an executor's task iterator
 # -- the pure per-chunk function ----------------------------------------------------------------
 
 _HEAP_PAD = 16 << 20  # bytes of freed heap glibc keeps at the top instead of returning to the OS
-_heap_tuned = False
 
 
+@functools.cache  # once per process
 def _keep_freed_heap() -> None:
     """Every frame allocates and frees a few image-sized buffers; by default glibc hands the freed
     top of the heap back to the OS and page-faults it in again for the next frame. Keeping 16 MB
     (M_TOP_PAD) makes the per-frame work ~15% faster. glibc only; elsewhere nothing happens."""
-    global _heap_tuned
-    if _heap_tuned:
-        return
-    _heap_tuned = True
     try:
         import ctypes
 

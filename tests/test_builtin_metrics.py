@@ -114,6 +114,7 @@ def test_context_grid_is_strided_slicing():
         assert np.array_equal(ctx.grid(x1, y1, x2, y2, k), want)
     big = ctx_for(rng.integers(0, 256, (700, 900, 3), dtype=np.uint8), [])
     assert big.small_stride == 3 and np.array_equal(big.small_gray, cv2.cvtColor(big.small, cv2.COLOR_RGB2GRAY))
+    assert big.small_shape == big.small.shape[:2] == (234, 300)
 
 
 def test_sampled_frame_statistics_stay_close_to_full_resolution():
