@@ -2,7 +2,8 @@
 
 Prints, for 1,000 synthetic frames and for the raccoon set: decode-only frames/s, qualmet frames/s
 (all built-in pixel + label metrics, no predictions, one process and all cores), the ratio of
-qualmet's time to the decode-only time (target <= 1.5x), the same for the reference's six metrics
+qualmet's time to the decode-only time (target <= 1.5x), the same metric functions called directly
+without the runner (what the definitions themselves cost), the same for the reference's six metrics
 alone, and cleanvision's frames/s for the issue types both compute (dark, light, blurry, low
 information, odd aspect ratio), measured in the same run.
 Each figure is the best of --repeat (3) interleaved timings; on a shared machine they are still noisy,
@@ -81,6 +82,31 @@ def qualmet_time(ds, workers: int, metrics=None) -> float:
     return dt
 
 
+def direct_time(ds, paths: list[Path]) -> float:
+    """Decode each image and call every built-in's function straight on a context: no runner (no
+    chunks, workers, tables, cache, error capture). What the metric definitions themselves cost."""
+    from qualmet.imageio import read_image
+    from qualmet.registry import MetricContext, load_registry
+
+    specs = [s for _, s in sorted(load_registry().metrics.items()) if not s.needs_predictions]
+    per_frame = [s for s in specs if not s.vectorised]
+    anns = ds.annotations.sort_values("image_id", kind="stable")
+    groups = {int(k): g for k, g in anns.groupby("image_id", sort=False)}
+    frames = [(int(r.id), r.file_name, int(r.width), int(r.height), groups.get(int(r.id), anns.iloc[0:0]), p)
+              for r, p in zip(ds.images.itertuples(), paths)]
+    boxes = {i: g[["x", "y", "w", "h"]].to_numpy(dtype=np.float64) for i, g in groups.items()}
+    t = time.perf_counter()
+    for iid, name, w, h, a, p in frames:
+        ctx = MetricContext(iid, name, w, h, a, None, read_image(p), boxes=boxes.get(iid, np.zeros((0, 4))))
+        for s in per_frame:
+            if s.level == "frame" or ctx.n_objects:
+                s.func(ctx)
+    for s in specs:
+        if s.vectorised:
+            s.func(ds.annotations, ds.images)
+    return time.perf_counter() - t
+
+
 def cleanvision_time(paths: list[Path], n_jobs: int) -> float | None:
     try:
         from cleanvision import Imagelab
@@ -99,17 +125,20 @@ def bench(name: str, ds, use_cleanvision: bool, repeat: int = 3) -> None:
     paths = [ds.image_path(f) for f in ds.images["file_name"]]
     cores = os.cpu_count() or 1
     decode_only(paths)  # warm the file cache
-    t_dec = t_q1 = t_qn = t_same = t_seed = float("inf")
+    t_dec = t_q1 = t_qn = t_same = t_seed = t_direct = float("inf")
     for _ in range(repeat):  # best of `repeat`, interleaved, so a burst of other load hits both sides
         t_dec = min(t_dec, decode_only(paths))
         t_q1 = min(t_q1, qualmet_time(ds, 1))
         t_qn = min(t_qn, qualmet_time(ds, cores) if cores > 1 else t_q1)
         t_same = min(t_same, qualmet_time(ds, 1, ["brightness", "sharpness", "image_entropy", "aspect_ratio"]))
         t_seed = min(t_seed, qualmet_time(ds, 1, SEED_METRICS))
+        t_direct = min(t_direct, direct_time(ds, paths))
     print(f"\n== {name}: {n} frames, {len(ds.annotations)} boxes")
     print(f"decode only (1 process)           {n / t_dec:8.1f} frames/s")
     print(f"qualmet, all built-ins, 1 process {n / t_q1:8.1f} frames/s   time / decode time = {t_q1 / t_dec:.2f}x (target <= 1.5x)")
     print(f"qualmet, all built-ins, {cores} workers {n / t_qn:8.1f} frames/s")
+    print(f"the same metric functions called directly (no runner) {n / t_direct:8.1f} frames/s   "
+          f"time / decode time = {t_direct / t_dec:.2f}x; the runner adds {t_q1 / t_direct - 1:+.0%}")
     print(f"qualmet, cleanvision-like subset  {n / t_same:8.1f} frames/s (brightness, sharpness, image_entropy, aspect_ratio; 1 process)")
     print(f"qualmet, the reference's 6 metrics {n / t_seed:7.1f} frames/s   time / decode time = {t_seed / t_dec:.2f}x "
           f"({', '.join(SEED_METRICS)} without confidence, which needs a model; 1 process)")

@@ -23,6 +23,18 @@ METHOD = "border"
 MAX_SIDE = 96  # the enlarged crop is sampled down to about this longest side before segmenting (speed)
 
 
+def colour_distance_table(med):
+    """(256, 1, 3) uint8 lookup table: |v - med[c]| rounded half to even, per channel c.
+
+    The median of the ring can end in .5. OpenCV's absdiff with such a scalar changed between
+    releases (5.0 rounds the scalar first, 5.1 rounds the difference), which moved this metric's
+    values with the installed OpenCV; a table computed here gives 5.1's values on every release."""
+    return np.rint(np.abs(_LEVELS - np.asarray(med, np.float64)[None, None, :])).astype(np.uint8)
+
+
+_LEVELS = np.arange(256, dtype=np.float64)[:, None, None]
+
+
 def _segment(rgb, method):
     if method == "otsu":
         g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
@@ -33,7 +45,7 @@ def _segment(rgb, method):
     ring = np.sort(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]), axis=0)
     n = len(ring)  # the median per channel (np.median's value; a plain sort is cheaper on ~400 bytes)
     med = (ring[(n - 1) // 2].astype(np.float64) + ring[n // 2]) / 2
-    diff = cv2.absdiff(lab, (float(med[0]), float(med[1]), float(med[2]), 0.0))
+    diff = cv2.LUT(lab, colour_distance_table(med))
     dist = cv2.transform(diff, np.full((1, 3), 1 / 3, np.float32))  # mean absolute YCrCb difference, uint8
     _, m = cv2.threshold(dist, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     return m

@@ -20,6 +20,7 @@ import pandas as pd
 
 from . import __version__
 from .atomic import write_json, write_text
+from .environment import differences, versions
 from .errors import QualmetError
 from .select import Strategy
 
@@ -257,14 +258,19 @@ def run_arm(spec: Spec, arm: dict, seed: int, out: Path, run, worse: dict, noisy
     cfg = {"arm": arm, "seed": seed, "budget": spec.raw["budget"], "detector": spec.raw["detector"],
            "data": spec.raw["data"], "noise": spec.raw.get("noise"), "metrics_hash": run.info.get("dataset_hash")}
     result_path = arm_dir / "result.json"
-    if result_path.exists():
-        prev = json.loads(result_path.read_text())
-        if prev.get("config_hash") == config_hash(cfg):
-            _log(f"  {arm['name']} seed {seed}: done before (AP {prev['stats']['AP'] or 0:.3f}), skipped")
-            return prev
     noisy = load_split(noisy_json)
     strategy = Strategy.from_dict(arm)
     sel = select(run.objects, run.frames, noisy.images["id"], strategy, spec.raw["budget"], seed, worse)
+    fingerprint = selection_fingerprint(sel.reasons, sel.drop_annotations)
+    if result_path.exists():
+        prev = json.loads(result_path.read_text())
+        if prev.get("config_hash") == config_hash(cfg):
+            before = prev.get("selection_sha256") or _recorded_fingerprint(arm_dir)
+            if before == fingerprint:
+                _log(f"  {arm['name']} seed {seed}: done before (AP {prev['stats']['AP'] or 0:.3f}), skipped")
+                return prev
+            # same configuration, other frames: the metric values changed (code or library versions)
+            _log(f"  {arm['name']} seed {seed}: the metrics now select other frames than the recorded run; retraining")
     subset = noisy.subset(sel.image_ids)
     if sel.drop_annotations:
         subset.annotations = subset.annotations[~subset.annotations["id"].isin(sel.drop_annotations)].reset_index(drop=True)
@@ -283,11 +289,27 @@ def run_arm(spec: Spec, arm: dict, seed: int, out: Path, run, worse: dict, noisy
     result = {"arm": arm["name"], "seed": seed, "config_hash": config_hash(cfg), "config": cfg, "stats": stats,
               "n_frames": len(sel.image_ids), "n_boxes": int(len(subset.annotations)),
               "dropped_annotations": len(sel.drop_annotations), "train_seconds": round(time.perf_counter() - t0, 1),
-              "qualmet_version": __version__}
+              "selection_sha256": fingerprint, "qualmet_version": __version__, "environment": versions()}
     write_json(result_path, result, indent=2)  # written last: its presence means the arm is complete
     _log(f"  {arm['name']} seed {seed}: AP {stats['AP'] or 0:.3f}  AP50 {stats['AP50'] or 0:.3f}  AR100 {stats['AR100'] or 0:.3f} "
          f"({result['train_seconds']:.0f} s)")
     return result
+
+
+def selection_fingerprint(reasons: pd.DataFrame, drop_annotations: list[int]) -> str:
+    """SHA-256 of what an arm trains on: its kept frames, the frames marked for relabelling and the
+    removed boxes. A resumed experiment retrains an arm when this changed."""
+    kept = sorted(int(i) for i in reasons.loc[reasons["kept"].astype(bool), "image_id"])
+    relabel = sorted(int(i) for i in reasons.loc[reasons["reason"].astype(str).str.contains("relabel"), "image_id"])
+    return config_hash({"kept": kept, "relabel": relabel, "dropped": sorted(int(a) for a in drop_annotations)})
+
+
+def _recorded_fingerprint(arm_dir: Path) -> str | None:
+    """The fingerprint of a result written before result.json recorded one, from its reasons.csv."""
+    path = arm_dir / "reasons.csv"
+    if not path.is_file():
+        return None
+    return selection_fingerprint(pd.read_csv(path), [])
 
 
 def run_experiment(spec_path: str | Path, out: str | Path | None = None, quick: bool = False,
@@ -299,8 +321,15 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, quick: 
     out = Path(out) if out else Path("experiments") / "results" / (spec.name + ("_quick" if quick else ""))
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
+    env = versions()
+    if (out / "config.json").is_file():  # resuming: say if the libraries changed since the last run
+        changed = differences(json.loads((out / "config.json").read_text()).get("environment"), env)
+        if changed:
+            _log("note: library versions differ from the previous run in this folder ("
+                 + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
+                 + "); arms whose selection changes are retrained")
     write_json(out / "config.json", {"spec": spec.raw, "spec_file": str(spec.path), "quick": quick,
-                                     "qualmet_version": __version__}, indent=2)
+                                     "qualmet_version": __version__, "environment": env}, indent=2)
     if spec.path:
         write_text(out / "spec.toml", spec.path.read_text(encoding="utf-8"))
     _log(f"== experiment {spec.name}{' (quick)' if quick else ''}: {len(spec.arms)} arms x {len(spec.seeds)} seeds, "

@@ -31,6 +31,7 @@ import pandas as pd
 from . import __version__, atomic
 from . import imageio as _imageio
 from .dataset import Dataset
+from .environment import versions
 from .errors import ImageError, QualmetError
 from .paths import safe_join
 from .registry import MetricContext, MetricSpec, Registry, load_registry
@@ -574,6 +575,7 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
     errors.sort(key=lambda e: (e["metric"], -1 if e["image_id"] is None else e["image_id"]))
     info = {
         "qualmet_version": __version__,
+        "environment": versions(),
         "dataset": {"path": src["dataset_path"], "sha256": src.get("dataset_sha256"), "hash": dataset_hash(ds),
                     "images": len(ds.images), "annotations": len(ds.annotations),
                     "skipped_items": [p.to_dict() for p in ds.skipped]},

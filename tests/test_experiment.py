@@ -110,3 +110,30 @@ def test_importance_command_on_a_trained_arm(tiny, tmp_path):
     t = pd.read_csv(tmp_path / "imp" / "importance.csv")
     assert set(t.metric) == {"area_relative", "black_white_ratio"} and (t.n > 0).all()
     assert (tmp_path / "imp" / "importance.png").exists() and (tmp_path / "imp" / "eval" / "metrics.json").exists()
+
+
+def test_rerun_retrains_an_arm_whose_selection_changed(tiny, capsys):
+    """Same configuration but other frames selected (metric values moved with code or library
+    versions): that arm is retrained, the others are not; results from before result.json recorded
+    a selection fingerprint are checked against their reasons.csv."""
+    arms = tiny / "arms"
+    res = {p.parent.parent.name: p for p in arms.glob("*/seed0/result.json")}
+    for p in res.values():
+        r = json.loads(p.read_text())
+        assert r["selection_sha256"] and r["environment"]["opencv"]
+        r.pop("selection_sha256")  # as written by an older qualmet
+        p.write_text(json.dumps(r))
+    reasons = arms / "filter_box_tightness_iou" / "seed0" / "reasons.csv"
+    df = pd.read_csv(reasons)
+    i = df.index[df.kept][0]  # pretend the recorded run had kept another frame
+    j = df.index[~df.kept][0]
+    df.loc[i, "kept"], df.loc[j, "kept"] = False, True
+    df.to_csv(reasons, index=False)
+    stamps = {k: p.stat().st_mtime_ns for k, p in res.items()}
+    capsys.readouterr()
+    run_experiment(SPEC, out=tiny, progress=False)
+    out = capsys.readouterr().out
+    assert out.count("done before") == 2 and out.count("select other frames") == 1
+    changed = {k for k, p in res.items() if p.stat().st_mtime_ns != stamps[k]}
+    assert changed == {"filter_box_tightness_iou"}
+    assert json.loads(res["filter_box_tightness_iou"].read_text())["selection_sha256"]

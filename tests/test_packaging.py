@@ -31,3 +31,30 @@ def test_wheel_installs_builtins_without_a_top_level_metrics_package(tmp_path):
     assert Path(where).is_relative_to(site)
     assert {"box_tightness", "black_white_ratio", "aspect_ratio", "max_iou_other", "confidence"} <= set(names.split(","))
     assert int(js) > 1000
+
+
+def test_every_dependency_is_pinned_in_constraints_and_make_installs_with_them():
+    """A fresh .venv must compute the same numbers as the one that made the committed results:
+    every package pyproject names (all extras) has an exact pin, and each pip install in the
+    Makefile applies the constraints."""
+    import re
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    reqs = list(project["dependencies"]) + [r for extra in project["optional-dependencies"].values() for r in extra]
+    wanted = {canonicalize_name(Requirement(r).name) for r in reqs}
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt: {line!r} is not an exact pin"
+            pins[canonicalize_name(name)] = version
+    assert wanted - set(pins) == set(), "unpinned dependencies"
+    for r in reqs:  # the pins satisfy pyproject's own ranges
+        req = Requirement(r)
+        assert req.specifier.contains(pins[canonicalize_name(req.name)], prereleases=True), r
+    installs = [ln for ln in (REPO / "Makefile").read_text().splitlines() if re.search(r"pip install", ln)]
+    assert installs and all("-c constraints.txt" in ln for ln in installs), installs

@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -24,6 +25,7 @@ LABEL = ["aspect_ratio", "object_count", "max_iou_other"]
 
 PLUGIN = '''
 import os
+import cv2
 import numpy as np
 import qualmet
 
@@ -68,6 +70,8 @@ def test_outputs_columns_checksums_and_run_json(data, tmp_path):
     assert info["outputs"]["frames.parquet"]["sha256"] == sha256_file(out / "frames.parquet")
     assert {m["name"]: m["version"] for m in info["metrics"]} == {m: "1" for m in PIXEL + LABEL}
     assert info["dataset"]["hash"] and info["errors"] == [] and info["skipped_frames"] == []
+    assert cv2.__version__.startswith(".".join(info["environment"]["opencv"].split(".")[:3]))
+    assert info["environment"]["numpy"] == np.__version__
     assert run.exit_code == 0
 
 

@@ -31,6 +31,7 @@ from .. import __version__
 from ..atomic import atomic_path, sha256_file, write_json, write_text
 from ..dataset import Dataset
 from ..errors import QualmetError
+from ..environment import differences, versions
 from ..evaluate import coco_eval
 from .data import DetectionData, IterationSampler, collate, split_images, to_tensor
 from .predictor import Predictor, pick_device
@@ -288,7 +289,7 @@ def train(dataset: str | os.PathLike | Dataset, out_dir: str | os.PathLike, val_
               "train_ids_sha256": hashlib.sha256(",".join(map(str, sorted(int(i) for i in train_ds.images["id"])))
                                                  .encode()).hexdigest(),
               "val_image_ids": [int(i) for i in val_ds.images["id"]] if val_ds is not None else [],
-              "qualmet_version": __version__}
+              "qualmet_version": __version__, "environment": versions()}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
@@ -309,6 +310,11 @@ def train(dataset: str | os.PathLike | Dataset, out_dir: str | os.PathLike, val_
         if diff:
             raise QualmetError(f"{out}: holds a checkpoint of a different training ({', '.join(diff)} differ); "
                                "use another --out folder or delete it")
+        changed = differences(ck["config"].get("environment"), config["environment"])
+        if changed:
+            warnings.warn(f"{out}: resuming a checkpoint made with other library versions ("
+                          + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
+                          + "); the result may differ from an uninterrupted run", stacklevel=2)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])

@@ -1,0 +1,46 @@
+"""The library versions a result was computed with, recorded beside it.
+
+Metric values and trained models can change with the installed OpenCV, numpy or torch (an OpenCV
+release once moved box_tightness_iou's values), so every run.json, experiment config and model config
+names them. Versions come from package metadata: nothing heavy (torch) is imported to learn them.
+"""
+from __future__ import annotations
+
+import platform
+import sys
+from importlib import metadata
+
+# distributions whose behaviour reaches qualmet's numbers; the first installed name of each group is used
+PACKAGES: dict[str, tuple[str, ...]] = {
+    "numpy": ("numpy",),
+    "opencv": ("opencv-python-headless", "opencv-python", "opencv-contrib-python-headless", "opencv-contrib-python"),
+    "pandas": ("pandas",),
+    "pyarrow": ("pyarrow",),
+    "pycocotools": ("pycocotools",),
+    "torch": ("torch",),
+    "torchvision": ("torchvision",),
+}
+
+
+def _version(names: tuple[str, ...]) -> str | None:
+    for name in names:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def versions() -> dict[str, str | None]:
+    """Python, the platform and each package in :data:`PACKAGES` (None when not installed)."""
+    return {"python": sys.version.split()[0], "platform": platform.platform(),
+            **{key: _version(names) for key, names in PACKAGES.items()}}
+
+
+def differences(recorded: dict | None, current: dict | None = None) -> dict[str, tuple]:
+    """``{package: (recorded, current)}`` for the packages whose versions differ (platform ignored)."""
+    if not recorded:
+        return {}
+    current = versions() if current is None else current
+    return {k: (recorded.get(k), current.get(k)) for k in current
+            if k != "platform" and k in recorded and recorded.get(k) != current.get(k)}
