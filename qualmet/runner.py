@@ -445,6 +445,11 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
                 "computed": {s.name: 0 for s in specs}, "cached": {s.name: 0 for s in specs}}
     path_cache: dict = {}  # resolved folders, for this planning pass only
     for ci in range(len(cp)):
+        if chunk_dir is None:  # nothing is cached or read back: no keys to compute (no hashing, no stat)
+            plan.append(({s.name: "" for s in per_frame}, [s.name for s in per_frame]))
+            for s in per_frame:
+                counters["computed"][s.name] += cp.n_frames(ci)
+            continue
         ch = cp.records(ci)
         lab = _k(json.dumps(ch, default=str), _hash_df(cp.annotations(ci), ["id", "image_id", "category_id", "x", "y", "w", "h"]))
         pix = _k(*[_file_stamp(image_root, r["file_name"], path_cache) for r in ch]) if any_pixels else ""
@@ -536,7 +541,8 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
     frames = tables.frames(images_df)
 
     # vectorised metrics: one call for the whole data set, cached by content
-    vec_hash = {"labels": _k(dataset_hash(ds)), "preds": _hash_df(preds, ["image_id", "category_id", "x", "y", "w", "h", "score"]) if preds is not None else ""}
+    ds_hash = dataset_hash(ds)
+    vec_hash = {"labels": _k(ds_hash), "preds": _hash_df(preds, ["image_id", "category_id", "x", "y", "w", "h", "score"]) if preds is not None else ""}
     for s in vectorised:
         key = _k(vec_hash["labels"], vec_hash["preds"] if s.needs_predictions else "", s.key)
         cache = chunk_dir / f"vec-{s.name}-{key}.parquet" if chunk_dir is not None else None
@@ -576,7 +582,7 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
     info = {
         "qualmet_version": __version__,
         "environment": versions(),
-        "dataset": {"path": src["dataset_path"], "sha256": src.get("dataset_sha256"), "hash": dataset_hash(ds),
+        "dataset": {"path": src["dataset_path"], "sha256": src.get("dataset_sha256"), "hash": ds_hash,
                     "images": len(ds.images), "annotations": len(ds.annotations),
                     "skipped_items": [p.to_dict() for p in ds.skipped]},
         "predictions": None if preds is None else {"path": src.get("predictions_path"), "sha256": src.get("predictions_sha256"),
