@@ -18,11 +18,15 @@ $(STAMP): pyproject.toml Makefile constraints.txt
 	set -o pipefail; $(BIN)/pip install -q -c constraints.txt -e '.[dev]' 2>&1 | { grep -v "^WARNING: Location" || true; }
 	@touch $(STAMP)
 
-# Re-pin constraints.txt to what .venv holds now (after adding or upgrading a dependency on purpose).
-lock: install
-	set -o pipefail; $(BIN)/pip install -q -c constraints.txt -e '.[dev,bench]' 2>&1 | { grep -v "^WARNING: Location" || true; }
-	{ sed -n '/^#/p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^qualmet'; } > constraints.txt.tmp
+# Re-pin constraints.txt on purpose: resolve pyproject's ranges afresh in a throw-away venv (the newest
+# versions they allow, torch as above), freeze it, then run the tests and commit the new pins.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	set -o pipefail; .lock-venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1 2>&1 | { grep -v "^WARNING: Location" || true; }
+	set -o pipefail; .lock-venv/bin/pip install -q -e '.[dev,bench]' 2>&1 | { grep -v "^WARNING: Location" || true; }
+	set -o pipefail; { grep '^#' constraints.txt; .lock-venv/bin/pip list --format=freeze --exclude-editable --exclude pip --exclude setuptools --exclude wheel | grep -v '^qualmet=='; } > constraints.txt.tmp
 	mv constraints.txt.tmp constraints.txt
+	rm -rf .lock-venv
 
 demo: install
 	$(BIN)/qualmet demo --out $(DEMO_OUT)

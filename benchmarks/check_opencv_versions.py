@@ -25,12 +25,12 @@ RACCOON_SPEC = REPO / "experiments" / "raccoon_filtering.toml"
 PROBE = """
 import sys, numpy as np, cv2
 from qualmet.experiment import load_split
-from qualmet.runner import run_metrics
+from qualmet.runner import FRAME_BASE, OBJECT_BASE, run_metrics
 out = {}
 for path in sys.argv[2:]:
     r = run_metrics(load_split(path), workers=1, progress=False, entry_points=False)
-    for df, skip in ((r.objects, 7), (r.frames, 4)):
-        for c in df.columns[skip:]:
+    for df, base in ((r.objects, OBJECT_BASE), (r.frames, FRAME_BASE)):
+        for c in df.columns[len(base):]:
             out[f"{path}:{c}"] = df[c].to_numpy(float)
 np.savez(sys.argv[1], **out)
 print(cv2.__version__)
@@ -87,6 +87,8 @@ def main() -> int:
             subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
                             f"opencv-python-headless=={v}"], check=True, capture_output=True)
             got_version = values(tmp / f"{v}.npz", target, data)
+            if not v.startswith(got_version):  # the probe must have imported the release asked for
+                raise SystemExit(f"asked for OpenCV {v}, the probe imported {got_version}")
             other = np.load(tmp / f"{v}.npz")
             diff = {k: (int((~np.isclose(ref[k], other[k], rtol=0, atol=0, equal_nan=True)).sum()),
                         float(np.nanmax(np.abs(ref[k] - other[k]))))

@@ -6,6 +6,8 @@ names them. Versions come from package metadata: nothing heavy (torch) is import
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import platform
 import sys
 from importlib import metadata
@@ -35,6 +37,17 @@ def versions() -> dict[str, str | None]:
     """Python, the platform and each package in :data:`PACKAGES` (None when not installed)."""
     return {"python": sys.version.split()[0], "platform": platform.platform(),
             **{key: _version(names) for key, names in PACKAGES.items()}}
+
+
+# what metric values can depend on; cached metric results are keyed by these versions
+METRIC_LIBRARIES = ("python", "numpy", "opencv", "pandas")
+
+
+def digest(keys: tuple[str, ...] | None = None) -> str:
+    """A short hash of the versions of ``keys`` (default: all but the platform), for cache keys."""
+    v = versions()
+    picked = {k: v[k] for k in (keys or [k for k in v if k != "platform"])}
+    return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def differences(recorded: dict | None, current: dict | None = None) -> dict[str, tuple]:

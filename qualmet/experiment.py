@@ -20,7 +20,7 @@ import pandas as pd
 
 from . import __version__
 from .atomic import write_json, write_text
-from .environment import differences, versions
+from .environment import differences, digest, versions
 from .errors import QualmetError
 from .select import Strategy
 
@@ -133,7 +133,7 @@ def prepare_data(spec: Spec, out: Path) -> tuple[Path, Path, Path | None]:
 
     d, noise = spec.raw["data"], spec.raw.get("noise") or {}
     data_dir = out / "data"
-    cfg = {"data": d, "noise": noise}
+    cfg = {"data": d, "noise": noise, "libraries": digest()}  # generated frames depend on numpy and OpenCV
     noisy, test, manifest = data_dir / "train_noisy.json", data_dir / "test.json", data_dir / "manifest.json"
     clean = data_dir / "train.json"
     if _cached_step(data_dir, cfg, [noisy, test]):
@@ -217,7 +217,8 @@ def compute_metrics(spec: Spec, out: Path, noisy: Path, workers: int | None, pro
     if any("predictions" in reg[m].needs for m in names):
         p = spec.raw["predictions"]
         oof = out / "oof" / "preds_oof.json"
-        cfg = {"predictions": p, "detector": spec.raw["detector"], "data": spec.raw["data"], "noise": spec.raw.get("noise")}
+        cfg = {"predictions": p, "detector": spec.raw["detector"], "data": spec.raw["data"], "noise": spec.raw.get("noise"),
+               "libraries": digest()}  # a torch upgrade retrains the fold models
         if not _cached_step(out / "oof", cfg, [oof]):
             from .detector.crossval import crossval
 
@@ -256,29 +257,31 @@ def run_arm(spec: Spec, arm: dict, seed: int, out: Path, run, worse: dict, noisy
 
     arm_dir = out / "arms" / _slug(arm["name"]) / f"seed{seed}"
     cfg = {"arm": arm, "seed": seed, "budget": spec.raw["budget"], "detector": spec.raw["detector"],
-           "data": spec.raw["data"], "noise": spec.raw.get("noise"), "metrics_hash": run.info.get("dataset_hash")}
+           "data": spec.raw["data"], "noise": spec.raw.get("noise")}
+    # results written before 2026-12-02 hashed one more key, always null (a lookup that never matched)
+    hashes = {config_hash(cfg), config_hash({**cfg, "metrics_hash": None})}
     result_path = arm_dir / "result.json"
     noisy = load_split(noisy_json)
     strategy = Strategy.from_dict(arm)
     sel = select(run.objects, run.frames, noisy.images["id"], strategy, spec.raw["budget"], seed, worse)
-    fingerprint = selection_fingerprint(sel.reasons, sel.drop_annotations)
+    restored = sel.relabel_images if arm.get("oracle") else []
+    fingerprint = selection_hash(sel.image_ids, restored, sel.drop_annotations)
     if result_path.exists():
         prev = json.loads(result_path.read_text())
-        if prev.get("config_hash") == config_hash(cfg):
-            before = prev.get("selection_sha256") or _recorded_fingerprint(arm_dir)
-            if before == fingerprint:
+        if prev.get("config_hash") in hashes:
+            if _same_selection(prev, arm_dir, sel, restored, fingerprint):
                 _log(f"  {arm['name']} seed {seed}: done before (AP {prev['stats']['AP'] or 0:.3f}), skipped")
                 return prev
-            # same configuration, other frames: the metric values changed (code or library versions)
-            _log(f"  {arm['name']} seed {seed}: the metrics now select other frames than the recorded run; retraining")
+            # same configuration, other training data: the metric values changed (code or library versions)
+            _log(f"  {arm['name']} seed {seed}: the metrics now select other frames or boxes than the recorded run "
+                 "(or the record cannot tell); retraining")
     subset = noisy.subset(sel.image_ids)
     if sel.drop_annotations:
         subset.annotations = subset.annotations[~subset.annotations["id"].isin(sel.drop_annotations)].reset_index(drop=True)
     if arm.get("oracle"):
         if manifest is None:
             raise QualmetError(f"arm {arm['name']!r}: an oracle arm needs a noise manifest (the spec has no [noise])")
-        fixed = sel.reasons.loc[sel.reasons.reason.str.contains("relabel"), "image_id"].tolist()
-        subset = restore_images(subset, load_manifest(manifest), fixed)
+        subset = restore_images(subset, load_manifest(manifest), restored)
     arm_dir.mkdir(parents=True, exist_ok=True)
     subset_json = arm_dir / "subset.json"
     _save(subset, subset_json)
@@ -289,27 +292,39 @@ def run_arm(spec: Spec, arm: dict, seed: int, out: Path, run, worse: dict, noisy
     result = {"arm": arm["name"], "seed": seed, "config_hash": config_hash(cfg), "config": cfg, "stats": stats,
               "n_frames": len(sel.image_ids), "n_boxes": int(len(subset.annotations)),
               "dropped_annotations": len(sel.drop_annotations), "train_seconds": round(time.perf_counter() - t0, 1),
-              "selection_sha256": fingerprint, "qualmet_version": __version__, "environment": versions()}
+              "selection_hash": fingerprint, "qualmet_version": __version__, "environment": versions()}
     write_json(result_path, result, indent=2)  # written last: its presence means the arm is complete
     _log(f"  {arm['name']} seed {seed}: AP {stats['AP'] or 0:.3f}  AP50 {stats['AP50'] or 0:.3f}  AR100 {stats['AR100'] or 0:.3f} "
          f"({result['train_seconds']:.0f} s)")
     return result
 
 
-def selection_fingerprint(reasons: pd.DataFrame, drop_annotations: list[int]) -> str:
-    """SHA-256 of what an arm trains on: its kept frames, the frames marked for relabelling and the
-    removed boxes. A resumed experiment retrains an arm when this changed."""
-    kept = sorted(int(i) for i in reasons.loc[reasons["kept"].astype(bool), "image_id"])
-    relabel = sorted(int(i) for i in reasons.loc[reasons["reason"].astype(str).str.contains("relabel"), "image_id"])
-    return config_hash({"kept": kept, "relabel": relabel, "dropped": sorted(int(a) for a in drop_annotations)})
+def selection_hash(image_ids, restored, dropped) -> str:
+    """Hash of what an arm trains on: its frames, the frames whose clean labels an oracle restores,
+    and the removed boxes. A resumed experiment retrains an arm when this changed."""
+    return config_hash({"kept": sorted(int(i) for i in image_ids), "relabel": sorted(int(i) for i in restored),
+                        "dropped": sorted(int(a) for a in dropped)})
 
 
-def _recorded_fingerprint(arm_dir: Path) -> str | None:
-    """The fingerprint of a result written before result.json recorded one, from its reasons.csv."""
-    path = arm_dir / "reasons.csv"
-    if not path.is_file():
-        return None
-    return selection_fingerprint(pd.read_csv(path), [])
+def _same_selection(prev: dict, arm_dir: Path, sel, restored: list[int], fingerprint: str) -> bool:
+    """Whether a recorded arm trained on what ``sel`` selects now. Results written before result.json
+    held the hash are checked through their reasons.csv (kept and restored frames) and their count
+    of removed boxes (the ids were not recorded); a record that cannot be read counts as different."""
+    from .select import RELABEL_REASON
+
+    if "selection_hash" in prev:
+        return prev["selection_hash"] == fingerprint
+    try:
+        reasons = pd.read_csv(arm_dir / "reasons.csv")
+        kept = reasons["kept"].map({True: True, False: False, "True": True, "False": False})
+        if kept.isna().any():
+            return False
+        was_restored = reasons.loc[reasons["reason"] == RELABEL_REASON, "image_id"] if restored else []
+        before = selection_hash(reasons.loc[kept.astype(bool), "image_id"], was_restored, [])
+    except (OSError, KeyError, ValueError, pd.errors.ParserError):
+        return False
+    return (before == selection_hash(sel.image_ids, restored, [])
+            and prev.get("dropped_annotations", 0) == len(sel.drop_annotations))
 
 
 def run_experiment(spec_path: str | Path, out: str | Path | None = None, quick: bool = False,

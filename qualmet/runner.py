@@ -31,7 +31,7 @@ import pandas as pd
 from . import __version__, atomic
 from . import imageio as _imageio
 from .dataset import Dataset
-from .environment import versions
+from .environment import METRIC_LIBRARIES, digest, versions
 from .errors import ImageError, QualmetError
 from .paths import safe_join
 from .registry import MetricContext, MetricSpec, Registry, load_registry
@@ -444,6 +444,7 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
     counters = {"frames": len(images_df), "chunks": len(cp), "chunks_computed": 0, "decodes": 0,
                 "computed": {s.name: 0 for s in specs}, "cached": {s.name: 0 for s in specs}}
     path_cache: dict = {}  # resolved folders, for this planning pass only
+    libs = digest(METRIC_LIBRARIES)  # a library upgrade recomputes cached values instead of reusing them
     for ci in range(len(cp)):
         if chunk_dir is None:  # nothing is cached or read back: no keys to compute (no hashing, no stat)
             plan.append(({s.name: "" for s in per_frame}, [s.name for s in per_frame]))
@@ -454,7 +455,8 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
         lab = _k(json.dumps(ch, default=str), _hash_df(cp.annotations(ci), ["id", "image_id", "category_id", "x", "y", "w", "h"]))
         pix = _k(*[_file_stamp(image_root, r["file_name"], path_cache) for r in ch]) if any_pixels else ""
         prd = _hash_df(cp.predictions(ci), ["image_id", "category_id", "x", "y", "w", "h", "score"]) if preds is not None else ""
-        keys = {s.name: _k(lab, pix if s.needs_pixels else "", prd if s.needs_predictions else "", s.key) for s in per_frame}
+        keys = {s.name: _k(lab, pix if s.needs_pixels else "", prd if s.needs_predictions else "", s.key, libs)
+                for s in per_frame}
         todo = [n for n, k in keys.items() if k not in index]
         for s in per_frame:
             counters["cached" if s.name not in todo else "computed"][s.name] += len(ch)
@@ -544,7 +546,7 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
     ds_hash = dataset_hash(ds)
     vec_hash = {"labels": _k(ds_hash), "preds": _hash_df(preds, ["image_id", "category_id", "x", "y", "w", "h", "score"]) if preds is not None else ""}
     for s in vectorised:
-        key = _k(vec_hash["labels"], vec_hash["preds"] if s.needs_predictions else "", s.key)
+        key = _k(vec_hash["labels"], vec_hash["preds"] if s.needs_predictions else "", s.key, libs)
         cache = chunk_dir / f"vec-{s.name}-{key}.parquet" if chunk_dir is not None else None
         values = None
         if cache is not None and cache.is_file():

@@ -15,6 +15,7 @@ import pandas as pd
 
 from .errors import QualmetError
 
+RELABEL_REASON = "random sample; to relabel (most suspicious)"
 STRATEGIES = ("random", "filter", "rank", "stratify", "combined", "remove_annotations", "relabel")
 
 
@@ -66,6 +67,7 @@ class Selection:
     reasons: pd.DataFrame  # image_id, kept, reason, suspicion
     drop_annotations: list[int] = field(default_factory=list)  # remove_annotations
     relabel_annotations: list[int] = field(default_factory=list)  # relabel: suspicious boxes to check
+    relabel_images: list[int] = field(default_factory=list)  # relabel: the frames those boxes are in
 
 
 def resolve_budget(n_frames: int, budget: float | int) -> int:
@@ -180,7 +182,8 @@ def select(objects: pd.DataFrame, frames: pd.DataFrame, image_ids, strategy: Str
                     else frame_suspicion(objects, frames, metrics[0], worse[metrics[0]], pd.Index(chosen)).fillna(-np.inf))
             top = susp.sort_values(ascending=False, kind="mergesort").index[:k]
             sel.reasons = _reasons(ids, set(chosen.tolist()), "random sample", "not sampled", susp)
-            sel.reasons.loc[sel.reasons.image_id.isin(top), "reason"] = "random sample; to relabel (most suspicious)"
+            sel.reasons.loc[sel.reasons.image_id.isin(top), "reason"] = RELABEL_REASON
+            sel.relabel_images = sorted(int(i) for i in top)
             sel.relabel_annotations = _suspicious_boxes(objects, top, metrics, worse)
         return sel
 

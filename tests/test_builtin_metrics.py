@@ -72,6 +72,7 @@ def test_box_tightness_iou_colour_distance_rounds_half_to_even():
     assert t[[99, 100, 101, 102], 0].tolist() == [2, 0, 0, 2]  # 1.5 -> 2, 0.5 -> 0, 0.5 -> 0, 1.5 -> 2
     assert t[[99, 100, 101, 102], 1].tolist() == [2, 2, 0, 0]  # 2.5 -> 2, 1.5 -> 2, 0.5 -> 0, 0.5 -> 0
     assert t[[0, 7, 255], 2].tolist() == [7, 0, 248]
+    # applied with cv2.LUT, each channel goes through its own column of the table
     lab = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
     got = cv2.LUT(lab, colour_distance_table([100.5, 101.5, 7.0]))
     assert np.array_equal(got, np.rint(np.abs(lab - np.array([100.5, 101.5, 7.0]))).astype(np.uint8))

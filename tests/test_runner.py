@@ -25,7 +25,6 @@ LABEL = ["aspect_ratio", "object_count", "max_iou_other"]
 
 PLUGIN = '''
 import os
-import cv2
 import numpy as np
 import qualmet
 

@@ -94,8 +94,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     with atomic.atomic_path(out / "reasons.csv") as tmp:
         sel.reasons.to_csv(tmp, index=False)
     if sel.relabel_annotations:
-        rel_ids = sel.reasons.loc[sel.reasons.reason.str.contains("relabel"), "image_id"]
-        rel = ds.subset(rel_ids)
+        rel = ds.subset(sel.relabel_images)
         rel.annotations["suspicious"] = rel.annotations["id"].isin(sel.relabel_annotations)
         save_coco(rel, out / "relabel.json")
         print(f"wrote {out / 'relabel.json'}: {len(rel.images)} frames to relabel, "
