@@ -43,9 +43,10 @@ def versions() -> dict[str, str | None]:
 METRIC_LIBRARIES = ("python", "numpy", "opencv", "pandas")
 
 
-def digest(keys: tuple[str, ...] | None = None) -> str:
-    """A short hash of the versions of ``keys`` (default: all but the platform), for cache keys."""
-    v = versions()
+def digest(keys: tuple[str, ...] | None = None, current: dict | None = None) -> str:
+    """A short hash of the versions of ``keys`` (default: all but the platform), for cache keys;
+    ``current`` is a :func:`versions` result the caller already has."""
+    v = versions() if current is None else current
     picked = {k: v[k] for k in (keys or [k for k in v if k != "platform"])}
     return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -57,3 +58,8 @@ def differences(recorded: dict | None, current: dict | None = None) -> dict[str,
     current = versions() if current is None else current
     return {k: (recorded.get(k), current.get(k)) for k in current
             if k != "platform" and k in recorded and recorded.get(k) != current.get(k)}
+
+
+def describe(changed: dict[str, tuple]) -> str:
+    """``differences`` as one line: "opencv 5.0.0.93 -> 5.1.0.95, numpy ..."."""
+    return ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())

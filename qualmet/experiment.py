@@ -20,7 +20,7 @@ import pandas as pd
 
 from . import __version__
 from .atomic import write_json, write_text
-from .environment import differences, digest, versions
+from .environment import describe, differences, digest, versions
 from .errors import QualmetError
 from .select import Strategy
 
@@ -340,9 +340,8 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, quick: 
     if (out / "config.json").is_file():  # resuming: say if the libraries changed since the last run
         changed = differences(json.loads((out / "config.json").read_text()).get("environment"), env)
         if changed:
-            _log("note: library versions differ from the previous run in this folder ("
-                 + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
-                 + "); arms whose selection changes are retrained")
+            _log(f"note: library versions differ from the previous run in this folder ({describe(changed)}); "
+                 "arms whose selection changes are retrained")
     write_json(out / "config.json", {"spec": spec.raw, "spec_file": str(spec.path), "quick": quick,
                                      "qualmet_version": __version__, "environment": env}, indent=2)
     if spec.path:

@@ -444,7 +444,8 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
     counters = {"frames": len(images_df), "chunks": len(cp), "chunks_computed": 0, "decodes": 0,
                 "computed": {s.name: 0 for s in specs}, "cached": {s.name: 0 for s in specs}}
     path_cache: dict = {}  # resolved folders, for this planning pass only
-    libs = digest(METRIC_LIBRARIES)  # a library upgrade recomputes cached values instead of reusing them
+    env = versions()  # recorded in run.json
+    libs = digest(METRIC_LIBRARIES, env)  # a library upgrade recomputes cached values instead of reusing them
     for ci in range(len(cp)):
         if chunk_dir is None:  # nothing is cached or read back: no keys to compute (no hashing, no stat)
             plan.append(({s.name: "" for s in per_frame}, [s.name for s in per_frame]))
@@ -583,7 +584,7 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
     errors.sort(key=lambda e: (e["metric"], -1 if e["image_id"] is None else e["image_id"]))
     info = {
         "qualmet_version": __version__,
-        "environment": versions(),
+        "environment": env,
         "dataset": {"path": src["dataset_path"], "sha256": src.get("dataset_sha256"), "hash": ds_hash,
                     "images": len(ds.images), "annotations": len(ds.annotations),
                     "skipped_items": [p.to_dict() for p in ds.skipped]},

@@ -7,7 +7,7 @@ import sys
 import cv2
 import numpy as np
 
-from qualmet.environment import differences, versions
+from qualmet.environment import describe, differences, digest, versions
 
 
 def test_versions_name_the_installed_libraries_without_importing_torch():
@@ -24,3 +24,6 @@ def test_differences_report_changed_packages_only():
     before = {"python": "3.11.7", "platform": "A", "numpy": "2.4.6", "opencv": "5.0.0.93"}
     assert differences(before, now) == {"opencv": ("5.0.0.93", "5.1.0.95")}
     assert differences(None, now) == {} and differences(now, now) == {}
+    assert describe(differences(before, now)) == "opencv 5.0.0.93 -> 5.1.0.95"
+    assert digest(("numpy", "opencv"), now) == digest(("numpy", "opencv"), {**now, "torch": "9"})
+    assert digest(("numpy", "opencv"), now) != digest(("numpy", "opencv"), before)

@@ -31,7 +31,7 @@ from .. import __version__
 from ..atomic import atomic_path, sha256_file, write_json, write_text
 from ..dataset import Dataset
 from ..errors import QualmetError
-from ..environment import differences, versions
+from ..environment import describe, differences, versions
 from ..evaluate import coco_eval
 from .data import DetectionData, IterationSampler, collate, split_images, to_tensor
 from .predictor import Predictor, pick_device
@@ -312,9 +312,8 @@ def train(dataset: str | os.PathLike | Dataset, out_dir: str | os.PathLike, val_
                                "use another --out folder or delete it")
         changed = differences(ck["config"].get("environment"), config["environment"])
         if changed:
-            warnings.warn(f"{out}: resuming a checkpoint made with other library versions ("
-                          + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
-                          + "); the result may differ from an uninterrupted run", stacklevel=2)
+            warnings.warn(f"{out}: resuming a checkpoint made with other library versions ({describe(changed)}); "
+                          "the result may differ from an uninterrupted run", stacklevel=2)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
