@@ -16,6 +16,10 @@ from .errors import ImageError
 
 cv2.setNumThreads(1)  # decoding is parallelised over frames by the runner, not inside OpenCV
 
+# libjpeg-turbo writes RGB directly with this flag (OpenCV >= 4.10): the same pixels as decoding to
+# BGR and swapping the channels, without the extra pass over the image (~5% of the decode time)
+_RGB_FLAG = getattr(cv2, "IMREAD_COLOR_RGB", None)
+
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Decode an image file to an (H, W, 3) RGB uint8 array or raise ImageError naming the file."""
@@ -30,14 +34,15 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageError(f"{p}: cannot read image file ({exc.strerror or exc})") from None
     if data.size == 0:
         raise ImageError(f"{p}: image file is empty (0 bytes)")
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    flag = cv2.IMREAD_COLOR if _RGB_FLAG is None else _RGB_FLAG
+    img = cv2.imdecode(data, flag)
     if img is None and _is_truncated_jpeg(data):
         # OpenCV refuses a JPEG cut short; with the end-of-image marker appended it decodes what is
         # there (the missing rows come out grey), as image viewers do. validate() warns about these.
-        img = cv2.imdecode(np.concatenate([data, np.frombuffer(b"\xff\xd9", np.uint8)]), cv2.IMREAD_COLOR)
+        img = cv2.imdecode(np.concatenate([data, np.frombuffer(b"\xff\xd9", np.uint8)]), flag)
     if img is None:
         raise ImageError(f"{p}: not a decodable image ({data.size} bytes)")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img if _RGB_FLAG is not None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def _is_truncated_jpeg(data: np.ndarray) -> bool:

@@ -69,6 +69,31 @@ def test_odd_images_decode_to_rgb_uint8(corpus):
     assert read_image(corpus["wide"]).shape == (3, 4000, 3)
 
 
+@pytest.mark.parametrize("key", ["ok", "truncated_jpeg", "gray_png", "rgba_png", "gray16_png", "palette_png",
+                                 "one_pixel", "wide", "exif_jpeg", "colour_jpeg"])
+def test_direct_rgb_decode_equals_bgr_decode_then_swap(corpus, key, monkeypatch, tmp_path):
+    """read_image decodes straight to RGB where OpenCV can; the pixels equal the older path (BGR, then
+    swapped), which is still used where the flag is missing."""
+    import cv2
+
+    from qualmet import imageio
+
+    if key == "colour_jpeg":  # a photo-like colour JPEG (4:2:0 chroma, as cameras write)
+        rng = np.random.default_rng(3)
+        img = cv2.GaussianBlur(rng.integers(0, 256, (37, 53, 3), dtype=np.uint8), (5, 5), 0)
+        path = tmp_path / "colour.jpg"
+        path.write_bytes(cv2.imencode(".jpg", img)[1].tobytes())
+    else:
+        path = corpus[key]
+    direct = read_image(path)
+    monkeypatch.setattr(imageio, "_RGB_FLAG", None)
+    swapped = read_image(path)
+    assert direct.dtype == swapped.dtype == np.uint8 and direct.shape == swapped.shape
+    assert np.array_equal(direct, swapped), key
+    if key == "colour_jpeg":  # RGB order: the red plane is OpenCV's third (BGR) plane
+        assert np.array_equal(direct[..., 0], cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)[..., 2])
+
+
 def test_exif_orientation_is_honoured_and_matches_image_size(corpus):
     from PIL import Image
 
