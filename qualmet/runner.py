@@ -21,6 +21,7 @@ import math
 import os
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol
@@ -201,6 +202,16 @@ def _error(metric: str, image_id: int | None, file_name: str | None, exc: BaseEx
             "error": f"{type(exc).__name__}: {exc}"}
 
 
+def _split(task: ChunkTask) -> list[ChunkTask]:
+    """The chunk as one task per frame (same index, metrics and plugins)."""
+    a_ids = task.annotations["image_id"].to_numpy()
+    p_ids = task.predictions["image_id"].to_numpy() if task.predictions is not None else None
+    return [ChunkTask(task.index, [fr], task.annotations[a_ids == fr["image_id"]],
+                      task.predictions[p_ids == fr["image_id"]] if task.predictions is not None else None,
+                      task.metric_names, task.plugin_sources, task.image_root, task.entry_points)
+            for fr in task.frames]
+
+
 # -- executors ---------------------------------------------------------------------------------
 
 class Executor(Protocol):
@@ -234,34 +245,106 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled once, by the parent
 
 
+class WorkerDied(RuntimeError):
+    """A worker process ended abruptly (killed, out of memory, a crash in native code) while it ran
+    this task alone, so the task itself is the cause."""
+
+
+def _is_worker_death(res: Any) -> bool:
+    # Dask reports a task that kept killing its workers as KilledWorker
+    return isinstance(res, WorkerDied) or type(res).__name__ == "KilledWorker"
+
+
+def _how_ended(procs: list) -> str:
+    """' (killed by signal 9, SIGKILL)' or ' (exit code 3)' for the first of ``procs`` that ended badly."""
+    import signal
+
+    for p in procs:
+        c = p.exitcode
+        if c is None or c == 0:
+            continue
+        if c < 0 and -c in signal.valid_signals():
+            return f" (killed by signal {-c}, {signal.Signals(-c).name})"
+        return f" (exit code {c})"
+    return ""
+
+
 class LocalExecutor:
-    """A pool of worker processes on this machine; at most ``2 * workers`` tasks in flight."""
+    """A pool of worker processes on this machine; at most ``2 * workers`` tasks in flight.
+
+    A worker that dies (SIGKILL, the out-of-memory killer, a segfault in a plugin's native code)
+    breaks the whole pool, and every task in flight fails with it. The pool is then restarted and
+    each of those tasks is run again alone: the ones that finish give their results, the one that
+    kills its worker again gives :class:`WorkerDied`, and the remaining tasks go on in parallel."""
 
     def __init__(self, workers: int):
+        self.workers = workers
+        self.pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
         import multiprocessing as mp
 
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-        self.workers = workers
-        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_ignore_sigint)
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_ignore_sigint)
+
+    def _processes(self) -> list:
+        try:  # the pool's own process table (private): only to say how a worker ended
+            return list((self.pool._processes or {}).values())
+        except Exception:  # noqa: BLE001
+            return []
+
+    def _restart(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pool = self._new_pool()
+
+    def _alone(self, fn, t):
+        f = self.pool.submit(fn, t)
+        procs = self._processes()  # taken now: a broken pool may clear its table
+        exc = f.exception()
+        if isinstance(exc, BrokenProcessPool):
+            self._restart()
+            return WorkerDied(f"worker process died{_how_ended(procs)}")
+        return exc if exc is not None else f.result()
 
     def map_unordered(self, fn, tasks):
         pending = iter(tasks)
         running: dict[Any, Any] = {}
         more = True
         while True:
+            broken: list[Any] = []
             while more and len(running) < 2 * self.workers:
                 t = next(pending, _NO_TASK)
                 if t is _NO_TASK:
                     more = False
                     break
-                running[self.pool.submit(fn, t)] = t
-            if not running:
+                try:
+                    running[self.pool.submit(fn, t)] = t
+                except BrokenProcessPool:  # a worker died since the last look
+                    broken.append(t)
+                    break
+            if not running and not broken:
                 break
-            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-            for f in done:
-                t = running.pop(f)
+            if not broken:
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                if not any(isinstance(f.exception(), BrokenProcessPool) for f in done):
+                    for f in done:
+                        t = running.pop(f)
+                        exc = f.exception()
+                        yield t, (exc if exc is not None else f.result())
+                    continue
+            # The pool is broken: every task still in it fails too, and which one killed its worker
+            # is unknown. Finished results are kept; the others are run again one at a time.
+            wait(list(running))
+            for f, t in list(running.items()):
                 exc = f.exception()
-                yield t, (exc if exc is not None else f.result())
+                if isinstance(exc, BrokenProcessPool):
+                    broken.append(t)
+                else:
+                    yield t, (exc if exc is not None else f.result())
+            running.clear()
+            self._restart()
+            for t in broken:
+                yield t, self._alone(fn, t)
 
     def close(self, cancel: bool = False) -> None:
         self.pool.shutdown(wait=not cancel, cancel_futures=cancel)
@@ -441,7 +524,8 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
     cp = _ChunkPlan(images_df, anns, preds, chunk_size)
     any_pixels = any(s.needs_pixels for s in per_frame)
     plan: list[tuple[dict[str, str], list[str]]] = []
-    counters = {"frames": len(images_df), "chunks": len(cp), "chunks_computed": 0, "decodes": 0,
+    counters = {"frames": len(images_df), "chunks": len(cp) if per_frame else 0, "chunks_computed": 0,
+                "chunks_failed": 0, "decodes": 0,
                 "computed": {s.name: 0 for s in specs}, "cached": {s.name: 0 for s in specs}}
     path_cache: dict = {}  # resolved folders, for this planning pass only
     env = versions()  # recorded in run.json
@@ -510,28 +594,93 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
             from .dask_executor import DaskExecutor
 
             executor = DaskExecutor(executor_spec[1], n_workers=min(workers, n_tasks))
-        ex = executor or (SerialExecutor() if workers == 1 or n_tasks == 1 else LocalExecutor(min(workers, n_tasks)))
+        # workers=1 runs in this process; otherwise even a single chunk goes to a worker process, so a
+        # plugin that kills its process (native crash, out of memory) costs its frame, not the run
+        ex = executor or (SerialExecutor() if workers == 1 else LocalExecutor(min(workers, n_tasks)))
         bar = tqdm(total=sum(cp.n_frames(ci) for ci in todo_chunks), unit="frame", desc="metrics",
                    disable=not progress, dynamic_ncols=True)
-        try:
-            for task, res in ex.map_unordered(compute_chunk, tasks()):
-                if isinstance(res, BaseException):  # the chunk as a whole failed (e.g. a worker died)
-                    for fr in task.frames:
-                        for n in task.metric_names:
-                            errors.append(_error(n, fr["image_id"], fr["file_name"], res))
-                    bar.update(len(task.frames))
-                    continue
-                meta = {"keys": {n: plan[task.index][0][n] for n in task.metric_names}, "errors": res.errors,
-                        "skipped": res.skipped, "decodes": res.decodes, "seconds": res.seconds,
-                        "frames": [fr["image_id"] for fr in task.frames]}
-                if chunk_dir is not None:
-                    _write_chunk(chunk_dir / f"{_k(*sorted(meta['keys'].values()))}.parquet", res.objects, res.frames, meta)
-                absorb(task.index, res.objects, res.frames, meta)
-                counters["chunks_computed"] += 1
+        parts: dict[int, dict] = {}  # chunks whose worker died, being rerun a frame at a time
+
+        def finish_part(task: ChunkTask, res: Any) -> None:
+            """One frame of a split chunk is back; once all are, the chunk is cached as usual (unless a
+            frame failed as a whole: a rerun tries it again, as a worker death may not recur)."""
+            p = parts[task.index]
+            if isinstance(res, BaseException):
+                p["failed"] = True
+                for fr in task.frames:
+                    for n in task.metric_names:
+                        errors.append(_error(n, fr["image_id"], fr["file_name"], res))
+            else:
+                absorb(task.index, res.objects, res.frames, {"errors": res.errors, "skipped": res.skipped})
+                p["results"].append(res)
                 counters["decodes"] += res.decodes
                 for k, v in res.seconds.items():
                     seconds[k] = seconds.get(k, 0.0) + v
-                bar.update(len(task.frames))
+            p["left"] -= 1
+            bar.update(len(task.frames))
+            if p["left"]:
+                return
+            if p["failed"]:
+                counters["chunks_failed"] += 1
+                return
+            counters["chunks_computed"] += 1
+            if chunk_dir is None:
+                return
+            rs = sorted(p["results"], key=lambda r: p["order"][int(r.frames["image_id"].iloc[0])])
+            meta = {"keys": {n: plan[task.index][0][n] for n in task.metric_names},
+                    "errors": [e for r in rs for e in r.errors], "skipped": [k for r in rs for k in r.skipped],
+                    "decodes": sum(r.decodes for r in rs), "seconds": {}, "frames": list(p["order"])}
+            _write_chunk(chunk_dir / f"{_k(*sorted(meta['keys'].values()))}.parquet",
+                         pd.concat([r.objects for r in rs], ignore_index=True),
+                         pd.concat([r.frames for r in rs], ignore_index=True), meta)
+
+        def one_at_a_time(ts: list[ChunkTask]) -> Iterator[tuple[ChunkTask, Any]]:
+            for t in ts:  # nothing else in flight: if a worker dies now, this task killed it
+                yield from ex.map_unordered(compute_chunk, [t])
+
+        try:
+            work: Iterable[ChunkTask] | None = tasks()
+            suspects: list[ChunkTask] = []  # frames lost with a worker another task may have killed
+            alone = False
+            while work is not None:
+                requeue: list[ChunkTask] = []
+                for task, res in (one_at_a_time(work) if alone else ex.map_unordered(compute_chunk, work)):
+                    if task.index in parts:
+                        if _is_worker_death(res) and not isinstance(res, WorkerDied) and not alone:
+                            # Dask's KilledWorker also hits tasks that only waited on the dying worker
+                            suspects.append(task)
+                            continue
+                        finish_part(task, res)
+                        continue
+                    if _is_worker_death(res) and len(task.frames) > 1:
+                        # one of its frames killed the worker: each frame is run alone, so only that
+                        # frame is lost and the rest of the chunk is computed
+                        parts[task.index] = {"left": len(task.frames), "failed": False, "results": [],
+                                             "order": {int(fr["image_id"]): k for k, fr in enumerate(task.frames)}}
+                        requeue.extend(_split(task))
+                        continue
+                    if isinstance(res, BaseException):  # the chunk as a whole failed (e.g. its one frame killed the worker)
+                        for fr in task.frames:
+                            for n in task.metric_names:
+                                errors.append(_error(n, fr["image_id"], fr["file_name"], res))
+                        counters["chunks_failed"] += 1
+                        bar.update(len(task.frames))
+                        continue
+                    meta = {"keys": {n: plan[task.index][0][n] for n in task.metric_names}, "errors": res.errors,
+                            "skipped": res.skipped, "decodes": res.decodes, "seconds": res.seconds,
+                            "frames": [fr["image_id"] for fr in task.frames]}
+                    if chunk_dir is not None:
+                        _write_chunk(chunk_dir / f"{_k(*sorted(meta['keys'].values()))}.parquet", res.objects, res.frames, meta)
+                    absorb(task.index, res.objects, res.frames, meta)
+                    counters["chunks_computed"] += 1
+                    counters["decodes"] += res.decodes
+                    for k, v in res.seconds.items():
+                        seconds[k] = seconds.get(k, 0.0) + v
+                    bar.update(len(task.frames))
+                if requeue:
+                    work, alone = requeue, False
+                else:
+                    work, alone, suspects = (suspects or None), True, []
         except BaseException:
             ex.close(cancel=True)
             raise
@@ -774,15 +923,24 @@ def summarise(run: MetricRun, out: str | os.PathLike | None = None) -> str:
     """Human summary printed at the end of ``qualmet metrics run``."""
     i = run.info
     c = i["counters"]
-    lines = [f"{c['frames']} frames, {len(run.objects)} objects, {len(i['metrics'])} metrics; "
-             f"{c['chunks_computed']}/{c['chunks']} chunks computed (rest cached), {c['decodes']} images decoded, "
+    if c["chunks"]:
+        failed = c.get("chunks_failed", 0)
+        cached = c["chunks"] - c["chunks_computed"] - failed
+        work = f"{c['chunks']} chunks: {c['chunks_computed']} computed, {cached} from the cache" \
+            + (f", {failed} failed" if failed else "") + f", {c['decodes']} images decoded"
+    else:
+        work = "label-only metrics, no per-frame work"
+    lines = [f"{c['frames']} frames, {len(run.objects)} objects, {len(i['metrics'])} metrics; {work}; "
              f"{i['timings']['total_s']:.1f} s"]
     if i["dataset"]["skipped_items"]:
         lines.append(f"data set: {len(i['dataset']['skipped_items'])} record(s) could not be loaded and were skipped (see run.json)")
     for m, n in i["errors_by_metric"].items():
         first = next(e for e in i["errors"] if e["metric"] == m)
-        where = f"image {first['image_id']} ({first['file_name']})" if first["image_id"] is not None else "whole data set"
-        lines.append(f"error: metric {m} failed on {n} frame(s); first: {where}: {first['error']}")
+        if first["image_id"] is None:  # a vectorised or finalize call: one error for the whole data set
+            lines.append(f"error: metric {m} failed on the whole data set: {first['error']}")
+        else:
+            lines.append(f"error: metric {m} failed on {n} frame(s); first: image {first['image_id']} "
+                         f"({first['file_name']}): {first['error']}")
     if i["skipped_frames"]:
         sk = i["skipped_frames"][0]
         lines.append(f"skipped: {len(i['skipped_frames'])} frame(s) without pixel metrics; first: image {sk['image_id']}: {sk['reason']}")

@@ -1,6 +1,7 @@
 """The Dask executor: same tables as the local runner (plugin files included), CLI seam, resume, a killed worker."""
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -186,3 +187,35 @@ def test_local_cluster_leaves_this_process_environment_alone(monkeypatch):
         assert "OMP_NUM_THREADS" not in os.environ  # Dask sets it to 1 for its workers; not for us
     finally:
         ex.close()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_frame_that_always_kills_its_worker_costs_only_that_frame(synth, tmp_path):
+    """Dask gives up on a task that keeps killing workers (KilledWorker); the runner then runs that
+    chunk frame by frame, so only the deadly frame is lost."""
+    import dask
+
+    plugin = tmp_path / "killer.py"
+    plugin.write_text(textwrap.dedent('''
+        import os, signal
+        import qualmet
+
+        @qualmet.metric(name="killer", level="frame", needs={"pixels"}, worse="low")
+        def killer(ctx):
+            if ctx.image_id == 6:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return float(ctx.image_id)
+    '''))
+    names = ["killer", "brightness", "aspect_ratio"]
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):  # give up at the second death (fast)
+        run = run_metrics(synth, metrics=names, plugins=[plugin], chunk_size=CHUNK, executor=DaskExecutor(n_workers=2),
+                          progress=False, out=tmp_path / "run")
+    ref = run_metrics(synth, metrics=["brightness"], chunk_size=CHUNK, workers=1, progress=False)
+    f = run.frames.set_index("image_id")
+    assert f["killer"].isna().sum() == 1 and math.isnan(f.loc[6, "killer"]) and math.isnan(f.loc[6, "brightness"])
+    ok = f.index != 6
+    assert f.loc[ok, "killer"].tolist() == f.index[ok].astype(float).tolist()
+    assert f.loc[ok, "brightness"].tolist() == ref.frames.set_index("image_id").loc[ok, "brightness"].tolist()
+    assert {(e["metric"], e["image_id"]) for e in run.errors} == {("killer", 6), ("brightness", 6)}
+    assert "KilledWorker" in run.errors[0]["error"]
+    assert run.info["counters"]["chunks_failed"] == 1

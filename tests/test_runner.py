@@ -217,3 +217,67 @@ def test_metrics_run_does_not_import_torch(data, tmp_path):
             f"print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', rc)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip().splitlines()[-1] == "NO-TORCH 0", proc.stderr
+
+
+KILLER = '''
+import os
+import signal
+import qualmet
+
+@qualmet.metric(name="killer", level="frame", needs={"pixels"}, worse="low")
+def killer(ctx):
+    if ctx.image_id == 3:
+        os.kill(os.getpid(), signal.SIGKILL)  # as the out-of-memory killer or a native crash would
+    return float(ctx.image_id)
+'''
+
+
+def _kill_on_three(t):
+    import os
+    import signal
+
+    if t == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return t * 10
+
+
+def test_local_executor_reports_only_the_task_that_kills_its_worker():
+    from qualmet.runner import LocalExecutor, WorkerDied
+
+    ex = LocalExecutor(2)
+    try:
+        got = dict(ex.map_unordered(_kill_on_three, range(8)))
+    finally:
+        ex.close()
+    assert sorted(got) == list(range(8))
+    assert isinstance(got[3], WorkerDied) and "signal 9" in str(got[3])
+    assert {t: r for t, r in got.items() if t != 3} == {t: t * 10 for t in range(8) if t != 3}
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_worker_killed_on_one_frame_costs_only_that_frame(data, tmp_path, capsys):
+    plugin = tmp_path / "killer.py"
+    plugin.write_text(KILLER)
+    names = ["killer", "brightness", "box_tightness_iou", "aspect_ratio"]
+    out = tmp_path / "run"
+    rc = main(["metrics", "run", str(data), "--plugins", str(plugin), "--metrics", ",".join(names),
+               "--out", str(out), "--workers", "2", "--chunk-size", "2", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "image 3 (f3.png): WorkerDied: worker process died (killed by signal 9" in err
+    frames, objs = pd.read_parquet(out / "frames.parquet"), pd.read_parquet(out / "objects.parquet")
+    # frame 3's per-frame metrics are NaN, its chunk-mate (frame 4) and every other frame are computed
+    assert frames.set_index("image_id")["killer"].isna().tolist() == [False, False, True, False, False, False]
+    ref = run_metrics(data, metrics=["brightness", "box_tightness_iou", "aspect_ratio"], workers=1, progress=False)
+    ok_f, ok_o = frames.image_id != 3, objs.image_id != 3
+    assert np.array_equal(frames.loc[ok_f, "brightness"], ref.frames.loc[ok_f, "brightness"])
+    assert np.array_equal(objs.loc[ok_o, "box_tightness_iou"], ref.objects.loc[ok_o, "box_tightness_iou"])
+    assert objs["aspect_ratio"].notna().all()  # label-only, vectorised: not touched
+    assert objs.loc[~ok_o, "box_tightness_iou"].isna().all()
+    info = json.loads((out / "run.json").read_text())
+    assert {(e["metric"], e["image_id"]) for e in info["errors"]} == {("killer", 3), ("brightness", 3), ("box_tightness_iou", 3)}
+    assert info["counters"]["chunks_failed"] == 1 and info["counters"]["chunks_computed"] == 2
+    # the rerun takes the two good chunks from the cache and tries the failed one again
+    rc = main(["metrics", "run", str(data), "--plugins", str(plugin), "--metrics", ",".join(names),
+               "--out", str(out), "--workers", "2", "--chunk-size", "2", "--no-progress"])
+    assert rc == 1 and "3 chunks: 0 computed, 2 from the cache, 1 failed" in capsys.readouterr().err
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "frames.parquet"), frames)
