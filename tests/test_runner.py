@@ -281,3 +281,22 @@ def test_worker_killed_on_one_frame_costs_only_that_frame(data, tmp_path, capsys
                "--out", str(out), "--workers", "2", "--chunk-size", "2", "--no-progress"])
     assert rc == 1 and "3 chunks: 0 computed, 2 from the cache, 1 failed" in capsys.readouterr().err
     pd.testing.assert_frame_equal(pd.read_parquet(out / "frames.parquet"), frames)
+
+
+def test_summary_of_a_label_only_run_with_a_failing_vectorised_metric(data, tmp_path, capsys):
+    plugin = tmp_path / "vec.py"
+    plugin.write_text(textwrap.dedent('''
+        import qualmet
+
+        @qualmet.metric(name="vbad", level="object", worse="low", vectorised=True)
+        def vbad(annotations, images):
+            raise KeyError("no such column")
+    '''))
+    rc = main(["metrics", "run", str(data), "--plugins", str(plugin), "--metrics", "vbad,aspect_ratio",
+               "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "label-only metrics, no per-frame work" in err and "chunks" not in err
+    assert "error: metric vbad failed on the whole data set: KeyError: 'no such column'" in err
+    objs = pd.read_parquet(tmp_path / "run" / "objects.parquet")
+    assert objs["vbad"].isna().all() and objs["aspect_ratio"].notna().all()
