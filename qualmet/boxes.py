@@ -1,11 +1,15 @@
 """Box conversions and IoU, vectorised over numpy arrays of shape (N, 4).
 
-Conventions: COCO ``xywh`` (top-left corner, width, height, pixels); ``xyxy`` (corners, pixels);
+Part of the public plugin API (metric plugins may import it; its source is part of every metric's
+cache key). Conventions: COCO ``xywh`` (top-left corner, width, height, pixels); ``xyxy`` (corners, pixels);
 YOLO ``cxcywh`` normalised by image width and height.
 """
 from __future__ import annotations
 
 import numpy as np
+
+__all__ = ["xywh_to_xyxy", "xyxy_to_xywh", "xywh_to_yolo", "yolo_to_xywh", "iou_matrix", "clip_xywh", "iou_pairs",
+           "frame_pairs"]
 
 
 def _arr(b) -> np.ndarray:

@@ -8,6 +8,7 @@ function objects), so worker processes can load the same registry themselves.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -406,6 +407,21 @@ def load_plugin_source(reg: Registry, source: str | Path) -> None:
 
 
 _CACHE: dict[tuple[str, ...], Registry] = {}
+
+
+# What a metric's values depend on besides its own file: the context it is given (this module),
+# the box helpers plugins may import, and how images are decoded. Part of every cache key.
+PLUGIN_API_MODULES = ("qualmet.registry", "qualmet.boxes", "qualmet.imageio")
+
+
+@functools.cache
+def plugin_api_digest() -> str:
+    """Hash of the source of :data:`PLUGIN_API_MODULES`: a qualmet change there recomputes cached
+    metric values instead of reusing them."""
+    h = hashlib.sha256()
+    for name in PLUGIN_API_MODULES:
+        h.update(name.encode() + b"\0" + Path(importlib.import_module(name).__file__).read_bytes())
+    return h.hexdigest()[:16]
 
 
 def load_registry(plugins: Iterable[str | Path] = (), entry_points: bool = True, cached: bool = False) -> Registry:

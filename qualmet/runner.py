@@ -35,7 +35,7 @@ from .dataset import Dataset
 from .environment import METRIC_LIBRARIES, digest, versions
 from .errors import ImageError, QualmetError
 from .paths import safe_join
-from .registry import MetricContext, MetricSpec, Registry, load_registry
+from .registry import MetricContext, MetricSpec, Registry, load_registry, plugin_api_digest
 
 # frames per task; fixed (not derived from --workers) so cache keys stay stable. 32 rather than 16:
 # half the per-chunk bookkeeping (7% of a run) and still 32 tasks per 1,000 frames to spread.
@@ -529,7 +529,8 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
                 "computed": {s.name: 0 for s in specs}, "cached": {s.name: 0 for s in specs}}
     path_cache: dict = {}  # resolved folders, for this planning pass only
     env = versions()  # recorded in run.json
-    libs = digest(METRIC_LIBRARIES, env)  # a library upgrade recomputes cached values instead of reusing them
+    # a library upgrade, or a change in the code plugins rely on, recomputes cached values instead of reusing them
+    libs = _k(digest(METRIC_LIBRARIES, env), plugin_api_digest())
     for ci in range(len(cp)):
         if chunk_dir is None:  # nothing is cached or read back: no keys to compute (no hashing, no stat)
             plan.append(({s.name: "" for s in per_frame}, [s.name for s in per_frame]))
@@ -734,6 +735,7 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
     info = {
         "qualmet_version": __version__,
         "environment": env,
+        "plugin_api_digest": plugin_api_digest(),
         "dataset": {"path": src["dataset_path"], "sha256": src.get("dataset_sha256"), "hash": ds_hash,
                     "images": len(ds.images), "annotations": len(ds.annotations),
                     "skipped_items": [p.to_dict() for p in ds.skipped]},

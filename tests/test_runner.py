@@ -150,6 +150,51 @@ def test_resume_recomputes_nothing_and_version_change_only_that_metric(data, tmp
     assert fourth.info["counters"]["computed"] == {**{n: 0 for n in names}, "brightness": 6}
 
 
+def test_a_change_in_the_plugin_api_code_recomputes_every_metric(data, tmp_path, monkeypatch):
+    """Cached values depend on qualmet's context, box helpers and decoder too (a qualmet upgrade that
+    changes them must not reuse old values)."""
+    import qualmet.boxes
+    import qualmet.registry
+    import qualmet.runner
+
+    out = tmp_path / "run"
+    names = ["black_white_ratio", "brightness", "aspect_ratio"]
+    first = run_metrics(data, metrics=names, out=out, workers=1, chunk_size=2, progress=False)
+    assert first.info["plugin_api_digest"] == qualmet.registry.plugin_api_digest()
+    # the digest really reads those files: a copy of boxes.py with one more line hashes differently
+    changed = tmp_path / "boxes.py"
+    changed.write_bytes(Path(qualmet.boxes.__file__).read_bytes() + b"# changed\n")
+    monkeypatch.setattr(qualmet.boxes, "__file__", str(changed))
+    qualmet.registry.plugin_api_digest.cache_clear()
+    try:
+        assert qualmet.registry.plugin_api_digest() != first.info["plugin_api_digest"]
+        again = run_metrics(data, metrics=names, out=out, workers=1, chunk_size=2, progress=False)
+    finally:
+        monkeypatch.undo()
+        qualmet.registry.plugin_api_digest.cache_clear()
+    assert again.info["counters"]["computed"] == {n: 6 for n in names}
+    assert run_metrics(data, metrics=names, out=out, workers=1, chunk_size=2,
+                       progress=False).info["counters"]["computed"] == {n: 0 for n in names}
+
+
+def test_builtin_metrics_import_only_the_public_plugin_api():
+    """The built-ins are written as a user would write a plugin: ``qualmet`` itself and the public
+    ``qualmet.boxes`` helpers, nothing else from qualmet."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "metrics"
+    seen = set()
+    for f in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            for n in names:
+                if n.split(".")[0] == "qualmet":
+                    assert n in ("qualmet", "qualmet.boxes"), f"{f.name} imports {n}"
+                    seen.add(n)
+    assert seen == {"qualmet", "qualmet.boxes"}
+
+
 def test_interrupted_run_resumes_without_recomputing_finished_chunks(data, tmp_path, monkeypatch):
     plugin = write_plugin(tmp_path / "plug.py")
     out = tmp_path / "run"
