@@ -399,10 +399,16 @@ def load_entry_points(reg: Registry) -> None:
             reg.add(spec)
 
 
-def load_plugin_source(reg: Registry, source: str | Path) -> None:
-    """Register the metrics of a user plugin file or folder."""
+def load_plugin_source(reg: Registry, source: str | Path, loaded: set[Path] | None = None) -> None:
+    """Register the metrics of a user plugin file or folder. Files already in ``loaded`` (the same
+    file reached through a folder and by name, say) are skipped, not reported as clashing with themselves."""
+    loaded = set() if loaded is None else loaded
     for f in plugin_files(source):
-        for spec in _specs_in_module(_import_file(f), str(f.resolve())):
+        r = Path(f).resolve()
+        if r in loaded:
+            continue
+        loaded.add(r)
+        for spec in _specs_in_module(_import_file(f), str(r)):
             reg.add(spec)
 
 
@@ -437,8 +443,9 @@ def load_registry(plugins: Iterable[str | Path] = (), entry_points: bool = True,
     load_builtins(reg)
     if entry_points:
         load_entry_points(reg)
+    loaded: set[Path] = set()
     for src in sources:
-        load_plugin_source(reg, src)
+        load_plugin_source(reg, src, loaded)
     _CACHE[key] = reg
     return reg
 

@@ -78,6 +78,12 @@ def test_folder_of_plugins(tmp_path):
     (d / "_private.py").write_text("raise RuntimeError('not a plugin')")
     reg = load_registry([d], entry_points=False)
     assert "box_height" in reg and "red_mean" in reg
+    # the same file reached through its folder and by name is loaded once, not a clash with itself
+    both = load_registry([d, d / "a.py"], entry_points=False)
+    assert both["box_height"].source == str((d / "a.py").resolve())
+    (d / "b.py").write_text(USER_PLUGIN)  # a second file defining the same names still clashes
+    with pytest.raises(QualmetError, match=r"'(box_height|red_mean)' is defined by .*a\.py and by .*b\.py"):
+        load_registry([d, d / "a.py"], entry_points=False)
 
 
 def test_name_clash_names_both_sources(tmp_path, installed):
