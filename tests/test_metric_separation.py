@@ -5,6 +5,8 @@ skipped with a reason until they exist. Prints the full AUROC table (metric x er
 """
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pytest
 
@@ -22,6 +24,7 @@ EXPECTED = {
     "box_tightness": [("spurious", 0.75), ("squash", 0.6)],
     "box_tightness_iou": [("loose", 0.8), ("shift", 0.85), ("spurious", 0.85)],
     "max_iou_other": [("dup", 0.9)],
+    "object_proximity": [("dup", 0.7)],
     "black_white_ratio": [("loose", 0.9), ("shift", 0.9), ("spurious", 0.85)],
 }
 
@@ -56,3 +59,24 @@ def test_seed_metrics_separate_their_error_types(tmp_path):
             assert types, f"no error type matching {frag!r} in the manifest: {list(table.columns)}"
             for t in types:
                 assert table.loc[m, t] > floor, f"{m} vs {t}: AUROC {table.loc[m, t]:.3f} <= {floor}"
+
+    # aspect_ratio is oriented one way (worse="high": wide boxes), but a squash narrows or widens a
+    # box, in width or in height; as used for stratifying (bins), its distance from the typical
+    # aspect ratio of all boxes separates squashed boxes
+    log_ar = objs["aspect_ratio"].map(math.log)
+    dev = (log_ar - log_ar.median()).abs()
+    sel = clean | (kind == "squash")
+    a = auroc(dev[sel].to_numpy(), (kind[sel] == "squash").to_numpy())
+    print(f"aspect_ratio, |log(w/h) - median| vs squash: AUROC {a:.3f}")
+    assert a > 0.65
+
+    # object_count (frame level, worse="high"): frames given an extra box (duplicate, spurious) vs
+    # frames no error touched
+    touched = set(manifest["image_id"])
+    extra = set(manifest.loc[manifest["type"].isin(["duplicate", "spurious"]), "image_id"])
+    f = run.frames[run.frames["image_id"].isin(extra) | ~run.frames["image_id"].isin(touched)]
+    a = auroc(f["object_count"].to_numpy(), f["image_id"].isin(extra).to_numpy())
+    print(f"object_count, frames with an extra box ({len(extra)}) vs untouched frames: AUROC {a:.3f}")
+    assert a > 0.75
+    # confidence and missed_by_labels need a model's predictions: their AUROC (out-of-fold SSDlite
+    # predictions) is measured in benchmarks/bench_objectlab.py, docs/objectlab.md
