@@ -281,30 +281,34 @@ class LocalExecutor:
         self.workers = workers
         self.pool = self._new_pool()
 
-    def _new_pool(self) -> ProcessPoolExecutor:
+    def _new_pool(self, workers: int | None = None) -> ProcessPoolExecutor:
         import multiprocessing as mp
 
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-        return ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_ignore_sigint)
-
-    def _processes(self) -> list:
-        try:  # the pool's own process table (private): only to say how a worker ended
-            return list((self.pool._processes or {}).values())
-        except Exception:  # noqa: BLE001
-            return []
+        return ProcessPoolExecutor(max_workers=workers or self.workers, mp_context=ctx, initializer=_ignore_sigint)
 
     def _restart(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.pool = self._new_pool()
 
     def _alone(self, fn, t):
-        f = self.pool.submit(fn, t)
-        procs = self._processes()  # taken now: a broken pool may clear its table
-        exc = f.exception()
-        if isinstance(exc, BrokenProcessPool):
-            self._restart()
-            return WorkerDied(f"worker process died{_how_ended(procs)}")
-        return exc if exc is not None else f.result()
+        """Run ``t`` in a pool of its own with one process: if that process dies, ``t`` killed it, and
+        its exit status is the one reported (a shared pool SIGTERMs its other workers on a break)."""
+        pool = self._new_pool(1)
+        try:
+            pool.submit(os.getpid).result()  # the process exists now, before the task can kill it
+            try:  # the pool's process table (private), read before a break can clear it
+                procs = list((pool._processes or {}).values())
+            except Exception:  # noqa: BLE001 - only for the message
+                procs = []
+            f = pool.submit(fn, t)
+            exc = f.exception()
+            if isinstance(exc, BrokenProcessPool):
+                pool.shutdown(wait=True)  # reaps the process, so its exit status is known
+                return WorkerDied(f"worker process died{_how_ended(procs)}")
+            return exc if exc is not None else f.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def map_unordered(self, fn, tasks):
         pending = iter(tasks)
