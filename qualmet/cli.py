@@ -1,7 +1,8 @@
 """The ``qualmet`` command line: a thin layer over documented Python functions.
 
 Each module in ``qualmet/commands/`` adds its subcommands through ``register(subparsers)``; nothing
-here needs editing to add a command. Errors print as one line naming the culprit, exit code 2.
+here needs editing to add a command. Errors print as one line naming the culprit, exit code 2 (also
+for an output path that cannot be written).
 """
 from __future__ import annotations
 
@@ -26,6 +27,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe_os_error(exc: OSError) -> str:
+    """One line naming the path: 'out is a file, not a folder (needed for out/chunks)' when a file
+    stands where a folder must be, else 'PATH: reason'."""
+    from pathlib import Path
+
+    name = exc.filename
+    if name is None:
+        return f"{type(exc).__name__}: {exc}"
+    p = Path(name)
+    for parent in [p] + list(p.parents) if isinstance(exc, (FileExistsError, NotADirectoryError)) else []:
+        if parent.is_file() and parent != p:
+            return f"{parent} is a file, not a folder (needed for {p})"
+        if parent.is_file() and isinstance(exc, FileExistsError):
+            return f"{parent} is a file, not a folder"
+    return f"{name}: {exc.strerror or exc}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -40,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `qualmet metrics list | head`: the reader left, nothing is wrong
         sys.stderr.close()
         return 0
+    except OSError as exc:  # an output path that cannot be written (a file where a folder must go, no permission, disk full)
+        print(f"qualmet: error: {describe_os_error(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("qualmet: interrupted; finished work is kept, rerun the same command to resume", file=sys.stderr)
         return 130

@@ -100,7 +100,51 @@ def load_spec(path: str | Path, quick: bool = False) -> Spec:
         raise QualmetError(f"{p}: an experiment needs an arm named 'random' (the baseline)")
     if len(spec["seeds"]) < 1:
         raise QualmetError(f"{p}: 'seeds' must list at least one seed")
+    _check_spec(spec, p)
     return Spec(name=str(spec.get("name", p.stem)), raw=spec, path=p)
+
+
+# the keys a spec may use, per table; anything else is a typo that would otherwise be ignored
+SPEC_KEYS = {
+    "": {"name", "description", "budget", "seeds", "data", "noise", "detector", "predictions", "arms", "metrics"},
+    "data": {"source", "train", "test", "size", "seed", "format", "test_source", "test_fraction"},
+    "noise": {"rate", "seed", "types"},
+    "predictions": {"folds", "iters"},
+}
+
+
+def _check_spec(spec: dict, p: Path) -> None:
+    """Unknown keys, recipe fields, metric names and the budget fail here, before any data is made
+    or any model trained."""
+    for table, allowed in SPEC_KEYS.items():
+        got = spec if table == "" else spec.get(table) or {}
+        if not isinstance(got, dict):
+            raise QualmetError(f"{p}: [{table}] must be a table")
+        unknown = sorted(set(got) - allowed)
+        if unknown:
+            where = f"[{table}]" if table else "the top level"
+            raise QualmetError(f"{p}: unknown key(s) {', '.join(unknown)} in {where}; allowed: {', '.join(sorted(allowed))}")
+    from .detector.recipe import get_recipe
+
+    det = dict(spec["detector"])
+    try:
+        get_recipe(str(det.pop("recipe", "ssdlite256")), **{k: v for k, v in det.items() if k != "val_fraction"})
+    except (QualmetError, TypeError) as exc:
+        raise QualmetError(f"{p}: [detector]: {exc}") from None
+    b = spec["budget"]
+    if isinstance(b, bool) or not isinstance(b, (int, float)) or (isinstance(b, float) and not 0 < b <= 1) \
+            or (isinstance(b, int) and b < 1):
+        raise QualmetError(f"{p}: budget must be a frame count >= 1 or a fraction in (0, 1], got {b!r}")
+    from .registry import load_registry
+
+    reg = load_registry()
+    names = list(spec.get("metrics", []))
+    for a in spec["arms"]:
+        names += [a["metric"]] if a.get("metric") else []
+        names += list(a.get("metrics", []))
+    unknown = sorted({m for m in names if m not in reg})
+    if unknown:
+        raise QualmetError(f"{p}: unknown metric(s) {', '.join(unknown)}; see `qualmet metrics list`")
 
 
 def config_hash(obj: Any) -> str:

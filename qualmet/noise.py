@@ -224,6 +224,28 @@ def save_manifest(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     return atomic.write_json(path, recs)
 
 
+def manifest_mismatch(ds: Dataset, manifest: pd.DataFrame) -> str | None:
+    """None when ``manifest`` describes ``ds`` (the noisy data set it was written with), else the first
+    record that does not fit: a deleted box still there, or a changed or added box whose id or box differs."""
+    anns = ds.annotations.set_index("id")
+    for r in manifest.itertuples(index=False):
+        aid = int(r.annotation_id)
+        if r.type == "missing":
+            if aid in anns.index:
+                return f"annotation {aid} is deleted in the manifest ('missing') but present in the data set"
+            continue
+        if aid not in anns.index:
+            return f"annotation {aid} ({r.type}) is not in the data set"
+        a = anns.loc[aid]
+        if int(a["image_id"]) != int(r.image_id):
+            return f"annotation {aid} is on image {int(a['image_id'])}, the manifest says image {int(r.image_id)}"
+        new = [getattr(r, c, None) for c in ("new_x", "new_y", "new_w", "new_h")]
+        if all(v is not None and v == v for v in new) and not np.allclose(new, a[["x", "y", "w", "h"]].to_numpy(float), atol=0.01):
+            return (f"annotation {aid} ({r.type}) has box {a[['x', 'y', 'w', 'h']].round(2).tolist()}, "
+                    f"the manifest says {[round(float(v), 2) for v in new]}")
+    return None
+
+
 def load_manifest(path: str | os.PathLike) -> pd.DataFrame:
     """Read a manifest written by ``save_manifest`` (JSON, or CSV by the ``.csv`` extension)."""
     p = Path(path)

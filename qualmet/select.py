@@ -93,8 +93,9 @@ def metric_level(metric: str, objects: pd.DataFrame, frames: pd.DataFrame) -> st
         return "object"
     if metric in frames.columns:
         return "frame"
-    raise QualmetError(f"metric {metric!r} is in neither metric table; computed metrics: "
-                       f"{', '.join(sorted(set(objects.columns) | set(frames.columns)))}")
+    base = {"annotation_id", "image_id", "category_id", "x", "y", "w", "h", "file_name", "width", "height"}
+    raise QualmetError(f"metric {metric!r} is not in the metrics run; computed metrics: "
+                       f"{', '.join(sorted((set(objects.columns) | set(frames.columns)) - base))}")
 
 
 def frame_suspicion(objects: pd.DataFrame, frames: pd.DataFrame, metric: str, worse: str,
@@ -158,6 +159,12 @@ def select(objects: pd.DataFrame, frames: pd.DataFrame, image_ids, strategy: Str
     row per image (image_id, metric columns); ``worse``: metric name -> "high" | "low".
     """
     ids = pd.Index(sorted(int(i) for i in image_ids), dtype="int64")
+    if len(ids) == 0:
+        raise QualmetError("the data set has no frames to select from")
+    for m in dict.fromkeys(((strategy.metric,) if strategy.metric else ()) + tuple(strategy.metrics or ())):
+        metric_level(m, objects, frames)  # raises naming the metrics the run has
+        if m not in worse:
+            raise QualmetError(f"metric {m!r} has no recorded direction (worse = high or low) in the run")
     n = resolve_budget(len(ids), budget)
     rng = np.random.default_rng(seed)
     s = strategy

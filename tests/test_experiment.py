@@ -82,6 +82,25 @@ def test_quick_mode_and_spec_errors(tmp_path):
         load_spec(bad)
 
 
+@pytest.mark.parametrize("text,words", [
+    ('[detector]\niter = 4\n', r"\[detector\]: recipe has no field\(s\) iter"),
+    ('[detector]\nrecipe = "yolo"\n', r"\[detector\]: unknown recipe 'yolo'"),
+    ('[detecter]\niters = 4\n', r"unknown key\(s\) detecter in the top level"),
+    ('[data]\ntrian = 4\n', r"unknown key\(s\) trian in \[data\]"),
+    ('budget = "half"\n', r"budget must be a frame count >= 1 or a fraction in \(0, 1\], got 'half'"),
+    ('budget = 1.5\n', r"budget must be"),
+    ('metrics = ["box_tightnes"]\n', r"unknown metric\(s\) box_tightnes; see `qualmet metrics list`"),
+])
+def test_spec_typos_fail_before_any_work(tmp_path, text, words):
+    """A misspelled key, recipe field, metric or budget is an error naming the spec file, at load time,
+    not a silently ignored setting or a crash after the data and metrics were made."""
+    bad = tmp_path / "typo.toml"
+    bad.write_text(text + '[[arms]]\nname = "random"\nstrategy = "random"\n')
+    with pytest.raises(QualmetError, match=words) as e:
+        load_spec(bad)
+    assert str(bad) in str(e.value)
+
+
 def test_select_and_errors_commands_on_the_experiment_metrics(tiny, tmp_path, capsys):
     from qualmet.cli import main
 

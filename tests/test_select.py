@@ -123,6 +123,6 @@ def test_strategy_specs_are_checked():
         Strategy.from_dict({"strategy": "random", "colour": "red"})
     s = Strategy.from_dict({"strategy": "combined", "metrics": ["a", "b"], "name": "c"})
     assert s.metrics == ("a", "b")
-    with pytest.raises(QualmetError, match="in neither metric table"):
+    with pytest.raises(QualmetError, match="is not in the metrics run"):
         o, f, ids = tables()
         select(o, f, ids, Strategy("rank", metric="nope"), 5, seed=0, worse={"nope": "high"})

@@ -55,19 +55,35 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_run(run_dir: str):
-    """The metric tables of a metrics run and each metric's 'worse' side, as recorded in run.json."""
+def _load_run(run_dir: str, ds=None, ds_path: str | None = None):
+    """The metric tables of a metrics run and each metric's 'worse' side, as recorded in run.json;
+    with ``ds``, the run must have been computed on that data set (same content hash)."""
     import pandas as pd
 
     from ..errors import QualmetError
+    from ..runner import dataset_hash
 
     d = Path(run_dir)
     if not (d / "objects.parquet").exists() or not (d / "run.json").exists():
         raise QualmetError(f"{d}: not a metrics run (objects.parquet, run.json); run `qualmet metrics run ... --out {d}` first")
     objects, frames = pd.read_parquet(d / "objects.parquet"), pd.read_parquet(d / "frames.parquet")
     info = json.loads((d / "run.json").read_text())
+    recorded = (info.get("dataset") or {}).get("hash")
+    if ds is not None and recorded and recorded != dataset_hash(ds):
+        raise QualmetError(f"{d}: this metrics run was computed on another data set ({info['dataset'].get('path')}), "
+                           f"not {ds_path}; run `qualmet metrics run {ds_path} --out DIR` for it")
     worse = {m["name"]: m["worse"] for m in info.get("metrics", [])}
     return objects, frames, worse
+
+
+def parse_budget(text: str) -> float | int:
+    """'0.25' -> a fraction, '200' -> a frame count; anything else is a one-line error."""
+    from ..errors import QualmetError
+
+    try:
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        raise QualmetError(f"--budget {text!r}: expected a fraction of the frames (0.25) or a frame count (200)") from None
 
 
 def cmd_select(args: argparse.Namespace) -> int:
@@ -76,7 +92,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     from ..select import Strategy, select
 
     ds = load_coco(args.dataset, images=args.images)
-    objects, frames, worse = _load_run(args.run)
+    objects, frames, worse = _load_run(args.run, ds, args.dataset)
     spec = {"strategy": args.strategy, "method": args.method, "iqr_k": args.iqr_k, "percentile": args.percentile,
             "bins": args.bins}
     for k in ("metric", "threshold", "k"):
@@ -84,7 +100,7 @@ def cmd_select(args: argparse.Namespace) -> int:
             spec[k] = getattr(args, k)
     if args.metrics:
         spec["metrics"] = args.metrics.split(",")
-    budget = float(args.budget) if "." in args.budget else int(args.budget)
+    budget = parse_budget(args.budget)
     sel = select(objects, frames, ds.images["id"], Strategy.from_dict(spec), budget, args.seed, worse)
     out = Path(args.out)
     sub = ds.subset(sel.image_ids)
@@ -107,7 +123,15 @@ def cmd_select(args: argparse.Namespace) -> int:
 def cmd_errors(args: argparse.Namespace) -> int:
     from ..label_errors import write_label_error_report
 
-    objects, frames, worse = _load_run(args.run)
+    from ..errors import QualmetError
+    from ..formats import load_coco
+    from ..noise import load_manifest, manifest_mismatch
+
+    ds = load_coco(args.dataset, images=args.images)
+    objects, frames, worse = _load_run(args.run, ds, args.dataset)
+    why = manifest_mismatch(ds, load_manifest(args.manifest))
+    if why:
+        raise QualmetError(f"{args.manifest}: does not describe {args.dataset}: {why}")
     table = write_label_error_report(objects, frames, args.manifest, worse, args.out)
     piv = table.pivot_table(index="metric", columns="type", values="auroc")
     print(piv.round(3).to_string())

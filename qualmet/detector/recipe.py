@@ -68,6 +68,12 @@ def get_recipe(name: str = "ssdlite256", **overrides: Any) -> Recipe:
         from ..errors import QualmetError
 
         raise QualmetError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(Recipe)})
+    if unknown:
+        from ..errors import QualmetError
+
+        raise QualmetError(f"recipe has no field(s) {', '.join(unknown)}; fields: "
+                           f"{', '.join(f.name for f in dataclasses.fields(Recipe) if f.name != 'extra')}")
     return RECIPES[name].replace(**{k: v for k, v in overrides.items() if v is not None})
 
 

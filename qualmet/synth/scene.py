@@ -11,8 +11,16 @@ MIN_VISIBLE_FRACTION = 0.3  # a panda less visible than this is not drawn (and s
 MIN_VISIBLE_PIXELS = 40
 
 
+MIN_SIDE = 32  # smaller frames cannot hold a visible panda
+
+
 def _size(size: int | tuple[int, int]) -> tuple[int, int]:
-    return (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
+    w, h = (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
+    if min(w, h) < MIN_SIDE:
+        from ..errors import QualmetError
+
+        raise QualmetError(f"synthetic frame size {w}x{h}: each side must be at least {MIN_SIDE} px")
+    return w, h
 
 
 def render_frame(seed: int, index: int, size: int | tuple[int, int] = 256

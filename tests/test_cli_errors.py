@@ -1,0 +1,107 @@
+"""Ordinary mistakes on the command line give one line naming the file or value and exit code 2,
+never a traceback: an output path that is a file, a misspelled metric, a malformed budget, a run or
+manifest that belongs to another data set, an empty data set, a frame size too small."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from qualmet.cli import main
+
+from .metric_helpers import write_dataset
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """Two small data sets (different content), a metrics run on the first, a noisy copy with manifest."""
+    root = tmp_path_factory.mktemp("cli")
+    a = write_dataset(root / "a", n=6)
+    b = write_dataset(root / "b", n=4)
+    assert main(["metrics", "run", str(a), "--metrics", "brightness,aspect_ratio,box_tightness",
+                 "--out", str(root / "run"), "--no-progress"]) == 0
+    assert main(["corrupt", str(a), "--out", str(root / "a" / "noisy.json"), "--rate", "0.5", "--seed", "1"]) == 0
+    assert main(["metrics", "run", str(root / "a" / "noisy.json"), "--metrics", "brightness,aspect_ratio",
+                 "--out", str(root / "nrun"), "--no-progress"]) == 0
+    (root / "afile").write_text("not a folder")
+    return {"root": root, "a": a, "b": b, "run": root / "run", "nrun": root / "nrun", "afile": root / "afile",
+            "noisy": root / "a" / "noisy.json", "manifest": root / "a" / "noisy.manifest.json"}
+
+
+def _err(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    return err.splitlines()[-1]
+
+
+@pytest.mark.parametrize("argv", [
+    lambda w: ["synth", "--out", str(w["afile"]), "--train", "2", "--test", "0", "--size", "64"],
+    lambda w: ["metrics", "run", str(w["a"]), "--metrics", "aspect_ratio", "--out", str(w["afile"]), "--no-progress"],
+    lambda w: ["select", str(w["a"]), "--run", str(w["run"]), "--strategy", "random", "--out", str(w["afile"])],
+    lambda w: ["corrupt", str(w["a"]), "--out", str(w["afile"] / "noisy.json")],
+])
+def test_output_path_that_is_a_file(work, capsys, argv):
+    assert main(argv(work)) == 2
+    line = _err(capsys)
+    assert line.startswith("qualmet: error: ") and f"{work['afile']} is a file, not a folder" in line
+
+
+def test_select_with_a_misspelled_metric_names_the_metrics_the_run_has(work, capsys):
+    assert main(["select", str(work["a"]), "--run", str(work["run"]), "--strategy", "filter", "--metric", "box_tightnes",
+                 "--out", str(work["root"] / "sel")]) == 2
+    line = _err(capsys)
+    assert "metric 'box_tightnes' is not in the metrics run; computed metrics: aspect_ratio, box_tightness, brightness" in line
+
+
+@pytest.mark.parametrize("budget", ["25%", "abc", "half"])
+def test_malformed_budget(work, capsys, budget):
+    assert main(["select", str(work["a"]), "--run", str(work["run"]), "--strategy", "random", "--budget", budget,
+                 "--out", str(work["root"] / "sel")]) == 2
+    assert f"--budget {budget!r}: expected a fraction of the frames (0.25) or a frame count (200)" in _err(capsys)
+
+
+def test_budget_forms_that_work(work, capsys):
+    for budget, n in (("0.5", 3), ("1e-0", 6), ("2", 2)):
+        out = work["root"] / f"sel_{n}"
+        assert main(["select", str(work["a"]), "--run", str(work["run"]), "--strategy", "random", "--budget", budget,
+                     "--out", str(out)]) == 0
+        assert len(json.loads((out / "subset.json").read_text())["images"]) == n
+
+
+def test_run_of_another_data_set_is_refused(work, capsys):
+    assert main(["select", str(work["b"]), "--run", str(work["run"]), "--strategy", "random",
+                 "--out", str(work["root"] / "sel_b")]) == 2
+    line = _err(capsys)
+    assert f"{work['run']}: this metrics run was computed on another data set" in line and str(work["b"]) in line
+    assert not (work["root"] / "sel_b").exists()
+
+
+def test_errors_checks_the_run_and_the_manifest_against_the_data_set(work, capsys):
+    ok = main(["errors", str(work["noisy"]), "--manifest", str(work["manifest"]), "--run", str(work["nrun"]),
+               "--out", str(work["root"] / "err")])
+    assert ok == 0 and (work["root"] / "err" / "label_errors.csv").exists()
+    capsys.readouterr()
+    # the clean data set with the noisy manifest: boxes differ from what the manifest says they became
+    assert main(["errors", str(work["a"]), "--manifest", str(work["manifest"]), "--run", str(work["run"]),
+                 "--out", str(work["root"] / "err2")]) == 2
+    line = _err(capsys)
+    assert f"{work['manifest']}: does not describe {work['a']}: annotation " in line
+    # the noisy data set with the clean set's run
+    assert main(["errors", str(work["noisy"]), "--manifest", str(work["manifest"]), "--run", str(work["run"]),
+                 "--out", str(work["root"] / "err3")]) == 2
+    assert "this metrics run was computed on another data set" in _err(capsys)
+
+
+def test_select_on_an_empty_data_set(work, capsys, tmp_path):
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"images": [], "annotations": [], "categories": [{"id": 1, "name": "panda"}]}))
+    assert main(["metrics", "run", str(empty), "--metrics", "aspect_ratio", "--out", str(tmp_path / "r"),
+                 "--no-progress"]) == 0
+    assert main(["select", str(empty), "--run", str(tmp_path / "r"), "--strategy", "random",
+                 "--out", str(tmp_path / "s")]) == 2
+    assert "the data set has no frames to select from" in _err(capsys)
+
+
+def test_synthetic_frame_size_too_small(tmp_path, capsys):
+    assert main(["synth", "--out", str(tmp_path / "s"), "--train", "2", "--test", "0", "--size", "0"]) == 2
+    assert "synthetic frame size 0x0: each side must be at least 32 px" in _err(capsys)
