@@ -93,3 +93,43 @@ def test_predictions_load_into_annotation_shape(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps([{"image_id": 99, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 1}]))
     with pytest.raises(qualmet.DatasetError, match=r"bad.json: prediction \[0\]: image_id 99"):
         qualmet.load_predictions(tmp_path / "bad.json", ds.images)
+
+
+def test_convert_to_yolo_writes_a_folder_that_loads_back(tmp_path, raccoon_dir):
+    """`qualmet convert --to yolo` writes images/ (hard links or copies) beside labels/ and classes.txt,
+    so the folder itself is a data set: the same frames and boxes come back from load_dataset."""
+    from qualmet.cli import main
+    from qualmet.formats import load_dataset
+
+    src = tmp_path / "src.json"
+    ds = load_voc(raccoon_dir / "annotations")
+    save_coco(ds.subset(ds.images["id"].iloc[:12].tolist()), src)
+    assert main(["convert", str(src), "--images", str(raccoon_dir / "images"), "--to", "yolo",
+                 "--out", str(tmp_path / "y")]) == 0
+    back = load_dataset(tmp_path / "y")  # the folder, not its labels/ subfolder
+    orig = load_dataset(src, images=raccoon_dir / "images")
+    assert sorted(back.images.file_name) == sorted(orig.images.file_name) and not back.skipped
+    key = ["file_name", "x"]
+    a = orig.annotations.merge(orig.images, left_on="image_id", right_on="id").sort_values(key)
+    b = back.annotations.merge(back.images, left_on="image_id", right_on="id").sort_values(key)
+    np.testing.assert_allclose(b[["x", "y", "w", "h"]].to_numpy(), a[["x", "y", "w", "h"]].to_numpy(), rtol=1e-6)
+    img = tmp_path / "y" / "images" / orig.images.file_name.iloc[0]
+    assert img.read_bytes() == (raccoon_dir / "images" / img.name).read_bytes() and not img.is_symlink()
+
+
+def test_yolo_folder_without_labels_or_images_is_an_error(tmp_path):
+    from qualmet.errors import DatasetError
+    from qualmet.formats import load_dataset
+
+    (tmp_path / "classes.txt").write_text("panda\n")
+    with pytest.raises(DatasetError, match="no YOLO label .* files and no images"):
+        load_dataset(tmp_path)
+
+
+def test_yolo_export_refuses_two_images_with_one_stem(tmp_path):
+    from qualmet.errors import DatasetError
+
+    ds = parse_coco(make_coco(n_images=2))
+    ds.images.loc[:, "file_name"] = ["a/x.png", "b/x.png"]
+    with pytest.raises(DatasetError, match="same name stem"):
+        save_yolo(ds, tmp_path / "y")

@@ -57,7 +57,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if args.dst_format == "coco":
         save_coco(ds, args.out)
     else:
-        save_yolo(ds, args.out)
+        save_yolo(ds, args.out, link_images=True)  # images/ beside labels/: the folder is a data set
     print(f"wrote {args.out}: {len(ds.images)} images, {len(ds.annotations)} boxes ({args.dst_format})")
     return 0
 

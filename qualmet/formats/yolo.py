@@ -28,12 +28,20 @@ def _names_file(labels: Path, names: str | os.PathLike | None) -> Path:
     raise DatasetError(f"{labels}: no classes.txt or obj.names found; pass the class-names file")
 
 
+def _label_files(folder: Path, names: str | os.PathLike | None) -> list[Path]:
+    """The .txt files of ``folder`` other than a class-names file."""
+    skip = {"classes.txt", "obj.names"} if names is None else {Path(names).name}
+    return sorted(p for p in folder.glob("*.txt") if p.name not in skip)
+
+
 def load_yolo(labels: str | os.PathLike, images: str | os.PathLike | None = None,
               names: str | os.PathLike | None = None) -> Dataset:
     """Load a YOLO labels folder; image sizes are read from the image headers in ``images``."""
     lab = Path(labels)
     if not lab.is_dir():
         raise DatasetError(f"{lab}: not a folder of YOLO .txt label files")
+    if (lab / "labels").is_dir() and not _label_files(lab, names):  # the usual layout: ROOT/images, ROOT/labels
+        lab = lab / "labels"
     img_dir = Path(images) if images is not None else (lab.parent / "images" if (lab.parent / "images").is_dir() else lab)
     names_path = _names_file(lab, names)
     try:
@@ -44,9 +52,10 @@ def load_yolo(labels: str | os.PathLike, images: str | os.PathLike | None = None
     frames = []
     image_files = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS) if img_dir.is_dir() else []
     by_stem = {p.stem: p for p in image_files}
-    for txt in sorted(lab.glob("*.txt")):
-        if txt.resolve() == names_path.resolve():
-            continue
+    label_files = _label_files(lab, names_path)
+    if not label_files and not image_files:
+        raise DatasetError(f"{lab}: no YOLO label (.txt) files and no images in {img_dir}")
+    for txt in label_files:
         img = by_stem.get(txt.stem)
         if img is None:
             problems.append(Problem("error", str(txt), txt.stem, f"no image named {txt.stem}.* in {img_dir}"))
@@ -96,8 +105,10 @@ def load_yolo(labels: str | os.PathLike, images: str | os.PathLike | None = None
     return build_dataset(frames, str(lab), img_dir, problems, class_names=class_names)
 
 
-def save_yolo(ds: Dataset, out_dir: str | os.PathLike, image_ids=None) -> Path:
-    """Write ``labels/<stem>.txt`` for each image (of ``image_ids`` if given) and ``classes.txt``.
+def save_yolo(ds: Dataset, out_dir: str | os.PathLike, image_ids=None, link_images: bool = False) -> Path:
+    """Write ``labels/<stem>.txt`` for each image (of ``image_ids`` if given) and ``classes.txt``;
+    with ``link_images``, also ``images/<name>`` linking to each source image, so the folder loads
+    back as a YOLO data set.
 
     Class index k is the k-th category in id order; values are written with 10 decimals. A class name
     that is empty or holds a line break raises DatasetError (classes.txt is one name per line; leading
@@ -110,6 +121,12 @@ def save_yolo(ds: Dataset, out_dir: str | os.PathLike, image_ids=None) -> Path:
         if not isinstance(name, str) or not name.strip() or any(ch in name for ch in "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"):
             raise DatasetError(f"category {int(cid)}: name {name!r} cannot be written to a YOLO classes.txt "
                                "(empty, or contains a line break)")
+    stems: dict[str, str] = {}
+    for fn in sub.images["file_name"]:  # labels/<stem>.txt: two images with one stem would share a file
+        other = stems.setdefault(Path(fn).stem, fn)
+        if other != fn:
+            raise DatasetError(f"images {other!r} and {fn!r} have the same name stem; YOLO label files are "
+                               "named by stem, so they cannot both be written")
     write_text(out / "classes.txt", "".join(f"{n}\n" for n in cats["name"]))
     groups = {int(k): g for k, g in sub.annotations.groupby("image_id")}
     for im in sub.images.itertuples(index=False):
@@ -120,4 +137,25 @@ def save_yolo(ds: Dataset, out_dir: str | os.PathLike, image_ids=None) -> Path:
             for c, row in zip(g["category_id"], yb):
                 lines.append(f"{index[int(c)]} " + " ".join(f"{v:.10f}" for v in np.asarray(row)) + "\n")
         write_text(out / "labels" / f"{Path(im.file_name).stem}.txt", "".join(lines))
+    if link_images:
+        _link_images(sub, out / "images")
     return out
+
+
+def _link_images(ds: Dataset, folder: Path) -> None:
+    """``folder/<name>`` for each image: a hard link to the source file, or a copy across file systems
+    (not a symbolic link: the image-path safety check refuses links that lead out of the image root)."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for fn in ds.images["file_name"]:
+        src = ds.image_path(str(fn))
+        dst = folder / Path(fn).name
+        if dst.exists() or dst.is_symlink():
+            if dst.exists() and os.path.samefile(dst, src):
+                continue
+            dst.unlink()
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
