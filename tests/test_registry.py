@@ -132,3 +132,30 @@ def test_unknown_metric_and_missing_plugin(tmp_path):
     bad.write_text("import does_not_exist_module\n")
     with pytest.raises(QualmetError, match="bad.py.*failed to import"):
         load_registry([bad], entry_points=False)
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/metrics.md"])
+def test_documented_plugin_example_runs_and_measures_what_it_says(tmp_path, doc):
+    """The red_share example of the docs, run as a plugin file: a red box scores 1, a white one 0."""
+    import json
+    import re
+
+    import cv2
+    import numpy as np
+
+    text = (Path(__file__).resolve().parents[1] / doc).read_text()
+    code = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "red_share" in b)
+    plugin = tmp_path / "my_metrics.py"
+    plugin.write_text(code)
+    img = np.full((64, 96, 3), 40, np.uint8)
+    img[8:40, 8:40] = (220, 30, 30)  # red (RGB)
+    img[8:40, 50:90] = (255, 255, 255)  # white: R is not above G + 40 (it would be with uint8 wrap-around)
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "f.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps({"images": [{"id": 1, "file_name": "f.png", "width": 96, "height": 64}],
+                                "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [8, 8, 32, 32]},
+                                                {"id": 2, "image_id": 1, "category_id": 1, "bbox": [50, 8, 40, 32]}],
+                                "categories": [{"id": 1, "name": "thing"}]}))
+    run = run_metrics(data, metrics=["red_share"], plugins=[plugin], workers=1, progress=False)
+    assert run.objects.sort_values("annotation_id")["red_share"].tolist() == [1.0, 0.0]
