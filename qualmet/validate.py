@@ -16,10 +16,15 @@ def validate(ds: Dataset, check_images: bool = True, decode: bool = True) -> lis
 
     Errors: missing/undecodable image files, unsafe file names, width/height that disagree with the
     image, boxes with non-positive size or entirely outside the image. Warnings (fixable): boxes that
-    stick out of the image (clip), truncated JPEGs (decoded as far as the data goes).
+    stick out of the image (clip), truncated JPEGs (decoded as far as the data goes), a data set with
+    no images or no boxes at all.
     """
     problems = list(ds.skipped)
     src = ds.source
+    if len(ds.images) == 0:
+        problems.append(Problem("warning", src, "", "the data set has no images"))
+    elif len(ds.annotations) == 0:
+        problems.append(Problem("warning", src, "", "the data set has no annotations (boxes)"))
     img_by_id = ds.images.set_index("id")
 
     def item_name(image_id: int) -> str:
@@ -69,8 +74,9 @@ def _check_images(ds: Dataset, decode: bool) -> list[Problem]:
                                        "it decodes only partly"))
             else:
                 w, h = image_size(path)
-        except ImageError as exc:
-            out.append(Problem("error", str(path), item, str(exc)))
+        except ImageError as exc:  # the message starts with the path, which the problem names already
+            msg = str(exc)
+            out.append(Problem("error", str(path), item, msg.removeprefix(f"{path}: ")))
             continue
         if (w, h) != (int(im.width), int(im.height)):
             out.append(Problem("error", ds.source, item,

@@ -91,8 +91,17 @@ def test_missing_image_and_unsafe_file_names_are_refused(tmp_path):
     (tmp_path / "d.json").write_text(json.dumps(d))
     msgs = "\n".join(_messages(validate(qualmet.load_coco(tmp_path / "d.json"))))
     assert "image 1 (img1.png): " in msgs and "image file not found" in msgs
+    missing = next(m for m in msgs.splitlines() if "image file not found" in m)
+    assert missing.count("img1.png") == 2  # the path once and the item once, not the path again in the message
     assert "'../../etc/passwd' resolves outside the image root" in msgs
     assert "'/etc/passwd' is an absolute path" in msgs
+
+
+def test_empty_data_set_is_a_warning(tmp_path):
+    d = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "panda"}]}
+    (tmp_path / "e.json").write_text(json.dumps(d))
+    probs = validate(qualmet.load_coco(tmp_path / "e.json"))
+    assert [(p.severity, p.message) for p in probs] == [("warning", "the data set has no images")]
 
 
 def test_malformed_json_and_xml_report_line_numbers(tmp_path):
