@@ -742,6 +742,7 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
         "plugin_api_digest": plugin_api_digest(),
         "dataset": {"path": src["dataset_path"], "sha256": src.get("dataset_sha256"), "hash": ds_hash,
                     "images": len(ds.images), "annotations": len(ds.annotations),
+                    "image_root": str(Path(ds.image_root).resolve()) if ds.image_root is not None else None,
                     "skipped_items": [p.to_dict() for p in ds.skipped]},
         "predictions": None if preds is None else {"path": src.get("predictions_path"), "sha256": src.get("predictions_sha256"),
                                                    "count": len(preds)},

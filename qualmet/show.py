@@ -29,11 +29,12 @@ def grid_size(n: int, cols: int = 5) -> tuple[int, int]:
 
 
 def show_grid(ds: Dataset, out_png: str | os.PathLike, n: int = 20, seed: int = 0,
-              manifest: pd.DataFrame | None = None, cols: int = 5) -> Path:
+              manifest: pd.DataFrame | None = None, cols: int = 5, unreadable: list | None = None) -> Path:
     """Draw ``n`` random frames (seeded) with boxes and class names into one PNG; return its path.
 
     ``ds`` is the data set shown (the noisy one when ``manifest`` is given). A frame that cannot be
-    read becomes a grey cell naming the problem; the rest are still drawn.
+    read becomes a grey cell naming the problem; the rest are still drawn. Each such frame is
+    appended to ``unreadable`` as ``(file_name, reason)`` when a list is given.
     """
     import cv2
 
@@ -52,7 +53,7 @@ def show_grid(ds: Dataset, out_png: str | os.PathLike, n: int = 20, seed: int = 
     canvas = np.full((H, W, 3), 255, dtype=np.uint8)
     for k, (_, im) in enumerate(picks.iterrows()):
         cell = _cell(ds, im, by_image.get(int(im["id"]), ds.annotations.iloc[0:0]), names, status,
-                     deleted.get(int(im["id"]), []))
+                     deleted.get(int(im["id"]), []), unreadable)
         r, c = divmod(k, ncols)
         canvas[r * CELL_H:(r + 1) * CELL_H, c * CELL_W:(c + 1) * CELL_W] = cell
     _legend(canvas, manifest is not None, ds.source)
@@ -78,7 +79,7 @@ def _noise_lookup(manifest: pd.DataFrame | None) -> tuple[dict[int, str], dict[i
 
 
 def _cell(ds: Dataset, im: pd.Series, anns: pd.DataFrame, names: dict[int, str], status: dict[int, str],
-          deleted: list[tuple]) -> np.ndarray:
+          deleted: list[tuple], unreadable: list | None = None) -> np.ndarray:
     import cv2
 
     from .imageio import read_image
@@ -88,6 +89,8 @@ def _cell(ds: Dataset, im: pd.Series, anns: pd.DataFrame, names: dict[int, str],
     try:
         img = read_image(ds.image_path(str(im["file_name"])))
     except Exception as exc:  # one unreadable frame must not lose the sheet
+        if unreadable is not None:
+            unreadable.append((title, str(exc)))
         _text(cell, title, (4, 14), GREY, outline=False)
         for i in range(0, len(str(exc)), 48):
             _text(cell, str(exc)[i:i + 48], (4, 40 + 16 * (i // 48)), RED)

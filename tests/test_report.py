@@ -382,3 +382,27 @@ def test_each_image_is_decoded_once_for_all_its_thumbnails(data, tmp_path, monke
     build_report(tmp_path / "rep", run=data["run"], progress=False)
     assert sorted(calls) == sorted(data["frames"]["file_name"])  # one decode per frame, however many boxes
     assert len(list((tmp_path / "rep" / "assets" / "thumbs").glob("o*.jpg"))) == len(data["objects"])
+
+
+def test_image_root_of_the_run_is_used_and_missing_images_are_a_warning(data, tmp_path, capsys):
+    """A run made with --images DIR records that root, so the report finds the images without being
+    told again; when they are gone, the command says so on stderr (not only inside the HTML)."""
+    elsewhere = tmp_path / "labels" / "noisy.json"  # the JSON alone, its images in another folder
+    elsewhere.parent.mkdir()
+    shutil.copy(data["noisy"], elsewhere)
+    images = tmp_path / "pix"
+    shutil.copytree(data["root"] / "syn" / "images", images)
+    assert main(["metrics", "run", str(elsewhere), "--images", str(images), "--metrics", "brightness,aspect_ratio",
+                 "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["dataset"]["image_root"] == str(images.resolve())
+    capsys.readouterr()
+    assert main(["report", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "rep"), "--no-progress"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    rows = blob(tmp_path / "rep", "data-objects")
+    keys = [c["key"] for c in rows["columns"]]
+    assert pd.DataFrame(rows["rows"], columns=keys)["thumb"].notna().all()
+    shutil.rmtree(images)
+    assert main(["report", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "rep2"), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {len(data['frames'])} of {len(data['frames'])} images could not be read, no thumbnails" in err
+    assert "pass --images DIR" in err

@@ -63,9 +63,21 @@ def test_unreadable_frame_does_not_lose_the_sheet(tmp_path, raccoon_dir):
                                {"id": 2, "file_name": "bad.jpg", "width": 10, "height": 10},
                                {"id": 3, "file_name": "gone.jpg", "width": 10, "height": 10}],
                               [], [{"id": 1, "name": "x"}], image_root=root)
-    img = _read(show_grid(ds, tmp_path / "u.png", n=3, cols=3))
+    unreadable: list = []
+    img = _read(show_grid(ds, tmp_path / "u.png", n=3, cols=3, unreadable=unreadable))
     assert img.shape == (CELL_H + LEGEND_H, 3 * CELL_W, 3)
     assert img[:CELL_H, :CELL_W].std() > 20
+    assert sorted(f for f, _ in unreadable) == ["bad.jpg", "gone.jpg"]
+    assert any("image file not found" in why for f, why in unreadable if f == "gone.jpg")
+
+
+def test_cli_show_without_the_images_says_so(tmp_path, raccoon, capsys):
+    src = tmp_path / "elsewhere" / "clean.json"  # no images beside it
+    save_coco(raccoon, src)
+    assert main(["show", str(src), "--n", "4", "--out", str(tmp_path / "g.png")]) == 1
+    err = capsys.readouterr().err
+    assert "warning: 4 of 4 frames could not be read (grey cells)" in err and "pass --images DIR" in err
+    assert (tmp_path / "g.png").exists()  # the sheet is still written
 
 
 def test_cli_show(tmp_path, raccoon, raccoon_dir):

@@ -31,9 +31,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from ..report import build_report
 
+    import sys
+
+    warnings: list[str] = []
     index = build_report(args.out, run=args.run, experiment=args.experiment, model=args.model, manifest=args.manifest,
                          dataset=args.dataset, images=args.images, eval_dir=args.eval_dir, test=args.test,
-                         predictions=args.predictions, title=args.title, progress=not args.no_progress)
+                         predictions=args.predictions, title=args.title, progress=not args.no_progress,
+                         warnings=warnings)
     size = sum(p.stat().st_size for p in index.parent.rglob("*") if p.is_file())
     print(f"wrote {index} ({size / 1e6:.1f} MB); open it in a browser")
+    for w in warnings:  # the report says so too; a user at the terminal should not have to find it there
+        print(f"warning: {w}", file=sys.stderr)
     return 0

@@ -27,6 +27,15 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     ds = load_coco(args.dataset, images=args.images)
     manifest = load_manifest(args.manifest) if args.manifest else None
-    out = show_grid(ds, args.out, n=args.n, seed=args.seed, manifest=manifest, cols=args.cols)
+    unreadable: list = []
+    out = show_grid(ds, args.out, n=args.n, seed=args.seed, manifest=manifest, cols=args.cols, unreadable=unreadable)
     print(f"wrote {out}")
+    if unreadable:
+        import sys
+
+        shown = min(args.n, len(ds.images))
+        print(f"warning: {len(unreadable)} of {shown} frames could not be read (grey cells); first: "
+              f"{unreadable[0][1]}" + ("; pass --images DIR if the images are elsewhere" if len(unreadable) == shown else ""),
+              file=sys.stderr)
+        return 1
     return 0

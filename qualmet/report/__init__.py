@@ -21,7 +21,7 @@ def build_report(out: str | os.PathLike, run: str | os.PathLike | None = None,
                  manifest: str | os.PathLike | None = None, dataset: str | os.PathLike | None = None,
                  images: str | os.PathLike | None = None, eval_dir: str | os.PathLike | None = None,
                  test: str | os.PathLike | None = None, predictions: str | os.PathLike | None = None,
-                 title: str | None = None, progress: bool = True) -> Path:
+                 title: str | None = None, progress: bool = True, warnings: list[str] | None = None) -> Path:
     """Write the report into ``out`` and return the path of its index.html.
 
     ``run`` is a ``qualmet metrics run`` folder (default with ``experiment``: its ``metrics/``);
@@ -29,6 +29,8 @@ def build_report(out: str | os.PathLike, run: str | os.PathLike | None = None,
     run's data set); ``model`` a ``qualmet train`` folder, evaluated in ``eval_dir`` (default: found
     beside it) with prediction examples on ``test`` (default: the experiment's test split) from
     ``predictions`` or from the model itself. Sections whose inputs are absent are left out.
+    What the report had to leave out (no data set found, unreadable images) is also appended to
+    ``warnings`` when a list is given.
     """
     from . import html, inputs
     from .experiment_section import experiment_section
@@ -63,6 +65,13 @@ def build_report(out: str | os.PathLike, run: str | os.PathLike | None = None,
             thumbs = make_thumbnails(run_data.dataset.image_root, run_data.objects, run_data.frames, o,
                                      run_data.object_error_types() if run_data.manifest is not None else None,
                                      run_data.manifest, progress=progress)
+        if warnings is not None:
+            warnings.extend(run_data.notes)
+            if thumbs is not None and thumbs.failed:
+                f = thumbs.failed[0]
+                warnings.append(f"{len(thumbs.failed)} of {len(run_data.frames)} images could not be read, no thumbnails "
+                                f"for them (root {run_data.dataset.image_root}); first: {f['reason']}; "
+                                "pass --images DIR if they are elsewhere")
         shown = {"metrics run": str(run_data.dir.resolve()),
                  "data set": str(run_data.dataset_path.resolve()) if run_data.dataset_path else "not found",
                  "image root": str(run_data.dataset.image_root) if run_data.dataset is not None else "–",

@@ -133,10 +133,14 @@ def _candidates(recorded: str, run_dir: Path) -> list[Path]:
     return uniq
 
 
-def _load_dataset(path: Path, images: str | os.PathLike | None) -> Dataset:
-    from ..experiment import image_root_for  # the ``.images`` sidecar the experiment runner writes
+def _load_dataset(path: Path, images: str | os.PathLike | None, recorded_root: str | None = None) -> Dataset:
+    """``images`` if given, else the image root the run recorded (when it still exists), else the
+    ``.images`` sidecar the experiment runner writes, else the default beside the JSON."""
+    from ..experiment import image_root_for
     from ..formats import load_coco
 
+    if images is None and recorded_root and Path(recorded_root).is_dir():
+        images = recorded_root
     root = images if images is not None else image_root_for(path)
     return load_coco(path, images=root, on_invalid="skip")
 
@@ -148,23 +152,28 @@ def find_dataset(run_dir: Path, info: dict[str, Any], dataset: str | os.PathLike
     from ..runner import dataset_hash
 
     want = (info.get("dataset") or {}).get("hash")
+    recorded = (info.get("dataset") or {}).get("path")
+
+    def root_for(p: Path) -> str | None:  # the run's image root applies to the file it was computed on
+        same = recorded and not recorded.startswith("<") and os.path.abspath(p) == os.path.abspath(recorded)
+        return (info.get("dataset") or {}).get("image_root") if same else None
+
     if dataset is not None:
         p = Path(dataset)
         if not p.is_file():
             raise QualmetError(f"{p}: data set file not found")
-        ds = _load_dataset(p, images)
+        ds = _load_dataset(p, images, root_for(p))
         notes = [] if dataset_hash(ds) == want else [
             f"{p}: its boxes differ from the ones the metrics were computed on (content hash mismatch); "
             "thumbnails show the run's boxes on this data set's images"]
         return ds, p, notes
-    recorded = (info.get("dataset") or {}).get("path")
     if not recorded or recorded.startswith("<"):
         return None, None, ["the run does not record its data set file; pass --dataset D.json for thumbnails"]
     for c in _candidates(recorded, run_dir):
         if not c.is_file():
             continue
         try:
-            ds = _load_dataset(c, images)
+            ds = _load_dataset(c, images, root_for(c))
         except Exception:  # not the file we want after all; try the next candidate
             continue
         if want is None or dataset_hash(ds) == want:
