@@ -57,9 +57,11 @@ def predictions_frame(preds: pd.DataFrame | list | Dataset | None) -> pd.DataFra
 
 
 def _coco_gt(gt: Dataset) -> dict[str, Any]:
+    """The ground truth as a pycocotools dataset. Annotation ids are renumbered 1..N: COCOeval marks
+    an unmatched detection with id 0, so a box whose id is 0 would never count as found."""
     anns = []
-    for r in gt.annotations.itertuples(index=False):
-        anns.append({"id": int(r.id), "image_id": int(r.image_id), "category_id": int(r.category_id),
+    for k, r in enumerate(gt.annotations.itertuples(index=False), start=1):
+        anns.append({"id": k, "image_id": int(r.image_id), "category_id": int(r.category_id),
                      "bbox": [float(r.x), float(r.y), float(r.w), float(r.h)],
                      "area": float(r.area) if np.isfinite(r.area) else float(r.w * r.h), "iscrowd": int(r.iscrowd)})
     return {"images": [{"id": int(i), "width": int(w), "height": int(h)}
@@ -80,8 +82,14 @@ def coco_eval(gt: Dataset, preds: pd.DataFrame) -> tuple[dict[str, float | None]
     known = set(int(i) for i in gt.images["id"])
     preds = preds[preds["image_id"].isin(known)] if len(preds) else preds
     if not len(preds) or not len(gt.annotations):
-        stats = {k: 0.0 for k in COCO_STATS}
-        return stats, {c: (0.0 if (gt.annotations["category_id"] == c).any() else None) for c in cat_ids}, None
+        # as COCOeval would say: 0 where there are objects to find, n/a for a size with no objects
+        a = gt.annotations
+        area = (a["area"].where(np.isfinite(a["area"]), a["w"] * a["h"]) if "area" in a else a["w"] * a["h"]).to_numpy(float)
+        present = {"s": bool((area < 32 ** 2).any()), "m": bool(((area >= 32 ** 2) & (area < 96 ** 2)).any()),
+                   "l": bool((area >= 96 ** 2).any())}
+        stats = {k: (None if k[-1] in present and k[:2] in ("AP", "AR") and len(k) == 3 and not present[k[-1]] else 0.0)
+                 for k in COCO_STATS}
+        return stats, {c: (0.0 if (a["category_id"] == c).any() else None) for c in cat_ids}, None
     with contextlib.redirect_stdout(io.StringIO()):
         cg = COCO()
         cg.dataset = _coco_gt(gt)

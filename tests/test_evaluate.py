@@ -89,7 +89,27 @@ def test_empty_predictions(tmp_path):
         assert res["stats"]["AP"] == 0.0 and res["stats"]["AR100"] == 0.0
         assert res["counts_at_threshold"] == {"tp": 0, "fp": 0, "fn": 4}
         assert res["confusion_matrix"]["background"].tolist() == [3, 1, 0]
+        # every box here is small (20x20, 30x30): medium and large are n/a, as COCOeval says with predictions
+        assert res["stats"]["APs"] == 0.0 and res["stats"]["APm"] is None and res["stats"]["APl"] is None
+        assert res["stats"]["ARs"] == 0.0 and res["stats"]["ARm"] is None and res["stats"]["ARl"] is None
     assert (tmp_path / "pr_curve.png").is_file()
+    one_bad = evaluate(gt, [{"image_id": 3, "category_id": 1, "bbox": [60, 60, 5, 5], "score": 0.5}])
+    assert {k: one_bad["stats"][k] for k in ("APm", "APl", "ARm", "ARl")} == {"APm": None, "APl": None, "ARm": None, "ARl": None}
+
+
+def test_annotation_id_zero_is_an_ordinary_box():
+    """COCOeval marks 'no match' with id 0; a ground-truth box with id 0 must still be found."""
+    gt = _gt()
+    zero = Dataset.from_records(gt.images.to_dict("records"),
+                                [{"id": int(r.id) - 1, "image_id": int(r.image_id), "category_id": int(r.category_id),
+                                  "bbox": [r.x, r.y, r.w, r.h]} for r in gt.annotations.itertuples()],
+                                gt.categories.to_dict("records"))
+    assert 0 in set(zero.annotations["id"])
+    perfect = gt.annotations.assign(score=1.0)
+    for d in (gt, zero):
+        res = evaluate(d, perfect)
+        assert res["stats"]["AP"] == pytest.approx(1.0) and res["stats"]["AR100"] == pytest.approx(1.0)
+        assert res["per_class_AP"] == {"a": pytest.approx(1.0), "b": pytest.approx(1.0)}
 
 
 def test_cli_evaluate(tmp_path, capsys):
