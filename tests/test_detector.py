@@ -180,6 +180,16 @@ def test_recipes_build_and_errors(tmp_path):
         get_recipe("yolo")
     with pytest.raises(QualmetError, match="not a model folder"):
         Predictor.load(tmp_path)
+    (tmp_path / "config.json").write_text("{broken")
+    (tmp_path / "model.pt").write_bytes(b"")
+    with pytest.raises(QualmetError, match=r"config.json: not a readable model config \(JSONDecodeError"):
+        Predictor.load(tmp_path)
+    data = ellipses(tmp_path / "d", 2, 64, seed=0)
+    for kw, words in (({"batch_size": 0}, "batch_size must be at least 1, got 0"),
+                      ({"input_size": 0}, "input_size must be at least 32 px, got 0"),
+                      ({"lr": -1.0}, "lr must be positive")):
+        with pytest.raises(QualmetError, match=words):
+            train(data, tmp_path / "m", iters=1, device="cpu", progress=False, **kw)
 
 
 def test_cli_train_and_crossval(tmp_path, capsys):
@@ -194,3 +204,34 @@ def test_cli_train_and_crossval(tmp_path, capsys):
     preds = json.loads((tmp_path / "oof.json").read_text())
     assert {p["image_id"] for p in preds} <= set(range(1, 7))
     assert sorted(p.name for p in (tmp_path / "oof_folds").iterdir()) == ["fold_0", "fold_1", "fold_2", "folds.json"]
+
+
+class _PaddingReacher(torch.nn.Module):
+    """A stand-in detector: one box per input that runs from the image into the letterbox padding."""
+
+    def forward(self, images):
+        s = images[0].shape[-1]
+        return [{"boxes": torch.tensor([[4.0, 4.0, s - 1.0, s - 1.0]]), "scores": torch.tensor([0.9]),
+                 "labels": torch.tensor([1])} for _ in images]
+
+
+def test_validation_detections_are_clipped_like_the_predictors(tmp_path):
+    """The val AP in train_log.csv comes from detect(); it must see the boxes Predictor returns
+    (clipped to the image), or the log and `qualmet evaluate` disagree on non-square frames."""
+    from qualmet.detector.train import detect
+
+    data = ellipses(tmp_path / "d", 2, 96, seed=0)
+    ds = load_coco(data)
+    for k in range(2):  # make the frames 96 x 48 (wide), so the bottom half of the square is padding
+        p = ds.image_path(ds.images["file_name"].iloc[k])
+        cv2.imwrite(str(p), cv2.imread(str(p))[:48])
+    ds.images["height"] = 48
+    dd = DetectionData(ds, 64)
+    got = detect(_PaddingReacher(), dd, 2, torch.device("cpu"), False)
+    scale = 64 / 96
+    assert got["y"].tolist() == pytest.approx([4 / scale] * 2)
+    assert (got["y"] + got["h"]).tolist() == pytest.approx([48.0, 48.0])  # not 63 / scale = 94.5
+    assert (got["x"] + got["w"]).tolist() == pytest.approx([63 / scale] * 2)
+    pred = Predictor(_PaddingReacher(), get_recipe(input_size=64), [{"id": 1, "name": "e"}], torch.device("cpu"))
+    for (x, y, w, h), r in zip((o["boxes"][0] for o in pred.predict(_paths(ds))), got.itertuples()):
+        assert [x, y, w, h] == pytest.approx([r.x, r.y, r.w, r.h])

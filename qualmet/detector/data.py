@@ -45,6 +45,7 @@ class DetectionData(torch.utils.data.Dataset):
         self.label_of = {c: k + 1 for k, c in enumerate(self.cat_ids)}  # 0 is background
         self.image_ids = [int(i) for i in ds.images["id"]]
         self.file_names = [str(f) for f in ds.images["file_name"]]
+        self.sizes = [(int(w), int(h)) for w, h in zip(ds.images["width"], ds.images["height"])]  # original pixels
         by_img = ds.annotations_by_image()
         self.boxes: list[np.ndarray] = []
         self.labels: list[np.ndarray] = []

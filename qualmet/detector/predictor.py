@@ -54,7 +54,13 @@ class Predictor:
         for f in ("config.json", "model.pt"):
             if not (d / f).is_file():
                 raise QualmetError(f"{d}: not a model folder (no {f}); train one with `qualmet train`")
-        cfg = json.loads((d / "config.json").read_text(encoding="utf-8"))
+        try:
+            cfg = json.loads((d / "config.json").read_text(encoding="utf-8"))
+            recipe = Recipe.from_dict(cfg["recipe"])
+            n_classes = len(cfg["categories"])
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+            raise QualmetError(f"{d / 'config.json'}: not a readable model config ({type(exc).__name__}: {exc}); "
+                               "rerun the `qualmet train` command that made this folder") from None
         want = (cfg.get("outputs") or {}).get("model.pt", {}).get("sha256")  # absent in folders from before checksums
         if want is not None:
             from ..atomic import sha256_file
@@ -62,8 +68,7 @@ class Predictor:
             if sha256_file(d / "model.pt") != want:
                 raise QualmetError(f"{d / 'model.pt'}: SHA-256 differs from the one in config.json (damaged or "
                                    "replaced after training); rerun the same `qualmet train` command to rewrite it")
-        recipe = Recipe.from_dict(cfg["recipe"])
-        model = build_model(recipe, len(cfg["categories"]))
+        model = build_model(recipe, n_classes)
         state = torch.load(d / "model.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(state)
         return cls(model, recipe, cfg["categories"], device)

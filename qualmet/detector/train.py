@@ -151,7 +151,9 @@ def val_loss(model: torch.nn.Module, data: DetectionData, batch_size: int, devic
 @torch.no_grad()
 def detect(model: torch.nn.Module, data: DetectionData, batch_size: int, device: torch.device,
            amp: bool) -> pd.DataFrame:
-    """Detections (score >= 0.001) for every frame of ``data``, in original pixels, as a frame."""
+    """Detections (score >= 0.001) for every frame of ``data``, in original pixels and clipped to the
+    image (as :class:`~qualmet.detector.predictor.Predictor` does, so the logged val AP is what
+    ``qualmet predict`` + ``qualmet evaluate`` give), as a frame."""
     was_training = model.training
     model.eval()
     rows = []
@@ -163,6 +165,9 @@ def detect(model: torch.nn.Module, data: DetectionData, batch_size: int, device:
                 dets = model([to_tensor(f[0]).to(device) for f in frames])
             for i, (_, scale), d in zip(idx, frames, dets):
                 b = d["boxes"].float().cpu().numpy().astype(np.float64) / scale
+                w, h = data.sizes[i]  # letterbox padding lies beyond the image: boxes reaching into it are clipped
+                b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, w)
+                b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, h)
                 for (x1, y1, x2, y2), sc, lab in zip(b, d["scores"].float().cpu().numpy(), d["labels"].cpu().numpy()):
                     rows.append((data.image_ids[i], data.cat_ids[int(lab) - 1], x1, y1, x2 - x1, y2 - y1, float(sc)))
     finally:
@@ -268,9 +273,13 @@ def train(dataset: str | os.PathLike | Dataset, out_dir: str | os.PathLike, val_
     ds = _load_dataset(dataset, images)
     rec = recipe if isinstance(recipe, Recipe) else get_recipe(recipe)
     rec = rec.replace(**{k: v for k, v in {"iters": iters, **overrides}.items() if v is not None})
-    for name in ("iters", "checkpoint_every", "eval_every"):
+    for name in ("iters", "checkpoint_every", "eval_every", "batch_size"):
         if getattr(rec, name) < 1:
             raise QualmetError(f"{name} must be at least 1, got {getattr(rec, name)}")
+    if rec.input_size < 32:
+        raise QualmetError(f"input_size must be at least 32 px, got {rec.input_size}")
+    if not rec.lr > 0:
+        raise QualmetError(f"lr must be positive, got {rec.lr}")
     if rec.arch == "ssdlite" and rec.input_size >= 256 and rec.iters < MIN_USEFUL_ITERS:
         warnings.warn(f"{rec.iters} iterations: the from-scratch {rec.name} recipe detects nothing before "
                       f"~{MIN_USEFUL_ITERS} iterations", stacklevel=2)
