@@ -94,6 +94,10 @@ def load_spec(path: str | Path, quick: bool = False) -> Spec:
             raise QualmetError(f"{p}: arms[{n}] needs a 'name'")
         if a["name"] in seen:
             raise QualmetError(f"{p}: duplicate arm name {a['name']!r}")
+        clash = next((b for b in seen if _slug(b) == _slug(a["name"])), None)
+        if clash is not None:  # both would train into arms/<folder>/
+            raise QualmetError(f"{p}: arm names {clash!r} and {a['name']!r} map to the same folder "
+                               f"arms/{_slug(a['name'])}; rename one")
         seen.add(a["name"])
         Strategy.from_dict(a)  # validate early: a typo fails before any training
     if "random" not in seen:
@@ -327,6 +331,7 @@ def run_arm(spec: Spec, arm: dict, seed: int, out: Path, run, worse: dict, noisy
             raise QualmetError(f"arm {arm['name']!r}: an oracle arm needs a noise manifest (the spec has no [noise])")
         subset = restore_images(subset, load_manifest(manifest), restored)
     arm_dir.mkdir(parents=True, exist_ok=True)
+    _clear_stale_training(arm_dir, {"selection_hash": fingerprint, "labels_sha256": _labels_hash(subset)})
     subset_json = arm_dir / "subset.json"
     _save(subset, subset_json)
     sel.reasons.to_csv(arm_dir / "reasons.csv.tmp", index=False)
@@ -341,6 +346,30 @@ def run_arm(spec: Spec, arm: dict, seed: int, out: Path, run, worse: dict, noisy
     _log(f"  {arm['name']} seed {seed}: AP {stats['AP'] or 0:.3f}  AP50 {stats['AP50'] or 0:.3f}  AR100 {stats['AR100'] or 0:.3f} "
          f"({result['train_seconds']:.0f} s)")
     return result
+
+
+def _labels_hash(ds) -> str:
+    from .detector.train import labels_sha256  # noqa: PLC0415 - torch is imported only when an arm trains
+
+    return labels_sha256(ds)
+
+
+def _clear_stale_training(arm_dir: Path, want: dict) -> None:
+    """Keep ``arm_dir/model`` only when it was trained (or interrupted) on exactly this arm's data:
+    a resumed experiment whose arm now trains on other frames or labels starts that model afresh
+    instead of resuming (or reusing) the old one. ``training.json`` records what the model is for."""
+    import shutil
+
+    marker = arm_dir / "training.json"
+    try:
+        had = json.loads(marker.read_text()) if marker.exists() else None
+    except (OSError, json.JSONDecodeError):
+        had = None
+    if had != want:
+        for d in ("model", "eval"):
+            if (arm_dir / d).exists():
+                shutil.rmtree(arm_dir / d)
+        write_json(marker, want, indent=2)
 
 
 def selection_hash(image_ids, restored, dropped) -> str:
@@ -410,7 +439,8 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, quick: 
             results = pd.DataFrame(rows)
             if "random" in set(results.arm):
                 write_summary(results, out, f"{spec.name}{' (quick)' if quick else ''}",
-                              notes=_notes(spec, quick, time.perf_counter() - t_start, train_s, len(rows)))
+                              notes=_notes(spec, quick, time.perf_counter() - t_start, train_s, len(rows)),
+                              oracle_arms={a["name"] for a in spec.arms if a.get("oracle")})
     _log(f"\n{(out / 'summary.md').read_text()}\nwrote {out} in {time.perf_counter() - t_start:.0f} s")
     return out
 

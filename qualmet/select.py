@@ -56,6 +56,14 @@ class Strategy:
             raise QualmetError(f"unknown filter method {s.method!r}; choose iqr, percentile or threshold")
         if s.method == "threshold" and s.threshold is None and kind in ("filter", "remove_annotations"):
             raise QualmetError("method 'threshold' needs a 'threshold' value")
+        if not 0 < s.percentile <= 100:
+            raise QualmetError(f"percentile must be in (0, 100], got {s.percentile:g}")
+        if s.bins < 1:
+            raise QualmetError(f"bins must be at least 1, got {s.bins}")
+        if s.k is not None and s.k < 1:
+            raise QualmetError(f"k (frames to relabel) must be at least 1, got {s.k}")
+        if s.iqr_k < 0:
+            raise QualmetError(f"iqr_k must not be negative, got {s.iqr_k:g}")
         return s
 
 
@@ -214,9 +222,9 @@ def select(objects: pd.DataFrame, frames: pd.DataFrame, image_ids, strategy: Str
         keep_pool = ids[~ids.isin(list(bad_frames))]
         return _fill(ids, keep_pool, n, rng, susp, f"{m} suspicious ({_method_label(s)})", s, "filter")
     if kind == "rank":
-        key = susp.fillna(-np.inf) + rng.random(len(susp)) * 1e-12  # seeded tie-break
-        order = key.sort_values(kind="mergesort").index
-        chosen = np.sort(order[:n].to_numpy())
+        # least suspicious first; equal values (NaN counts as least suspicious) in a seeded random order
+        order = np.lexsort((rng.random(len(susp)), susp.fillna(-np.inf).to_numpy()))
+        chosen = np.sort(susp.index.to_numpy()[order[:n]])
         return Selection(chosen.tolist(), _reasons(ids, set(chosen.tolist()), f"among the {n} least suspicious by {m}",
                                                    f"more suspicious by {m}", susp))
     if kind == "stratify":
@@ -271,7 +279,8 @@ def _suspicious_boxes(objects: pd.DataFrame, frames_ids, metrics, worse) -> list
     out: set[int] = set()
     for m in metrics:
         if m in objs.columns:
-            s = orient(objs[m], worse[m])
-            idx = s.groupby(objs["image_id"]).idxmax().dropna()
-            out.update(int(objs.loc[i, "annotation_id"]) for i in idx)
+            s = orient(objs[m], worse[m]).dropna()  # a frame whose boxes are all NaN here has no worst box
+            if len(s):
+                idx = s.groupby(objs.loc[s.index, "image_id"]).idxmax()
+                out.update(int(objs.loc[i, "annotation_id"]) for i in idx)
     return sorted(out)

@@ -60,7 +60,13 @@ def _p(p: float) -> str:
     return f"{p:.2g}" if np.isfinite(p) else "–"  # one seed: no paired test
 
 
-def summary_markdown(summary: pd.DataFrame, title: str, baseline: str = "random", notes: str = "") -> str:
+def _is_oracle(arm: str, oracle_arms: set[str] | None) -> bool:
+    """An oracle arm (a ceiling, not a metric strategy): as the spec flags it, else by its name."""
+    return arm in oracle_arms if oracle_arms is not None else arm.startswith("oracle")
+
+
+def summary_markdown(summary: pd.DataFrame, title: str, baseline: str = "random", notes: str = "",
+                     oracle_arms: set[str] | None = None) -> str:
     """The table a reader wants: each arm vs the baseline, with the average over metric arms."""
     lines = [f"# {title}", "", notes.strip(), "" if notes else "",
              "| arm | seeds | AP (mAP@[.5:.95]) | AP50 | AR@100 | ΔAP vs random | ΔAR vs random | paired p (AP / AR) |",
@@ -77,7 +83,7 @@ def summary_markdown(summary: pd.DataFrame, title: str, baseline: str = "random"
         lines.append(f"| {r['arm']} | {r['seeds']} | {_fmt(r['AP_mean'], r['AP_std'])} | {_fmt(r['AP50_mean'], r['AP50_std'])} | "
                      f"{_fmt(r['AR100_mean'], r['AR100_std'])} | {rel_ap} | {rel_ar} | {pvals} |")
     others = summary[summary.arm != baseline]
-    metric_arms = others[~others.arm.str.startswith("oracle")]
+    metric_arms = others[~others.arm.map(lambda a: _is_oracle(a, oracle_arms))]
     if len(metric_arms) and "AP_rel" in metric_arms:
         lines += ["", f"Average over the {len(metric_arms)} metric arm(s) (oracle arms excluded): "
                       f"AP {metric_arms.AP_rel.mean():+.1f}%, AR@100 {metric_arms.AR100_rel.mean():+.1f}% relative to random."]
@@ -87,7 +93,8 @@ def summary_markdown(summary: pd.DataFrame, title: str, baseline: str = "random"
     return "\n".join(lines) + "\n"
 
 
-def plot_summary(results: pd.DataFrame, path: str | Path, title: str, baseline: str = "random") -> Path:
+def plot_summary(results: pd.DataFrame, path: str | Path, title: str, baseline: str = "random",
+                 oracle_arms: set[str] | None = None) -> Path:
     """Bar chart of AP and AR@100 per arm with std error bars; the baseline's mean as a dashed line."""
     import matplotlib
 
@@ -100,7 +107,7 @@ def plot_summary(results: pd.DataFrame, path: str | Path, title: str, baseline: 
     for ax, stat, label in zip(axes, HEADLINE, ("AP (precision, mAP@[.5:.95])", "AR@100 (recall)")):
         means = [g.get_group(a)[stat].mean() for a in arms]
         stds = [g.get_group(a)[stat].std(ddof=1) if len(g.get_group(a)) > 1 else 0 for a in arms]
-        colors = ["#888888" if a == baseline else ("#c9a227" if a.startswith("oracle") else "#2a7ab9") for a in arms]
+        colors = ["#888888" if a == baseline else ("#c9a227" if _is_oracle(a, oracle_arms) else "#2a7ab9") for a in arms]
         ax.bar(range(len(arms)), means, yerr=stds, color=colors, capsize=4)
         for i, a in enumerate(arms):  # every seed as a dot: a reader sees the spread, not just the bar
             v = g.get_group(a)[stat].to_numpy()
@@ -118,14 +125,17 @@ def plot_summary(results: pd.DataFrame, path: str | Path, title: str, baseline: 
     return Path(path)
 
 
-def write_summary(results: pd.DataFrame, out_dir: str | Path, title: str, notes: str = "") -> pd.DataFrame:
-    """Write results.csv, summary.csv, summary.md and summary.png into ``out_dir``."""
+def write_summary(results: pd.DataFrame, out_dir: str | Path, title: str, notes: str = "",
+                  oracle_arms: set[str] | None = None) -> pd.DataFrame:
+    """Write results.csv, summary.csv, summary.md and summary.png into ``out_dir``; ``oracle_arms``
+    (default: names starting with "oracle") are left out of the metric-arm average."""
     out = Path(out_dir)
     with atomic_path(out / "results.csv") as tmp:
         results.to_csv(tmp, index=False)
     summary = summarise(results)
     with atomic_path(out / "summary.csv") as tmp:
         summary.to_csv(tmp, index=False)
-    write_text(out / "summary.md", summary_markdown(summary, title, notes=notes) + "\n![AP and AR per arm](summary.png)\n")
-    plot_summary(results, out / "summary.png", title)
+    write_text(out / "summary.md", summary_markdown(summary, title, notes=notes, oracle_arms=oracle_arms)
+               + "\n![AP and AR per arm](summary.png)\n")
+    plot_summary(results, out / "summary.png", title, oracle_arms=oracle_arms)
     return summary

@@ -105,3 +105,13 @@ def test_select_on_an_empty_data_set(work, capsys, tmp_path):
 def test_synthetic_frame_size_too_small(tmp_path, capsys):
     assert main(["synth", "--out", str(tmp_path / "s"), "--train", "2", "--test", "0", "--size", "0"]) == 2
     assert "synthetic frame size 0x0: each side must be at least 32 px" in _err(capsys)
+
+
+def test_select_relabel_by_a_frame_metric_writes_relabel_json(work, capsys):
+    """A frame-level metric marks frames, not boxes; the frames to relabel are still written."""
+    out = work["root"] / "relabel"
+    assert main(["select", str(work["a"]), "--run", str(work["run"]), "--strategy", "relabel", "--metric", "brightness",
+                 "--budget", "4", "--k", "2", "--out", str(out)]) == 0
+    rel = json.loads((out / "relabel.json").read_text())
+    assert len(rel["images"]) == 2 and not any(a.get("suspicious") for a in rel["annotations"])
+    assert "2 frames to relabel, 0 suspicious boxes marked" in capsys.readouterr().out

@@ -159,3 +159,58 @@ def test_rerun_retrains_an_arm_whose_selection_changed(tiny, capsys):
     assert changed == {"random", "filter_box_tightness_iou"}  # oracle_relabel: unchanged, skipped
     for k in changed:
         assert json.loads(res[k].read_text())["selection_hash"] != "0" * 16
+
+
+def test_an_arm_whose_training_labels_changed_starts_its_model_afresh(tmp_path):
+    """Same frames, other labels (e.g. another noise rate or oracle k): the arm's old model must not be
+    resumed or reused; the same data keeps it (an interrupted training resumes)."""
+    from qualmet.experiment import _clear_stale_training
+
+    arm = tmp_path / "arm"
+    (arm / "model").mkdir(parents=True)
+    (arm / "model" / "checkpoint.pt").write_bytes(b"old")
+    want = {"selection_hash": "a" * 16, "labels_sha256": "b" * 64}
+    _clear_stale_training(arm, want)  # no record of what the model was for: not trusted
+    assert not (arm / "model").exists()
+    (arm / "model").mkdir()
+    (arm / "model" / "checkpoint.pt").write_bytes(b"same data")
+    _clear_stale_training(arm, want)  # recorded for exactly this data: kept, to resume
+    assert (arm / "model" / "checkpoint.pt").read_bytes() == b"same data"
+    _clear_stale_training(arm, {**want, "labels_sha256": "c" * 64})
+    assert not (arm / "model").exists()
+    assert json.loads((arm / "training.json").read_text())["labels_sha256"] == "c" * 64
+
+
+def test_training_refuses_a_checkpoint_made_from_other_labels(tmp_path, capsys):
+    from qualmet.cli import main
+
+    from .detector_helpers import ellipses
+
+    data = ellipses(tmp_path / "d", 4, 64, seed=0)
+    args = ["train", str(data), "--out", str(tmp_path / "m"), "--iters", "2", "--input-size", "64",
+            "--batch-size", "2", "--device", "cpu", "--checkpoint-every", "1"]
+    assert main(args) == 0
+    d = json.loads(data.read_text())
+    d["annotations"][0]["bbox"][0] += 3  # same frames, one box moved
+    data.write_text(json.dumps(d))
+    assert main(args) == 2
+    assert "different training (train_labels_sha256 differ)" in capsys.readouterr().err
+
+
+def test_arm_names_that_share_a_folder_are_refused(tmp_path):
+    spec = tmp_path / "s.toml"
+    spec.write_text('[[arms]]\nname = "random"\nstrategy = "random"\n'
+                    '[[arms]]\nname = "filter:aspect_ratio"\nstrategy = "filter"\nmetric = "aspect_ratio"\n'
+                    '[[arms]]\nname = "filter_aspect_ratio"\nstrategy = "filter"\nmetric = "aspect_ratio"\n')
+    with pytest.raises(QualmetError, match="'filter:aspect_ratio' and 'filter_aspect_ratio' map to the same folder"):
+        load_spec(spec)
+
+
+def test_report_keeps_arm_names_that_look_like_missing_values(tmp_path):
+    from qualmet.report.inputs import _read_csv
+
+    p = tmp_path / "results.csv"
+    pd.DataFrame({"arm": ["random", "NA", "None"], "AP": [0.5, None, 0.4]}).to_csv(p, index=False)
+    df = _read_csv(p)
+    assert df["arm"].tolist() == ["random", "NA", "None"] and df["AP"].isna().tolist() == [False, True, False]
+

@@ -126,3 +126,39 @@ def test_strategy_specs_are_checked():
     with pytest.raises(QualmetError, match="is not in the metrics run"):
         o, f, ids = tables()
         select(o, f, ids, Strategy("rank", metric="nope"), 5, seed=0, worse={"nope": "high"})
+
+
+@pytest.mark.parametrize("fields,words", [
+    ({"percentile": 150}, r"percentile must be in \(0, 100\]"), ({"percentile": 0}, r"percentile must be in"),
+    ({"bins": 0}, "bins must be at least 1"), ({"k": -1}, r"k \(frames to relabel\) must be at least 1"),
+    ({"iqr_k": -1}, "iqr_k must not be negative"),
+])
+def test_strategy_values_out_of_range_are_errors(fields, words):
+    with pytest.raises(QualmetError, match=words):
+        Strategy.from_dict({"strategy": "filter", "metric": "tight", **fields})
+
+
+def test_rank_breaks_ties_by_seed_whatever_the_scale():
+    """Equal suspicion (here every frame, at a large value, and NaN frames) is ordered by the seed."""
+    o, f, ids = tables()
+    f = f.assign(big=1e5)
+    picks = {tuple(select(o, f, ids, Strategy("rank", metric="big"), 5, seed=s, worse={"big": "high"}).image_ids)
+             for s in range(4)}
+    assert len(picks) > 1
+    f = f.assign(gone=np.nan)
+    picks = {tuple(select(o, f, ids, Strategy("rank", metric="gone"), 5, seed=s, worse={"gone": "high"}).image_ids)
+             for s in range(4)}
+    assert len(picks) > 1
+    same = select(o, f, ids, Strategy("rank", metric="big"), 5, seed=2, worse={"big": "high"}).image_ids
+    assert same == select(o, f, ids, Strategy("rank", metric="big"), 5, seed=2, worse={"big": "high"}).image_ids
+
+
+def test_relabel_with_frames_whose_metric_is_nan():
+    """A frame picked for relabelling whose boxes are all NaN under the metric has no 'worst box'
+    (it used to crash idxmax); the frame is still listed."""
+    o, f, ids = tables()
+    o.loc[o.image_id <= 20, "dup"] = np.nan
+    sel = select(o, f, ids, Strategy("relabel", metric="dup", k=20), 20, seed=0, worse=WORSE)
+    assert len(sel.relabel_images) == 20 and min(sel.relabel_images) <= 20  # NaN frames among them
+    boxes_in = set(o.loc[o.annotation_id.isin(sel.relabel_annotations), "image_id"])
+    assert boxes_in <= {i for i in sel.relabel_images if i > 20}

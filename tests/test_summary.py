@@ -43,3 +43,13 @@ def test_write_summary_files(tmp_path):
     assert "| filter:tight | 3 |" in md and "+19.6%" in md and "Average over the 2 metric arm(s)" in md
     assert (tmp_path / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(pd.read_csv(tmp_path / "results.csv")) == 9
+
+
+def test_oracle_arms_are_the_flagged_ones_not_those_named_so(tmp_path):
+    res = results_table()
+    res["arm"] = res["arm"].replace({"filter:noise": "relabel_oracle"})
+    write_summary(res, tmp_path / "named", "t")  # no flags given: by name, so relabel_oracle counts as a metric arm
+    assert "Average over the 2 metric arm(s)" in (tmp_path / "named" / "summary.md").read_text()
+    write_summary(res, tmp_path / "flagged", "t", oracle_arms={"relabel_oracle"})
+    md = (tmp_path / "flagged" / "summary.md").read_text()
+    assert "Average over the 1 metric arm(s) (oracle arms excluded): AP +19.6%" in md

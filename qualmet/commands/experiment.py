@@ -109,7 +109,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     save_coco(sub, out / "subset.json")
     with atomic.atomic_path(out / "reasons.csv") as tmp:
         sel.reasons.to_csv(tmp, index=False)
-    if sel.relabel_annotations:
+    if sel.relabel_images:  # frames to relabel (with their most suspicious boxes marked, for object-level metrics)
         rel = ds.subset(sel.relabel_images)
         rel.annotations["suspicious"] = rel.annotations["id"].isin(sel.relabel_annotations)
         save_coco(rel, out / "relabel.json")

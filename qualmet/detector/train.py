@@ -258,6 +258,13 @@ def _write_outputs(out: Path, model: torch.nn.Module, config: dict[str, Any], ca
     write_json(out / "config.json", {**config, "outputs": outputs}, indent=2)
 
 
+def labels_sha256(ds: Dataset) -> str:
+    """Hash of a data set's boxes (image, class, box), so a resumed training refuses a checkpoint made
+    from other labels on the same frames."""
+    a = ds.annotations.sort_values("id")[["id", "image_id", "category_id", "x", "y", "w", "h"]]
+    return hashlib.sha256(a.to_csv(index=False, float_format="%.6f").encode()).hexdigest()
+
+
 def train(dataset: str | os.PathLike | Dataset, out_dir: str | os.PathLike, val_fraction: float = 0.2,
           iters: int | None = None, seed: int = 0, device: str = "auto", recipe: str | Recipe = "ssdlite256",
           images: str | os.PathLike | None = None, val_dataset: Dataset | None = None, progress: bool = True,
@@ -297,6 +304,7 @@ def train(dataset: str | os.PathLike | Dataset, out_dir: str | os.PathLike, val_
               "categories": categories, "dataset": ds.source, "n_train_images": int(len(train_ds.images)),
               "train_ids_sha256": hashlib.sha256(",".join(map(str, sorted(int(i) for i in train_ds.images["id"])))
                                                  .encode()).hexdigest(),
+              "train_labels_sha256": labels_sha256(train_ds),
               "val_image_ids": [int(i) for i in val_ds.images["id"]] if val_ds is not None else [],
               "qualmet_version": __version__, "environment": versions()}
     out = Path(out_dir)
@@ -314,8 +322,10 @@ def train(dataset: str | os.PathLike | Dataset, out_dir: str | os.PathLike, val_
     start, log_rows, window, elapsed0 = 0, [], [0.0, 0], 0.0
     if ckpt_path.is_file():
         ck = _load_checkpoint(ckpt_path)
-        keys = ("recipe", "seed", "val_fraction", "categories", "val_image_ids", "n_train_images", "train_ids_sha256")
-        diff = [k for k in keys if ck["config"].get(k) != config[k]]
+        keys = ("recipe", "seed", "val_fraction", "categories", "val_image_ids", "n_train_images", "train_ids_sha256",
+                "train_labels_sha256")
+        # (checkpoints from before the labels hash existed lack it; their frames and recipe are still compared)
+        diff = [k for k in keys if ck["config"].get(k) != config[k] and not (k == "train_labels_sha256" and k not in ck["config"])]
         if diff:
             raise QualmetError(f"{out}: holds a checkpoint of a different training ({', '.join(diff)} differ); "
                                "use another --out folder or delete it")

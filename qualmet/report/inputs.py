@@ -108,7 +108,8 @@ def _read_csv(p: Path) -> pd.DataFrame | None:
     if not p.is_file():
         return None
     try:
-        return pd.read_csv(p)
+        # arm names such as "NA" or "None" are names, not missing values
+        return pd.read_csv(p, keep_default_na=False, na_values=[""])
     except Exception as exc:  # pandas raises several types for a bad CSV
         raise QualmetError(f"{p}: cannot read CSV ({exc})") from None
 
