@@ -36,11 +36,12 @@ def describe_os_error(exc: OSError) -> str:
     if name is None:
         return f"{type(exc).__name__}: {exc}"
     p = Path(name)
-    for parent in [p] + list(p.parents) if isinstance(exc, (FileExistsError, NotADirectoryError)) else []:
-        if parent.is_file() and parent != p:
-            return f"{parent} is a file, not a folder (needed for {p})"
-        if parent.is_file() and isinstance(exc, FileExistsError):
-            return f"{parent} is a file, not a folder"
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        # mkdir of p itself (FileExistsError) or of a path below a file: the first file on the way
+        on_the_way = ([p] if isinstance(exc, FileExistsError) else []) + list(p.parents)
+        blocker = next((q for q in on_the_way if q.is_file()), None)
+        if blocker is not None:
+            return f"{blocker} is a file, not a folder" + ("" if blocker == p else f" (needed for {p})")
     return f"{name}: {exc.strerror or exc}"
 
 

@@ -181,6 +181,15 @@ class Dataset:
                 for i, c, x, y, w, h, s in zip(a["image_id"], a["category_id"], a["x"], a["y"], a["w"], a["h"], a["score"])]
 
 
+def labels_sha256(ds: Dataset) -> str:
+    """Hash of a data set's boxes (id, image, class, box): two trainings on the same frames with other
+    labels differ in it (a resumed training or experiment arm must not reuse the other's model)."""
+    import hashlib
+
+    a = ds.annotations.sort_values("id")[["id", "image_id", "category_id", "x", "y", "w", "h"]]
+    return hashlib.sha256(a.to_csv(index=False, float_format="%.6f").encode()).hexdigest()
+
+
 def _clean_record(r: dict[str, Any]) -> dict[str, Any]:
     """Drop missing extras (NaN/None from other rows' keys) and turn numpy scalars into Python."""
     out = {}

@@ -87,8 +87,8 @@ def coco_eval(gt: Dataset, preds: pd.DataFrame) -> tuple[dict[str, float | None]
         area = (a["area"].where(np.isfinite(a["area"]), a["w"] * a["h"]) if "area" in a else a["w"] * a["h"]).to_numpy(float)
         present = {"s": bool((area < 32 ** 2).any()), "m": bool(((area >= 32 ** 2) & (area < 96 ** 2)).any()),
                    "l": bool((area >= 96 ** 2).any())}
-        stats = {k: (None if k[-1] in present and k[:2] in ("AP", "AR") and len(k) == 3 and not present[k[-1]] else 0.0)
-                 for k in COCO_STATS}
+        size_of = {"APs": "s", "APm": "m", "APl": "l", "ARs": "s", "ARm": "m", "ARl": "l"}
+        stats = {k: (None if k in size_of and not present[size_of[k]] else 0.0) for k in COCO_STATS}
         return stats, {c: (0.0 if (a["category_id"] == c).any() else None) for c in cat_ids}, None
     with contextlib.redirect_stdout(io.StringIO()):
         cg = COCO()

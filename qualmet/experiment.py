@@ -20,6 +20,7 @@ import pandas as pd
 
 from . import __version__
 from .atomic import write_json, write_text
+from .dataset import labels_sha256
 from .environment import describe, differences, digest, versions
 from .errors import QualmetError
 from .select import Strategy
@@ -104,8 +105,9 @@ def load_spec(path: str | Path, quick: bool = False) -> Spec:
         raise QualmetError(f"{p}: an experiment needs an arm named 'random' (the baseline)")
     if len(spec["seeds"]) < 1:
         raise QualmetError(f"{p}: 'seeds' must list at least one seed")
-    _check_spec(spec, p)
-    return Spec(name=str(spec.get("name", p.stem)), raw=spec, path=p)
+    out = Spec(name=str(spec.get("name", p.stem)), raw=spec, path=p)
+    _check_spec(out)
+    return out
 
 
 # the keys a spec may use, per table; anything else is a typo that would otherwise be ignored
@@ -117,9 +119,12 @@ SPEC_KEYS = {
 }
 
 
-def _check_spec(spec: dict, p: Path) -> None:
+def _check_spec(s: Spec) -> None:
     """Unknown keys, recipe fields, metric names and the budget fail here, before any data is made
     or any model trained."""
+    from .select import check_budget
+
+    spec, p = s.raw, s.path
     for table, allowed in SPEC_KEYS.items():
         got = spec if table == "" else spec.get(table) or {}
         if not isinstance(got, dict):
@@ -135,20 +140,22 @@ def _check_spec(spec: dict, p: Path) -> None:
         get_recipe(str(det.pop("recipe", "ssdlite256")), **{k: v for k, v in det.items() if k != "val_fraction"})
     except (QualmetError, TypeError) as exc:
         raise QualmetError(f"{p}: [detector]: {exc}") from None
-    b = spec["budget"]
-    if isinstance(b, bool) or not isinstance(b, (int, float)) or (isinstance(b, float) and not 0 < b <= 1) \
-            or (isinstance(b, int) and b < 1):
-        raise QualmetError(f"{p}: budget must be a frame count >= 1 or a fraction in (0, 1], got {b!r}")
+    try:
+        check_budget(spec["budget"])
+    except QualmetError as exc:
+        raise QualmetError(f"{p}: {exc}") from None
+    _known_metrics(s)
+
+
+def _known_metrics(spec: Spec):
+    """The registry, after checking it has every metric ``spec`` needs (an error naming the others)."""
     from .registry import load_registry
 
     reg = load_registry()
-    names = list(spec.get("metrics", []))
-    for a in spec["arms"]:
-        names += [a["metric"]] if a.get("metric") else []
-        names += list(a.get("metrics", []))
-    unknown = sorted({m for m in names if m not in reg})
+    unknown = [m for m in spec.metrics_needed() if m not in reg]
     if unknown:
-        raise QualmetError(f"{p}: unknown metric(s) {', '.join(unknown)}; see `qualmet metrics list`")
+        raise QualmetError(f"{spec.path}: unknown metric(s) {', '.join(unknown)}; see `qualmet metrics list`")
+    return reg
 
 
 def config_hash(obj: Any) -> str:
@@ -253,14 +260,10 @@ def load_split(json_path: str | Path):
 
 def compute_metrics(spec: Spec, out: Path, noisy: Path, workers: int | None, progress: bool):
     """Run the metrics the arms need (out-of-fold predictions first, when a metric needs them)."""
-    from .registry import load_registry
     from .runner import run_metrics
 
-    reg = load_registry()
+    reg = _known_metrics(spec)
     names = spec.metrics_needed()
-    unknown = [m for m in names if m not in reg]
-    if unknown:
-        raise QualmetError(f"{spec.path}: unknown metric(s) {', '.join(unknown)}; see `qualmet metrics list`")
     preds = None
     if any("predictions" in reg[m].needs for m in names):
         p = spec.raw["predictions"]
@@ -331,7 +334,7 @@ def run_arm(spec: Spec, arm: dict, seed: int, out: Path, run, worse: dict, noisy
             raise QualmetError(f"arm {arm['name']!r}: an oracle arm needs a noise manifest (the spec has no [noise])")
         subset = restore_images(subset, load_manifest(manifest), restored)
     arm_dir.mkdir(parents=True, exist_ok=True)
-    _clear_stale_training(arm_dir, {"selection_hash": fingerprint, "labels_sha256": _labels_hash(subset)})
+    _clear_stale_training(arm_dir, {"selection_hash": fingerprint, "labels_sha256": labels_sha256(subset)})
     subset_json = arm_dir / "subset.json"
     _save(subset, subset_json)
     sel.reasons.to_csv(arm_dir / "reasons.csv.tmp", index=False)
@@ -346,12 +349,6 @@ def run_arm(spec: Spec, arm: dict, seed: int, out: Path, run, worse: dict, noisy
     _log(f"  {arm['name']} seed {seed}: AP {stats['AP'] or 0:.3f}  AP50 {stats['AP50'] or 0:.3f}  AR100 {stats['AR100'] or 0:.3f} "
          f"({result['train_seconds']:.0f} s)")
     return result
-
-
-def _labels_hash(ds) -> str:
-    from .detector.train import labels_sha256  # noqa: PLC0415 - torch is imported only when an arm trains
-
-    return labels_sha256(ds)
 
 
 def _clear_stale_training(arm_dir: Path, want: dict) -> None:

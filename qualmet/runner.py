@@ -250,9 +250,13 @@ class WorkerDied(RuntimeError):
     this task alone, so the task itself is the cause."""
 
 
+def _is_killed_worker(res: Any) -> bool:
+    """Dask's report of a task that kept killing its workers (it also hits tasks merely queued there)."""
+    return type(res).__name__ == "KilledWorker"
+
+
 def _is_worker_death(res: Any) -> bool:
-    # Dask reports a task that kept killing its workers as KilledWorker
-    return isinstance(res, WorkerDied) or type(res).__name__ == "KilledWorker"
+    return isinstance(res, WorkerDied) or _is_killed_worker(res)
 
 
 def _how_ended(procs: list) -> str:
@@ -606,21 +610,34 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
                    disable=not progress, dynamic_ncols=True)
         parts: dict[int, dict] = {}  # chunks whose worker died, being rerun a frame at a time
 
+        def fail(task: ChunkTask, res: BaseException) -> None:  # every metric of every frame: one error each
+            for fr in task.frames:
+                for n in task.metric_names:
+                    errors.append(_error(n, fr["image_id"], fr["file_name"], res))
+
+        def tally(res: ChunkResult) -> None:
+            counters["decodes"] += res.decodes
+            for k, v in res.seconds.items():
+                seconds[k] = seconds.get(k, 0.0) + v
+
+        def save(index: int, names: list[str], objects: pd.DataFrame, frames_: pd.DataFrame, meta: dict) -> dict:
+            """The chunk's cache file (keyed by its metrics' keys), written when there is an output folder."""
+            meta = {"keys": {n: plan[index][0][n] for n in names}, **meta}
+            if chunk_dir is not None:
+                _write_chunk(chunk_dir / f"{_k(*sorted(meta['keys'].values()))}.parquet", objects, frames_, meta)
+            return meta
+
         def finish_part(task: ChunkTask, res: Any) -> None:
             """One frame of a split chunk is back; once all are, the chunk is cached as usual (unless a
             frame failed as a whole: a rerun tries it again, as a worker death may not recur)."""
             p = parts[task.index]
             if isinstance(res, BaseException):
                 p["failed"] = True
-                for fr in task.frames:
-                    for n in task.metric_names:
-                        errors.append(_error(n, fr["image_id"], fr["file_name"], res))
+                fail(task, res)
             else:
                 absorb(task.index, res.objects, res.frames, {"errors": res.errors, "skipped": res.skipped})
                 p["results"].append(res)
-                counters["decodes"] += res.decodes
-                for k, v in res.seconds.items():
-                    seconds[k] = seconds.get(k, 0.0) + v
+                tally(res)
             p["left"] -= 1
             bar.update(len(task.frames))
             if p["left"]:
@@ -632,12 +649,10 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
             if chunk_dir is None:
                 return
             rs = sorted(p["results"], key=lambda r: p["order"][int(r.frames["image_id"].iloc[0])])
-            meta = {"keys": {n: plan[task.index][0][n] for n in task.metric_names},
-                    "errors": [e for r in rs for e in r.errors], "skipped": [k for r in rs for k in r.skipped],
-                    "decodes": sum(r.decodes for r in rs), "seconds": {}, "frames": list(p["order"])}
-            _write_chunk(chunk_dir / f"{_k(*sorted(meta['keys'].values()))}.parquet",
-                         pd.concat([r.objects for r in rs], ignore_index=True),
-                         pd.concat([r.frames for r in rs], ignore_index=True), meta)
+            save(task.index, task.metric_names, pd.concat([r.objects for r in rs], ignore_index=True),
+                 pd.concat([r.frames for r in rs], ignore_index=True),
+                 {"errors": [e for r in rs for e in r.errors], "skipped": [k for r in rs for k in r.skipped],
+                  "decodes": sum(r.decodes for r in rs), "seconds": {}, "frames": list(p["order"])})
 
         def one_at_a_time(ts: list[ChunkTask]) -> Iterator[tuple[ChunkTask, Any]]:
             for t in ts:  # nothing else in flight: if a worker dies now, this task killed it
@@ -651,8 +666,7 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
                 requeue: list[ChunkTask] = []
                 for task, res in (one_at_a_time(work) if alone else ex.map_unordered(compute_chunk, work)):
                     if task.index in parts:
-                        if _is_worker_death(res) and not isinstance(res, WorkerDied) and not alone:
-                            # Dask's KilledWorker also hits tasks that only waited on the dying worker
+                        if _is_killed_worker(res) and not alone:  # perhaps only queued on the dying worker
                             suspects.append(task)
                             continue
                         finish_part(task, res)
@@ -665,22 +679,16 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
                         requeue.extend(_split(task))
                         continue
                     if isinstance(res, BaseException):  # the chunk as a whole failed (e.g. its one frame killed the worker)
-                        for fr in task.frames:
-                            for n in task.metric_names:
-                                errors.append(_error(n, fr["image_id"], fr["file_name"], res))
+                        fail(task, res)
                         counters["chunks_failed"] += 1
                         bar.update(len(task.frames))
                         continue
-                    meta = {"keys": {n: plan[task.index][0][n] for n in task.metric_names}, "errors": res.errors,
-                            "skipped": res.skipped, "decodes": res.decodes, "seconds": res.seconds,
-                            "frames": [fr["image_id"] for fr in task.frames]}
-                    if chunk_dir is not None:
-                        _write_chunk(chunk_dir / f"{_k(*sorted(meta['keys'].values()))}.parquet", res.objects, res.frames, meta)
+                    meta = save(task.index, task.metric_names, res.objects, res.frames,
+                                {"errors": res.errors, "skipped": res.skipped, "decodes": res.decodes,
+                                 "seconds": res.seconds, "frames": [fr["image_id"] for fr in task.frames]})
                     absorb(task.index, res.objects, res.frames, meta)
                     counters["chunks_computed"] += 1
-                    counters["decodes"] += res.decodes
-                    for k, v in res.seconds.items():
-                        seconds[k] = seconds.get(k, 0.0) + v
+                    tally(res)
                     bar.update(len(task.frames))
                 if requeue:
                     work, alone = requeue, False

@@ -78,15 +78,21 @@ class Selection:
     relabel_images: list[int] = field(default_factory=list)  # relabel: the frames those boxes are in
 
 
-def resolve_budget(n_frames: int, budget: float | int) -> int:
+def check_budget(budget: Any) -> None:
     """A budget is a number of frames (int >= 1) or a fraction of the frames (0 < float <= 1)."""
-    if isinstance(budget, float) and 0 < budget <= 1:
+    is_count = isinstance(budget, (int, np.integer)) and not isinstance(budget, bool) and budget >= 1
+    if not (is_count or (isinstance(budget, float) and 0 < budget <= 1)):
+        raise QualmetError(f"budget must be a frame count >= 1 or a fraction in (0, 1], got {budget!r}")
+
+
+def resolve_budget(n_frames: int, budget: float | int) -> int:
+    """The number of frames ``budget`` (see :func:`check_budget`) stands for among ``n_frames``."""
+    check_budget(budget)
+    if isinstance(budget, float):
         return max(1, int(round(n_frames * budget)))
-    if isinstance(budget, (int, np.integer)) and budget >= 1:
-        if budget > n_frames:
-            raise QualmetError(f"budget of {budget} frames exceeds the {n_frames} frames available")
-        return int(budget)
-    raise QualmetError(f"budget must be a frame count >= 1 or a fraction in (0, 1], got {budget!r}")
+    if budget > n_frames:
+        raise QualmetError(f"budget of {budget} frames exceeds the {n_frames} frames available")
+    return int(budget)
 
 
 def orient(values: pd.Series, worse: str) -> pd.Series:
@@ -101,7 +107,9 @@ def metric_level(metric: str, objects: pd.DataFrame, frames: pd.DataFrame) -> st
         return "object"
     if metric in frames.columns:
         return "frame"
-    base = {"annotation_id", "image_id", "category_id", "x", "y", "w", "h", "file_name", "width", "height"}
+    from .runner import FRAME_BASE, OBJECT_BASE  # the tables' id and box columns, not metrics
+
+    base = set(OBJECT_BASE) | set(FRAME_BASE)
     raise QualmetError(f"metric {metric!r} is not in the metrics run; computed metrics: "
                        f"{', '.join(sorted((set(objects.columns) | set(frames.columns)) - base))}")
 

@@ -30,6 +30,15 @@ def letterbox(img: np.ndarray, size: int) -> tuple[np.ndarray, float]:
     return out, scale
 
 
+def unletterbox(boxes: torch.Tensor, scale: float, width: int, height: int) -> np.ndarray:
+    """Model-input xyxy boxes back to original pixels, clipped to the ``width`` x ``height`` image (the
+    letterbox padding lies beyond it). Float64 (N, 4) xyxy."""
+    b = boxes.float().cpu().numpy().astype(np.float64) / scale
+    b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, width)
+    b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, height)
+    return b
+
+
 def to_tensor(img: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, H, W) float in [0, 1] (the model's transform normalises)."""
     return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)

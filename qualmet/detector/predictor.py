@@ -19,7 +19,7 @@ import torch
 from ..dataset import Dataset, empty_annotations
 from ..errors import ImageError, QualmetError
 from ..imageio import read_image
-from .data import letterbox, to_tensor
+from .data import letterbox, to_tensor, unletterbox
 from .recipe import Recipe, build_model
 
 
@@ -90,9 +90,7 @@ class Predictor:
                 dets = self.model(x)
             for (_, scale, (h, w)), det in zip(batch, dets):
                 keep = det["scores"] >= score_threshold
-                b = det["boxes"][keep].float().cpu().numpy().astype(np.float64) / scale
-                b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, w)
-                b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, h)
+                b = unletterbox(det["boxes"][keep], scale, w, h)
                 xywh = np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1)
                 labels = det["labels"][keep].cpu().numpy()
                 out.append({"boxes": xywh, "scores": det["scores"][keep].float().cpu().numpy().astype(np.float64),

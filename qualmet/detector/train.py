@@ -29,11 +29,11 @@ import torch
 
 from .. import __version__
 from ..atomic import atomic_path, sha256_file, write_json, write_text
-from ..dataset import Dataset
+from ..dataset import Dataset, labels_sha256
 from ..errors import QualmetError
 from ..environment import describe, differences, versions
 from ..evaluate import coco_eval
-from .data import DetectionData, IterationSampler, collate, split_images, to_tensor
+from .data import DetectionData, IterationSampler, collate, split_images, to_tensor, unletterbox
 from .predictor import Predictor, pick_device
 from .recipe import MIN_USEFUL_ITERS, Recipe, build_model, get_recipe, lr_factor, param_groups
 
@@ -164,10 +164,7 @@ def detect(model: torch.nn.Module, data: DetectionData, batch_size: int, device:
             with torch.autocast("cuda", enabled=amp):
                 dets = model([to_tensor(f[0]).to(device) for f in frames])
             for i, (_, scale), d in zip(idx, frames, dets):
-                b = d["boxes"].float().cpu().numpy().astype(np.float64) / scale
-                w, h = data.sizes[i]  # letterbox padding lies beyond the image: boxes reaching into it are clipped
-                b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, w)
-                b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, h)
+                b = unletterbox(d["boxes"], scale, *data.sizes[i])
                 for (x1, y1, x2, y2), sc, lab in zip(b, d["scores"].float().cpu().numpy(), d["labels"].cpu().numpy()):
                     rows.append((data.image_ids[i], data.cat_ids[int(lab) - 1], x1, y1, x2 - x1, y2 - y1, float(sc)))
     finally:
@@ -256,13 +253,6 @@ def _write_outputs(out: Path, model: torch.nn.Module, config: dict[str, Any], ca
     plot_log(log, out / "loss_curves.png")
     outputs = {n: {"bytes": (out / n).stat().st_size, "sha256": sha256_file(out / n)} for n in OUTPUT_FILES}
     write_json(out / "config.json", {**config, "outputs": outputs}, indent=2)
-
-
-def labels_sha256(ds: Dataset) -> str:
-    """Hash of a data set's boxes (image, class, box), so a resumed training refuses a checkpoint made
-    from other labels on the same frames."""
-    a = ds.annotations.sort_values("id")[["id", "image_id", "category_id", "x", "y", "w", "h"]]
-    return hashlib.sha256(a.to_csv(index=False, float_format="%.6f").encode()).hexdigest()
 
 
 def train(dataset: str | os.PathLike | Dataset, out_dir: str | os.PathLike, val_fraction: float = 0.2,
