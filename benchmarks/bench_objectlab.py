@@ -246,8 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=1, help="metric worker processes (default 1: a shared machine)")
     args = ap.parse_args(argv)
     from qualmet.atomic import atomic_path, write_text
-    from qualmet.experiment import load_split
-    from qualmet.formats import load_predictions
+    from qualmet.formats import load_coco, load_predictions
     from qualmet.noise import load_manifest
     from qualmet.registry import load_registry
     from qualmet.runner import run_metrics
@@ -257,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--out {out} lies inside the experiment folder {exp}; choose another")
     paths = find_inputs(exp)
     out.mkdir(parents=True, exist_ok=True)
-    ds = load_split(paths["noisy"])
+    ds = load_coco(paths["noisy"])
     preds = load_predictions(paths["preds"], ds.images)
     manifest = load_manifest(paths["manifest"])
     print(f"{exp}: {len(ds.images)} frames, {len(ds.annotations)} boxes, {len(manifest)} injected errors "

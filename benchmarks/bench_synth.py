@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from qualmet.atomic import write_bytes
 from qualmet.synth import generate, render_frame

@@ -24,11 +24,11 @@ RACCOON_SPEC = REPO / "experiments" / "raccoon_filtering.toml"
 # computes every built-in on the data sets named on the command line, saves one array per column
 PROBE = """
 import sys, numpy as np, cv2
-from qualmet.experiment import load_split
+from qualmet.formats import load_coco
 from qualmet.runner import FRAME_BASE, OBJECT_BASE, run_metrics
 out = {}
 for path in sys.argv[2:]:
-    r = run_metrics(load_split(path), workers=1, progress=False, entry_points=False)
+    r = run_metrics(load_coco(path), workers=1, progress=False, entry_points=False)
     for df, base in ((r.objects, OBJECT_BASE), (r.frames, FRAME_BASE)):
         for c in df.columns[len(base):]:
             out[f"{path}:{c}"] = df[c].to_numpy(float)
@@ -39,16 +39,15 @@ print(cv2.__version__)
 
 def prepare(tmp: Path, frames: int) -> list[str]:
     """Noisy synthetic frames, and the raccoon experiment's noisy split when the data is there."""
-    from qualmet.experiment import _save, load_spec, prepare_data
+    from qualmet.experiment import load_spec, prepare_data
+    from qualmet.formats import load_coco, save_coco
     from qualmet.noise import corrupt
     from qualmet.synth import generate
 
     syn = tmp / "synth"
     generate(syn, n_train=frames, n_test=0, seed=0, size=(640, 480), progress=False)
-    from qualmet.formats import load_coco
-
     noisy, _ = corrupt(load_coco(syn / "train.json"), rate=0.3, seed=0)
-    _save(noisy, syn / "train_noisy.json")
+    save_coco(noisy, syn / "train_noisy.json")
     paths = [str(syn / "train_noisy.json")]
     try:
         noisy_raccoon, _, _ = prepare_data(load_spec(RACCOON_SPEC), tmp / "raccoon")

@@ -20,7 +20,8 @@ def _step(title: str) -> float:
 def demo(out: str | Path, quick: bool = True) -> Path:
     """Run the demo into ``out`` (the quick experiment unless ``quick=False``) and return that folder."""
     from .label_errors import write_label_error_report
-    from .experiment import load_split, compute_metrics, load_spec, prepare_data, run_experiment
+    from .experiment import compute_metrics, load_spec, prepare_data, run_experiment
+    from .formats import load_coco
     from .noise import load_manifest
     from .show import show_grid
     from .validate import validate
@@ -32,7 +33,7 @@ def demo(out: str | Path, quick: bool = True) -> Path:
 
     t = _step("1. data: synthetic pandas, 30% label noise injected into the training split")
     noisy_json, test_json, manifest = prepare_data(spec, exp)
-    noisy, test = load_split(noisy_json), load_split(test_json)
+    noisy, test = load_coco(noisy_json), load_coco(test_json)
     man = load_manifest(manifest)
     print(f"train (noisy): {len(noisy.images)} frames, {len(noisy.annotations)} boxes; test (clean): "
           f"{len(test.images)} frames, {len(test.annotations)} boxes; {len(man)} injected errors "

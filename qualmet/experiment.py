@@ -23,6 +23,7 @@ from .atomic import write_json, write_text
 from .dataset import labels_sha256
 from .environment import describe, differences, digest, versions
 from .errors import QualmetError
+from .formats import load_coco, save_coco
 from .select import Strategy
 
 DEFAULTS: dict[str, Any] = {
@@ -200,8 +201,6 @@ def prepare_data(spec: Spec, out: Path) -> tuple[Path, Path, Path | None]:
         _log(f"generating {d['train']} train + {d['test']} test synthetic frames ({d['size']} px, seed {d['seed']})")
         generate(data_dir, n_train=int(d["train"]), n_test=int(d["test"]), seed=int(d["seed"]), size=d["size"],
                  progress=False)
-        for f in (clean, test):
-            write_text(f.with_suffix(".images"), str((data_dir / "images").resolve()))
     else:  # a real data set: a path in any supported format, with a test split given or carved out by seed
         import numpy as np
 
@@ -218,44 +217,20 @@ def prepare_data(spec: Spec, out: Path) -> tuple[Path, Path, Path | None]:
             tr = full.subset([i for i in ids if i not in test_ids])
             te = full.subset(sorted(test_ids))
         _log(f"{src}: {len(tr.images)} train / {len(te.images)} test frames")
-        _save(tr, clean)
-        _save(te, test)
+        save_coco(tr, clean)
+        save_coco(te, test)
     if noise and float(noise.get("rate", 0)) > 0:
         from .noise import corrupt, save_manifest
 
-        noisy_ds, man = corrupt(load_split(clean), rate=float(noise["rate"]), seed=int(noise.get("seed", 0)),
+        noisy_ds, man = corrupt(load_coco(clean), rate=float(noise["rate"]), seed=int(noise.get("seed", 0)),
                                 types=noise.get("types"))
-        _save(noisy_ds, noisy)
+        save_coco(noisy_ds, noisy)
         save_manifest(man, manifest)
         _log(f"label noise: {len(man)} changes at rate {noise['rate']} ({man['type'].value_counts().to_dict()})")
     else:
-        _save(load_split(clean), noisy)
+        save_coco(load_coco(clean), noisy)
     _stamp(data_dir, cfg)
     return noisy, test, manifest if manifest.exists() else None
-
-
-def _save(ds, json_path: Path) -> None:
-    """Save COCO plus a ``.images`` sidecar naming the absolute image root, so subsets written in
-    other folders still find their images."""
-    from .formats import save_coco
-
-    save_coco(ds, json_path)
-    write_text(json_path.with_suffix(".images"), str(Path(ds.image_root).resolve()))
-
-
-def image_root_for(json_path: Path) -> Path | None:
-    """Image root recorded beside a COCO file written by the experiment runner, else the default."""
-    side = json_path.with_suffix(".images")
-    return Path(side.read_text().strip()) if side.exists() else None
-
-
-def load_split(json_path: str | Path):
-    """Load a COCO file the experiment runner wrote (train, noisy train, test, subsets), finding its
-    images through the ``.images`` sidecar beside it."""
-    from .formats import load_coco
-
-    json_path = Path(json_path)
-    return load_coco(json_path, images=image_root_for(json_path))
 
 
 def compute_metrics(spec: Spec, out: Path, noisy: Path, workers: int | None, progress: bool):
@@ -275,13 +250,13 @@ def compute_metrics(spec: Spec, out: Path, noisy: Path, workers: int | None, pro
 
             _log(f"out-of-fold predictions: {p['folds']} folds x {p.get('iters', spec.raw['detector']['iters'])} iterations")
             det = spec.raw["detector"]
-            crossval(load_split(noisy), folds=int(p["folds"]), out=oof, work_dir=out / "oof" / "folds",
+            crossval(load_coco(noisy), folds=int(p["folds"]), out=oof, work_dir=out / "oof" / "folds",
                      iters=int(p.get("iters", det["iters"])), seed=0, recipe=det["recipe"], progress=progress,
                      **{k: v for k, v in det.items() if k not in ("recipe", "iters", "val_fraction")})
             _stamp(out / "oof", cfg)
         preds = oof
     _log(f"metrics: {', '.join(names)}")
-    run = run_metrics(load_split(noisy), predictions=preds, metrics=names, out=out / "metrics", workers=workers,
+    run = run_metrics(load_coco(noisy), predictions=preds, metrics=names, out=out / "metrics", workers=workers,
                       progress=progress)
     worse = {m: reg[m].worse for m in names}
     return run, worse
@@ -293,7 +268,7 @@ def _train_subset(subset_json: Path, test, arm_dir: Path, spec: Spec, seed: int,
 
     det = spec.raw["detector"]
     overrides = {k: v for k, v in det.items() if k not in ("recipe", "iters", "val_fraction")}  # e.g. input_size
-    res = train(load_split(subset_json), arm_dir / "model", val_fraction=float(det.get("val_fraction", 0.0)),
+    res = train(load_coco(subset_json), arm_dir / "model", val_fraction=float(det.get("val_fraction", 0.0)),
                 iters=int(det["iters"]), seed=seed, recipe=det["recipe"], progress=progress, **overrides)
     preds = res.predictor.predict_dataset(test, progress=False)
     ev = evaluate(test, preds, out=arm_dir / "eval")
@@ -312,7 +287,7 @@ def run_arm(spec: Spec, arm: dict, seed: int, out: Path, run, worse: dict, noisy
     # results written before 2026-12-02 hashed one more key, always null (a lookup that never matched)
     hashes = {config_hash(cfg), config_hash({**cfg, "metrics_hash": None})}
     result_path = arm_dir / "result.json"
-    noisy = load_split(noisy_json)
+    noisy = load_coco(noisy_json)
     strategy = Strategy.from_dict(arm)
     sel = select(run.objects, run.frames, noisy.images["id"], strategy, spec.raw["budget"], seed, worse)
     restored = sel.relabel_images if arm.get("oracle") else []
@@ -336,7 +311,7 @@ def run_arm(spec: Spec, arm: dict, seed: int, out: Path, run, worse: dict, noisy
     arm_dir.mkdir(parents=True, exist_ok=True)
     _clear_stale_training(arm_dir, {"selection_hash": fingerprint, "labels_sha256": labels_sha256(subset)})
     subset_json = arm_dir / "subset.json"
-    _save(subset, subset_json)
+    save_coco(subset, subset_json)
     sel.reasons.to_csv(arm_dir / "reasons.csv.tmp", index=False)
     Path(arm_dir / "reasons.csv.tmp").replace(arm_dir / "reasons.csv")
     t0 = time.perf_counter()
@@ -420,7 +395,7 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, quick: 
          f"budget {spec.raw['budget']}, {spec.raw['detector']['recipe']} x {spec.raw['detector']['iters']} iterations -> {out}")
     noisy_json, test_json, manifest = prepare_data(spec, out)
     run, worse = compute_metrics(spec, out, noisy_json, workers, progress)
-    test = load_split(test_json)
+    test = load_coco(test_json)
     if manifest is not None:
         from .label_errors import write_label_error_report
 

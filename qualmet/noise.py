@@ -476,10 +476,11 @@ def default_manifest_path(noisy_json: str | os.PathLike) -> Path:
 
 def corrupt_file(dataset: str | os.PathLike, out: str | os.PathLike, rate: float = 0.3, seed: int = 0,
                  types: Sequence[str] | None = None, shares: dict[str, float] | Sequence[float] | None = None,
-                 manifest: str | os.PathLike | None = None) -> tuple[Path, Path, dict[str, int], str]:
+                 manifest: str | os.PathLike | None = None) -> tuple[Path, Path, dict[str, int]]:
     """File-level ``corrupt`` (the ``qualmet corrupt`` command): load COCO, write noisy COCO and manifest.
 
-    Returns (noisy path, manifest path, errors per type, a note for the user or "").
+    The noisy file finds the clean set's images wherever it is written (``save_coco``'s ``.images``
+    sidecar). Returns (noisy path, manifest path, errors per type).
     """
     from .formats import load_coco, save_coco
 
@@ -491,8 +492,4 @@ def corrupt_file(dataset: str | os.PathLike, out: str | os.PathLike, rate: float
     mpath = Path(manifest) if manifest is not None else default_manifest_path(dst)
     save_coco(noisy, dst)
     save_manifest(m, mpath)
-    note = ""
-    if src.resolve().parent != dst.resolve().parent:
-        note = (f"note: {dst} is in another folder than {src}; pass --images {Path(ds.image_root).resolve()} "
-                f"when you use it (the image root is not stored in COCO JSON)")
-    return dst, mpath, count_by_type(m), note
+    return dst, mpath, count_by_type(m)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from qualmet.experiment import load_split, load_spec, prepare_data
+from qualmet.experiment import load_spec, prepare_data
+from qualmet.formats import load_coco
 from qualmet.imageio import read_image
 from qualmet.noise import applicable_types, load_manifest
 from qualmet.registry import load_registry
@@ -46,7 +47,7 @@ def raccoon(tmp_path_factory, raccoon_dir):
 
 def test_raccoon_spec_uses_the_authors_160_40_split(raccoon, raccoon_dir):
     spec, out, noisy_json, test_json, _ = raccoon
-    clean, noisy, test = load_split(out / "data" / "train.json"), load_split(noisy_json), load_split(test_json)
+    clean, noisy, test = load_coco(out / "data" / "train.json"), load_coco(noisy_json), load_coco(test_json)
     assert len(clean.images) == len(noisy.images) == 160
     assert len(test.images) == 40
     csv = raccoon_dir / "data"
@@ -60,14 +61,14 @@ def test_raccoon_spec_uses_the_authors_160_40_split(raccoon, raccoon_dir):
 def test_raccoon_noise_matches_the_rate(raccoon):
     spec, out, noisy_json, _, manifest_path = raccoon
     assert manifest_path is not None and manifest_path.exists()
-    clean = load_split(out / "data" / "train.json")
+    clean = load_coco(out / "data" / "train.json")
     man = load_manifest(manifest_path)
     rate = float(spec.raw["noise"]["rate"])
     assert len(man) == round(rate * len(clean.annotations))  # 52 of 173 boxes
     assert set(man["type"]) <= set(applicable_types(clean))  # single class: no wrong_class
     assert "wrong_class" not in set(man["type"])
     assert set(man["image_id"].astype(int)) <= set(clean.images["id"].astype(int))
-    noisy = load_split(noisy_json)
+    noisy = load_coco(noisy_json)
     added = man["type"].isin(["spurious", "duplicate"]).sum()
     deleted = (man["type"] == "missing").sum()
     assert len(noisy.annotations) == len(clean.annotations) + added - deleted
@@ -76,7 +77,7 @@ def test_raccoon_noise_matches_the_rate(raccoon):
 def test_raccoon_images_resolve(raccoon):
     _, _, noisy_json, test_json, _ = raccoon
     for path in (noisy_json, test_json):
-        ds = load_split(path)
+        ds = load_coco(path)
         paths = [Path(ds.image_path(f)) for f in ds.images.file_name]
         missing = [str(p) for p in paths if not p.is_file()]
         assert not missing, f"{path.name}: images not found: {missing[:3]}"

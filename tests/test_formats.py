@@ -4,12 +4,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
 import qualmet
+from qualmet.dataset import Dataset
 from qualmet.formats import load_csv, load_voc, load_yolo, parse_coco, save_coco, save_yolo
 
 from .conftest import make_coco
@@ -54,6 +56,33 @@ def test_coco_round_trip_through_pycocotools_is_exact(tmp_path, raccoon_dir):
     out = save_coco(qualmet.load_coco(tmp_path / "in.json"), tmp_path / "out.json")
     assert json.loads(out.read_text()) == d
     assert _coco_api(out).dataset == d
+
+
+def test_coco_saved_away_from_its_images_finds_them_through_the_sidecar(tmp_path, raccoon_dir):
+    """COCO JSON has no image-root field: save_coco writes NAME.images (relative) when the images are
+    not where loading would look by default, removes it when they are, and a wrong one is ignored."""
+    ds = load_voc(raccoon_dir / "annotations")
+    images = (raccoon_dir / "images").resolve()
+    away = save_coco(ds, tmp_path / "labels" / "r.json")
+    side = away.with_suffix(".images")
+    assert side.is_file() and not Path(side.read_text().strip()).is_absolute()
+    back = qualmet.load_coco(away)
+    assert back.image_root == images and back.image_path(back.images.file_name.iloc[0]).is_file()
+    assert qualmet.load_coco(away, images=tmp_path).image_root == tmp_path  # --images still wins
+    moved = tmp_path / "moved"  # moved to a folder at the same depth: the relative path still holds
+    (tmp_path / "labels").rename(moved)
+    assert qualmet.load_coco(moved / "r.json").image_root == images
+    # a sidecar naming a folder that is gone falls back to the default (the JSON's folder here)
+    (moved / "r.images").write_text("no/such/folder\n")
+    assert qualmet.load_coco(moved / "r.json").image_root == moved.resolve()
+    # saved where the default finds the images: no sidecar, and a stale one is removed
+    beside = tmp_path / "beside"
+    (beside / "images").mkdir(parents=True)
+    plain = Dataset.from_records([], [], [{"id": 1, "name": "raccoon"}], image_root=beside / "images")
+    (beside / "d.images").write_text(str(images))
+    save_coco(plain, beside / "d.json")
+    assert not (beside / "d.images").exists()
+    assert qualmet.load_coco(beside / "d.json").image_root == (beside / "images").resolve()
 
 
 def test_yolo_export_then_import_gives_the_same_boxes(tmp_path, raccoon_dir):

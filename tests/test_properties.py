@@ -7,12 +7,10 @@ import math
 
 import numpy as np
 import pandas as pd
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qualmet.boxes import clip_xywh, iou_matrix, iou_pairs, xywh_to_xyxy, xywh_to_yolo, xyxy_to_xywh, yolo_to_xywh
-from qualmet.dataset import Dataset
 from qualmet.errors import DatasetError
 from qualmet.formats import load_coco, parse_coco, save_coco
 from qualmet.registry import MetricContext, load_registry

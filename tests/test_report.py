@@ -19,7 +19,7 @@ import pytest
 from qualmet.cli import main
 from qualmet.errors import QualmetError
 from qualmet.evaluate import evaluate
-from qualmet.experiment import load_split
+from qualmet.formats import load_coco
 from qualmet.label_errors import write_label_error_report
 from qualmet.noise import corrupt_file, load_manifest
 from qualmet.report import build_report
@@ -39,7 +39,7 @@ def data(tmp_path_factory) -> dict:
     """30 synthetic frames at 128 px, 30% injected noise, every built-in metric computed."""
     root = tmp_path_factory.mktemp("report_data")
     generate(root / "syn", n_train=30, n_test=6, seed=0, size=128, workers=1)
-    noisy, manifest, _, _ = corrupt_file(root / "syn" / "train.json", root / "syn" / "noisy.json", rate=0.3, seed=0)
+    noisy, manifest, _ = corrupt_file(root / "syn" / "train.json", root / "syn" / "noisy.json", rate=0.3, seed=0)
     run = run_metrics(noisy, out=root / "run", workers=1, progress=False)
     return {"root": root, "noisy": noisy, "manifest": manifest, "run": root / "run", "objects": run.objects,
             "frames": run.frames, "info": run.info}
@@ -65,7 +65,7 @@ def model_dir(data) -> dict:
     pd.DataFrame({"iter": [10, 20], "lr": [1e-3, 5e-4], "train_loss": [6.0, 4.5], "val_loss": [6.2, 5.1],
                   "val_AP": [0.01, 0.05], "val_AP50": [0.05, 0.2], "elapsed_s": [3.0, 6.0]}).to_csv(model / "train_log.csv", index=False)
     cv2.imwrite(str(model / "loss_curves.png"), np.full((40, 60, 3), 200, np.uint8))
-    test = load_split(data["root"] / "syn" / "test.json")
+    test = load_coco(data["root"] / "syn" / "test.json")
     rng = np.random.default_rng(0)
     a = test.annotations
     preds = [{"image_id": int(r.image_id), "category_id": int(r.category_id),

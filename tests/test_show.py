@@ -72,8 +72,9 @@ def test_unreadable_frame_does_not_lose_the_sheet(tmp_path, raccoon_dir):
 
 
 def test_cli_show_without_the_images_says_so(tmp_path, raccoon, capsys):
-    src = tmp_path / "elsewhere" / "clean.json"  # no images beside it
+    src = tmp_path / "elsewhere" / "clean.json"  # the JSON alone: no images beside it, no .images sidecar
     save_coco(raccoon, src)
+    src.with_suffix(".images").unlink()
     assert main(["show", str(src), "--n", "4", "--out", str(tmp_path / "g.png")]) == 1
     err = capsys.readouterr().err
     assert "warning: 4 of 4 frames could not be read (grey cells)" in err and "pass --images DIR" in err

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import qualmet
-from qualmet.formats import load_voc, load_yolo, parse_coco
+from qualmet.formats import load_voc, load_yolo
 from qualmet.validate import validate
 
 from .conftest import make_coco

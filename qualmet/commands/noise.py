@@ -47,12 +47,10 @@ def cmd_corrupt(args: argparse.Namespace) -> int:
     types = [t.strip() for t in args.types.split(",") if t.strip()] if args.types else None
     if shares is not None and types is None:
         types = list(shares)
-    noisy_path, manifest_path, counts, note = corrupt_file(args.dataset, args.out, rate=args.rate, seed=args.seed,
-                                                           types=types, shares=shares, manifest=args.manifest)
+    noisy_path, manifest_path, counts = corrupt_file(args.dataset, args.out, rate=args.rate, seed=args.seed,
+                                                     types=types, shares=shares, manifest=args.manifest)
     for t, n in counts.items():
         print(f"{t:12s} {n}")
     print(f"{'total':12s} {sum(counts.values())}")
     print(f"wrote {noisy_path} and {manifest_path}")
-    if note:
-        print(note)
     return 0

@@ -14,10 +14,28 @@ from ..dataset import Dataset, empty_annotations
 from ..errors import DatasetError, Problem
 
 
-def default_image_root(json_path: str | os.PathLike) -> Path:
-    """The CLI convention: an ``images/`` folder beside the JSON, else the JSON's own folder."""
-    parent = Path(json_path).resolve().parent
+SIDECAR = ".images"  # NAME.images beside NAME.json: the image root, when it is not the default
+
+
+def _plain_image_root(json_path: Path) -> Path:
+    parent = json_path.resolve().parent
     return parent / "images" if (parent / "images").is_dir() else parent
+
+
+def default_image_root(json_path: str | os.PathLike) -> Path:
+    """Where a COCO file's images are when no ``--images`` is given: the folder its ``.images``
+    sidecar names (written by ``save_coco``; relative to the JSON's folder), when it exists; else an
+    ``images/`` folder beside the JSON; else the JSON's own folder."""
+    p = Path(json_path)
+    side = p.with_suffix(SIDECAR)
+    if side.is_file():
+        try:
+            root = (p.resolve().parent / side.read_text(encoding="utf-8").strip()).resolve()
+        except (OSError, UnicodeDecodeError):
+            root = None
+        if root is not None and root.is_dir():
+            return root
+    return _plain_image_root(p)
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -189,11 +207,27 @@ def load_coco(path: str | os.PathLike, images: str | os.PathLike | None = None, 
 
 
 def save_coco(ds: Dataset, path: str | os.PathLike, indent: int | None = None) -> Path:
-    """Atomically write a Dataset as COCO JSON; a NaN or infinite value anywhere raises DatasetError."""
+    """Atomically write a Dataset as COCO JSON; a NaN or infinite value anywhere raises DatasetError.
+
+    COCO JSON has no field for the image folder, so when the data set's images are not where loading
+    the file would look by default (``images/`` beside it, else its folder), a ``NAME.images``
+    sidecar names their folder (relative to the JSON's), and the file loads back with its images."""
+    p = Path(path)
     try:
-        return atomic.write_json(path, ds.to_coco(), indent=indent)
+        out = atomic.write_json(p, ds.to_coco(), indent=indent)
     except ValueError as exc:  # json refuses NaN/inf (JSON has none), e.g. in an extra key's value
-        raise DatasetError(f"{path}: cannot write COCO JSON: {exc} (a value is NaN or infinite)") from None
+        raise DatasetError(f"{p}: cannot write COCO JSON: {exc} (a value is NaN or infinite)") from None
+    side = p.with_suffix(SIDECAR)
+    if ds.image_root is not None and Path(ds.image_root).resolve() != _plain_image_root(p):
+        root = Path(ds.image_root).resolve()
+        try:
+            rel = os.path.relpath(root, p.resolve().parent)  # survives moving the whole tree
+        except ValueError:  # another drive (Windows): only an absolute path can name it
+            rel = str(root)
+        atomic.write_text(side, rel + "\n")
+    elif side.is_file():  # a sidecar left by an earlier save would now point elsewhere
+        side.unlink()
+    return out
 
 
 def load_predictions(path: str | os.PathLike, images: pd.DataFrame | None = None) -> pd.DataFrame:

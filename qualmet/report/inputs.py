@@ -136,14 +136,12 @@ def _candidates(recorded: str, run_dir: Path) -> list[Path]:
 
 def _load_dataset(path: Path, images: str | os.PathLike | None, recorded_root: str | None = None) -> Dataset:
     """``images`` if given, else the image root the run recorded (when it still exists), else the
-    ``.images`` sidecar the experiment runner writes, else the default beside the JSON."""
-    from ..experiment import image_root_for
+    file's own default (its ``.images`` sidecar, else ``images/`` beside the JSON)."""
     from ..formats import load_coco
 
     if images is None and recorded_root and Path(recorded_root).is_dir():
         images = recorded_root
-    root = images if images is not None else image_root_for(path)
-    return load_coco(path, images=root, on_invalid="skip")
+    return load_coco(path, images=images, on_invalid="skip")
 
 
 def find_dataset(run_dir: Path, info: dict[str, Any], dataset: str | os.PathLike | None = None,

@@ -159,10 +159,10 @@ def model_section(model: ModelData, out: Output, test=None, number: int = 4) -> 
 
 def find_test_set(model: ModelData, experiment_dir: Path | None):
     """The test Dataset for prediction examples: ``--test``, else the experiment's clean test split."""
-    from ..experiment import load_split
+    from ..formats import load_coco
 
     if model.test_path is not None:
-        return load_split(model.test_path)
+        return load_coco(model.test_path)
     if experiment_dir is not None and (experiment_dir / "data" / "test.json").is_file():
-        return load_split(experiment_dir / "data" / "test.json")
+        return load_coco(experiment_dir / "data" / "test.json")
     return None
