@@ -32,7 +32,7 @@ def describe_os_error(exc: OSError) -> str:
     stands where a folder must be, else 'PATH: reason'."""
     from pathlib import Path
 
-    name = exc.filename
+    name = exc.filename2 or exc.filename  # a rename names the target second: the path the user gave
     if name is None:
         return f"{type(exc).__name__}: {exc}"
     p = Path(name)

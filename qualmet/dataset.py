@@ -61,11 +61,11 @@ class Dataset:
     def from_records(cls, images: Iterable[dict], annotations: Iterable[dict], categories: Iterable[dict],
                      image_root: str | Path | None = None, **kw: Any) -> "Dataset":
         """Build from COCO-style record dicts (annotations carry ``bbox`` = [x, y, w, h])."""
-        imgs = pd.DataFrame(list(images)) if images else empty_images()
-        cats = pd.DataFrame(list(categories)) if categories else empty_categories()
+        imgs = _records_frame(list(images), IMAGE_COLUMNS) if images else empty_images()
+        cats = _records_frame(list(categories), CATEGORY_COLUMNS) if categories else empty_categories()
         anns_list = list(annotations)
         if anns_list:
-            anns = pd.DataFrame(anns_list)
+            anns = _records_frame(anns_list, ANNOTATION_COLUMNS + ["bbox", "score"])
             bbox = np.asarray([list(map(float, b)) for b in anns.pop("bbox")], dtype=np.float64).reshape(-1, 4)
             for i, c in enumerate(BOX_COLUMNS):
                 anns.insert(3 + i, c, bbox[:, i])
@@ -190,11 +190,24 @@ def labels_sha256(ds: Dataset) -> str:
     return hashlib.sha256(a.to_csv(index=False, float_format="%.6f").encode()).hexdigest()
 
 
+def _records_frame(records: list[dict], standard: list[str]) -> pd.DataFrame:
+    """DataFrame of COCO records. A key that is not one of the ``standard`` columns keeps each record's
+    own value, as an object column: an integer stays an integer beside a record that lacks the key (a
+    float column would make it 3.0 and round integers above 2**53). Records without the key hold
+    pd.NA; like null values, it is not written back (``to_coco`` omits the key)."""
+    df = pd.DataFrame(records)
+    for c in df.columns:
+        if c not in standard and (df[c].dtype.kind == "f" or df[c].isna().any()):
+            df[c] = pd.Series([r.get(c, pd.NA) for r in records], dtype=object, index=df.index)
+    return df
+
+
 def _clean_record(r: dict[str, Any]) -> dict[str, Any]:
-    """Drop missing extras (NaN/None from other rows' keys) and turn numpy scalars into Python."""
+    """Drop missing extras (None/pd.NA/NaN: another record's key, or null) and turn numpy scalars
+    into Python."""
     out = {}
     for k, v in r.items():
-        if v is None or (isinstance(v, float) and math.isnan(v)):
+        if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
             continue
         if isinstance(v, np.integer):
             v = int(v)

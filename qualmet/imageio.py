@@ -6,6 +6,7 @@ A JPEG cut short (no end-of-image marker) decodes as far as its data goes.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
 
     p = Path(path)
     try:
-        with Image.open(p) as im:
+        with _header_only(Image), Image.open(p) as im:
             w, h = im.size
             try:
                 orientation = im.getexif().get(0x0112, 1)
@@ -71,3 +72,19 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     if orientation in (5, 6, 7, 8):
         w, h = h, w
     return int(w), int(h)
+
+
+@contextlib.contextmanager
+def _header_only(Image):  # noqa: N803 (the PIL.Image module)
+    """PIL refuses to open images over ~179 megapixels (a guard against decompression bombs) and warns
+    above ~89; only the header is read here, so neither applies (decoding goes through OpenCV)."""
+    import warnings
+
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit

@@ -102,9 +102,15 @@ def _cell(ds: Dataset, im: pd.Series, anns: pd.DataFrame, names: dict[int, str],
     cell[oy:oy + nh, ox:ox + nw] = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
 
     def pts(b) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Corners in cell pixels, held just outside the cell (a box far off the image would overflow
+        OpenCV's int coordinates; an edge past the cell is not drawn either way)."""
         x, y, bw, bh = (float(v) for v in b)
-        return ((int(round(ox + x * s)), int(round(oy + y * s))),
-                (int(round(ox + (x + bw) * s)), int(round(oy + (y + bh) * s))))
+
+        def px(v: float, hi: int) -> int:
+            return int(round(min(max(v, -1.0), float(hi))))
+
+        return ((px(ox + x * s, CELL_W), px(oy + y * s, CELL_H)),
+                (px(ox + (x + bw) * s, CELL_W), px(oy + (y + bh) * s, CELL_H)))
 
     for box, cat in deleted:
         p0, p1 = pts(box)

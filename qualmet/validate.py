@@ -14,8 +14,8 @@ from .imageio import read_image
 def validate(ds: Dataset, check_images: bool = True, decode: bool = True) -> list[Problem]:
     """Check a loaded data set; returns load-time problems (``ds.skipped``) plus what is found here.
 
-    Errors: missing/undecodable image files, unsafe file names, width/height that disagree with the
-    image, boxes with non-positive size or entirely outside the image. Warnings (fixable): boxes that
+    Errors: missing/undecodable image files, unsafe file names, two image records naming one file,
+    width/height that disagree with the image, boxes with non-positive size or entirely outside the image. Warnings (fixable): boxes that
     stick out of the image (clip), truncated JPEGs (decoded as far as the data goes), a data set with
     no images or no boxes at all.
     """
@@ -26,6 +26,11 @@ def validate(ds: Dataset, check_images: bool = True, decode: bool = True) -> lis
     elif len(ds.annotations) == 0:
         problems.append(Problem("warning", src, "", "the data set has no annotations (boxes)"))
     img_by_id = ds.images.set_index("id")
+    names = ds.images["file_name"]
+    for fn, ids in ds.images.loc[names.duplicated(keep=False), "id"].groupby(names).groups.items():
+        shown = ", ".join(str(int(ds.images.at[i, "id"])) for i in ids)
+        problems.append(Problem("error", src, f"images {shown}", f"{len(ids)} image records name the same file {fn!r} "
+                                "(their boxes would mix; exports that name files by stem lose all but one)"))
 
     def item_name(image_id: int) -> str:
         return f"image {image_id} ({img_by_id.at[image_id, 'file_name']})"

@@ -1,10 +1,25 @@
 """Shared assembly for importers that see (file, size, class name, box) rows: stable ids, one place."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from ..dataset import Dataset
 from ..errors import Problem
+
+MAX_SIDE = 2 ** 31 - 1  # image sides are stored as int64 and handed to OpenCV as int
+
+
+def parse_size(width: object, height: object) -> tuple[int, int] | str:
+    """(width, height) from text such as "640" or "640.0", or why they are unusable: an image side
+    must be a whole, positive number (a 0 x 0 size is a common defect of VOC exports)."""
+    try:
+        w, h = float(width), float(height)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "width and height must be numbers"
+    if not all(math.isfinite(v) and v == int(v) and 1 <= v <= MAX_SIDE for v in (w, h)):
+        return f"width and height must be positive whole numbers, got {width} x {height}"
+    return int(w), int(h)
 
 
 def build_dataset(frames: list[dict], source: str, image_root: Path | None, problems: list[Problem],

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..dataset import Dataset
 from ..errors import DatasetError, Problem
-from ._build import build_dataset
+from ._build import build_dataset, parse_size
 
 
 def load_voc(folder: str | os.PathLike, images: str | os.PathLike | None = None) -> Dataset:
@@ -21,6 +21,7 @@ def load_voc(folder: str | os.PathLike, images: str | os.PathLike | None = None)
         raise DatasetError(f"{root_dir}: no .xml files found")
     problems: list[Problem] = []
     frames = []
+    seen: dict[str, Path] = {}  # image file name -> the XML that named it first
     for xf in files:
         try:
             tree = ET.parse(xf)
@@ -31,15 +32,18 @@ def load_voc(folder: str | os.PathLike, images: str | os.PathLike | None = None)
         ann = tree.getroot()
         fname = (ann.findtext("filename") or "").strip()
         size = ann.find("size")
-        try:
-            width = int(float(size.findtext("width")))  # type: ignore[union-attr,arg-type]
-            height = int(float(size.findtext("height")))  # type: ignore[union-attr,arg-type]
-        except (AttributeError, TypeError, ValueError):
-            problems.append(Problem("error", str(xf), fname or "<no filename>", "missing or non-numeric <size><width>/<height>"))
+        wh = parse_size(size.findtext("width"), size.findtext("height")) if size is not None else "missing <size>"
+        if isinstance(wh, str):
+            problems.append(Problem("error", str(xf), fname or "<no filename>", f"<size>: {wh}"))
             continue
+        width, height = wh
         if not fname:
             problems.append(Problem("error", str(xf), "<filename>", "missing <filename>"))
             continue
+        if fname in seen:
+            problems.append(Problem("error", str(xf), fname, f"{seen[fname].name} names the same image; this file is skipped"))
+            continue
+        seen[fname] = xf
         objects = []
         for k, obj in enumerate(ann.findall("object")):
             name = (obj.findtext("name") or "").strip()
@@ -61,17 +65,6 @@ def load_voc(folder: str | os.PathLike, images: str | os.PathLike | None = None)
                 continue
             objects.append((name, x1, y1, x2 - x1, y2 - y1))
         frames.append({"file_name": fname, "width": width, "height": height, "objects": objects})
-    dup = _duplicates([f["file_name"] for f in frames])
-    if dup:
-        raise DatasetError(f"{root_dir}: several XML files name the same image: {', '.join(dup[:5])}")
     img_root = Path(images) if images is not None else (root_dir.parent / "images" if (root_dir.parent / "images").is_dir() else root_dir)
     return build_dataset(frames, str(root_dir), img_root, problems)
 
-
-def _duplicates(names: list[str]) -> list[str]:
-    seen, dup = set(), []
-    for n in names:
-        if n in seen:
-            dup.append(n)
-        seen.add(n)
-    return dup

@@ -19,19 +19,41 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def _names_file(labels: Path, names: str | os.PathLike | None) -> Path:
+    """The class-names file: ``names``, else classes.txt / obj.names beside the labels or one folder
+    up. In the ROOT/labels layout ROOT's file comes first: a labels/classes.txt there is the label
+    file of an image named classes.*."""
     if names is not None:
         return Path(names)
+    folders = (labels.parent, labels) if labels.name == "labels" else (labels, labels.parent)
     for cand in ("classes.txt", "obj.names"):
-        for d in (labels, labels.parent):
+        for d in folders:
             if (d / cand).is_file():
                 return d / cand
     raise DatasetError(f"{labels}: no classes.txt or obj.names found; pass the class-names file")
 
 
-def _label_files(folder: Path, names: str | os.PathLike | None) -> list[Path]:
-    """The .txt files of ``folder`` other than a class-names file."""
-    skip = {"classes.txt", "obj.names"} if names is None else {Path(names).name}
-    return sorted(p for p in folder.glob("*.txt") if p.name not in skip)
+def _label_files(folder: Path, names: Path | None) -> list[Path]:
+    """The .txt files of ``folder`` other than the class-names file (any of the usual names when
+    that file is not known yet)."""
+    if names is None:
+        return sorted(p for p in folder.glob("*.txt") if p.name not in ("classes.txt", "obj.names"))
+    return sorted(p for p in folder.glob("*.txt") if p.resolve() != names.resolve())
+
+
+def _class_names(path: Path) -> list[str]:
+    """One name per line; blank lines at the end are ignored, a blank line before a name is an error
+    (it would shift the class index of every name after it)."""
+    try:
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    while lines and not lines[-1]:
+        lines.pop()
+    blank = [n for n, ln in enumerate(lines, start=1) if not ln]
+    if blank:
+        raise DatasetError(f"{path}: line {blank[0]} is blank; class k is the name on line k + 1, so a blank "
+                           "line would shift every class after it (remove it, or give the class a name)")
+    return lines
 
 
 def load_yolo(labels: str | os.PathLike, images: str | os.PathLike | None = None,
@@ -40,23 +62,31 @@ def load_yolo(labels: str | os.PathLike, images: str | os.PathLike | None = None
     lab = Path(labels)
     if not lab.is_dir():
         raise DatasetError(f"{lab}: not a folder of YOLO .txt label files")
-    if (lab / "labels").is_dir() and not _label_files(lab, names):  # the usual layout: ROOT/images, ROOT/labels
+    if (lab / "labels").is_dir() and not _label_files(lab, Path(names) if names else None):  # ROOT/images, ROOT/labels
         lab = lab / "labels"
     img_dir = Path(images) if images is not None else (lab.parent / "images" if (lab.parent / "images").is_dir() else lab)
     names_path = _names_file(lab, names)
-    try:
-        class_names = [ln.strip() for ln in names_path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"{names_path}: not UTF-8 text (byte {exc.start})") from None
+    class_names = _class_names(names_path)
     problems: list[Problem] = []
     frames = []
     image_files = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS) if img_dir.is_dir() else []
-    by_stem = {p.stem: p for p in image_files}
+    stems: dict[str, list[Path]] = {}
+    for img in image_files:
+        stems.setdefault(img.stem, []).append(img)
+    for stem, same in stems.items():  # x.jpg and x.png: which one x.txt labels cannot be known
+        if len(same) > 1:
+            problems.append(Problem("error", str(img_dir), stem, "images " + " and ".join(p.name for p in same)
+                                    + f" share the name stem {stem!r}, which labels/{stem}.txt cannot tell apart; "
+                                    "both are skipped (rename one)"))
+    by_stem = {stem: same[0] for stem, same in stems.items() if len(same) == 1}
+    image_files = [p for p in image_files if p.stem in by_stem]
     label_files = _label_files(lab, names_path)
     if not label_files and not image_files:
         raise DatasetError(f"{lab}: no YOLO label (.txt) files and no images in {img_dir}")
     for txt in label_files:
         img = by_stem.get(txt.stem)
+        if img is None and len(stems.get(txt.stem, ())) > 1:
+            continue  # reported above
         if img is None:
             problems.append(Problem("error", str(txt), txt.stem, f"no image named {txt.stem}.* in {img_dir}"))
             continue
@@ -94,8 +124,9 @@ def load_yolo(labels: str | os.PathLike, images: str | os.PathLike | None = None
             x, y, bw, bh = yolo_to_xywh(vals, w, h)[0]
             objects.append((class_names[cls], float(x), float(y), float(bw), float(bh)))
         frames.append({"file_name": img.name, "width": w, "height": h, "objects": objects})
+    labelled = {t.stem for t in label_files}
     for img in image_files:  # images with no label file are images with no boxes
-        if not (lab / f"{img.stem}.txt").exists():
+        if img.stem not in labelled:
             try:
                 w, h = image_size(img)
             except ImageError as exc:
@@ -110,9 +141,11 @@ def save_yolo(ds: Dataset, out_dir: str | os.PathLike, image_ids=None, link_imag
     with ``link_images``, also ``images/<name>`` linking to each source image, so the folder loads
     back as a YOLO data set.
 
-    Class index k is the k-th category in id order; values are written with 10 decimals. A class name
-    that is empty or holds a line break raises DatasetError (classes.txt is one name per line; leading
-    and trailing spaces are stripped on loading)."""
+    Class index k is the k-th category in id order; values are written with 10 decimals. Boxes that
+    stick out of the image are clipped to it (YOLO's normalised values cannot go beyond it); a box
+    entirely outside, a class name that is empty or holds a line break, two images with one name stem,
+    an unreadable source image or label files of other images already in ``out_dir/labels`` raise
+    DatasetError before anything is written."""
     out = Path(out_dir)
     sub = ds.subset(image_ids) if image_ids is not None else ds
     cats = ds.categories.sort_values("id")
@@ -121,36 +154,71 @@ def save_yolo(ds: Dataset, out_dir: str | os.PathLike, image_ids=None, link_imag
         if not isinstance(name, str) or not name.strip() or any(ch in name for ch in "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"):
             raise DatasetError(f"category {int(cid)}: name {name!r} cannot be written to a YOLO classes.txt "
                                "(empty, or contains a line break)")
-    stems: dict[str, str] = {}
-    for fn in sub.images["file_name"]:  # labels/<stem>.txt: two images with one stem would share a file
-        other = stems.setdefault(Path(fn).stem, fn)
-        if other != fn:
-            raise DatasetError(f"images {other!r} and {fn!r} have the same name stem; YOLO label files are "
-                               "named by stem, so they cannot both be written")
+    stems: dict[str, tuple[int, str]] = {}
+    for iid, fn in zip(sub.images["id"], sub.images["file_name"]):  # labels/<stem>.txt: one file per stem
+        other = stems.setdefault(Path(fn).stem, (int(iid), fn))
+        if other[0] != int(iid):
+            what = f"images {other[0]} and {int(iid)} are both named {fn!r}" if other[1] == fn else \
+                f"images {other[1]!r} and {fn!r} have the same name stem"
+            raise DatasetError(f"{what}; YOLO label files are named by stem, so they cannot both be written")
+    for folder, exts in (("labels", (".txt",)), ("images", IMAGE_EXTS if link_images else ())):
+        stale = sorted(q.name for q in (out / folder).glob("*") if q.suffix.lower() in exts and q.stem not in stems) \
+            if (out / folder).is_dir() else []
+        if stale:
+            raise DatasetError(f"{out / folder} already holds files of other images ({', '.join(stale[:3])}"
+                               f"{', ...' if len(stale) > 3 else ''}); they would load with this data set: "
+                               "choose an empty folder")
+    lines_of = _label_lines(sub, index)
+    sources = _image_sources(sub) if link_images else []
     write_text(out / "classes.txt", "".join(f"{n}\n" for n in cats["name"]))
-    groups = {int(k): g for k, g in sub.annotations.groupby("image_id")}
     for im in sub.images.itertuples(index=False):
-        g = groups.get(int(im.id))
-        lines = []
-        if g is not None and len(g):
-            yb = xywh_to_yolo(g[["x", "y", "w", "h"]].to_numpy(), im.width, im.height)
-            for c, row in zip(g["category_id"], yb):
-                lines.append(f"{index[int(c)]} " + " ".join(f"{v:.10f}" for v in np.asarray(row)) + "\n")
-        write_text(out / "labels" / f"{Path(im.file_name).stem}.txt", "".join(lines))
+        write_text(out / "labels" / f"{Path(im.file_name).stem}.txt", "".join(lines_of.get(int(im.id), [])))
     if link_images:
-        _link_images(sub, out / "images")
+        _link_images(sources, out / "images")
     return out
 
 
-def _link_images(ds: Dataset, folder: Path) -> None:
+def _label_lines(ds: Dataset, index: dict[int, int]) -> dict[int, list[str]]:
+    """Per image id, its YOLO label lines, boxes clipped to the image."""
+    from ..boxes import clip_xywh
+
+    sizes = ds.images.set_index("id")[["width", "height"]]
+    out: dict[int, list[str]] = {}
+    for iid, g in ds.annotations.groupby("image_id"):
+        W, H = (int(v) for v in sizes.loc[int(iid)])
+        boxes = clip_xywh(g[["x", "y", "w", "h"]].to_numpy(dtype=np.float64), W, H)
+        empty = np.flatnonzero((boxes[:, 2] <= 0) | (boxes[:, 3] <= 0))
+        if len(empty):
+            k = empty[0]
+            raise DatasetError(f"annotation {int(g['id'].iloc[k])} (image {int(iid)}): box "
+                               f"{g[['x', 'y', 'w', 'h']].iloc[k].tolist()} has no area inside the {W}x{H} image; "
+                               "YOLO cannot store it (qualmet validate lists such boxes)")
+        out[int(iid)] = [f"{index[int(c)]} " + " ".join(f"{v:.10f}" for v in row) + "\n"
+                         for c, row in zip(g["category_id"], xywh_to_yolo(boxes, W, H))]
+    return out
+
+
+def _image_sources(ds: Dataset) -> list[tuple[Path, str]]:
+    """(source path, name) of each image, all checked to exist before anything is written."""
+    out = []
+    for fn in ds.images["file_name"]:
+        src = ds.image_path(str(fn))
+        if not src.is_file():
+            raise DatasetError(f"{src}: image file not found (pass --images DIR if the images are elsewhere)")
+        out.append((src, Path(fn).name))
+    return out
+
+
+def _link_images(sources: list[tuple[Path, str]], folder: Path) -> None:
     """``folder/<name>`` for each image: a hard link to the source file, or a copy across file systems
     (not a symbolic link: the image-path safety check refuses links that lead out of the image root)."""
     import shutil
 
+    from ..atomic import atomic_path
+
     folder.mkdir(parents=True, exist_ok=True)
-    for fn in ds.images["file_name"]:
-        src = ds.image_path(str(fn))
-        dst = folder / Path(fn).name
+    for src, name in sources:
+        dst = folder / name
         if dst.exists() or dst.is_symlink():
             if dst.exists() and os.path.samefile(dst, src):
                 continue
@@ -158,4 +226,5 @@ def _link_images(ds: Dataset, folder: Path) -> None:
         try:
             os.link(src, dst)
         except OSError:
-            shutil.copy2(src, dst)
+            with atomic_path(dst) as tmp:  # a copy interrupted half-way must not look like an image
+                shutil.copyfile(src, tmp)

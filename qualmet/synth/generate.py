@@ -10,6 +10,7 @@ import cv2
 
 from ..atomic import write_bytes, write_text
 from ..dataset import Dataset
+from ..errors import QualmetError
 from ..formats import save_coco
 from .scene import _size, render_frame
 
@@ -49,9 +50,12 @@ def generate(out_dir: str | os.PathLike, n_train: int = 800, n_test: int = 200, 
 
     Train frames are indices 0..n_train-1 and test frames follow them, so the splits never share a frame.
     """
+    bad = [f"{k} {v}" for k, v in (("train frames", n_train), ("test frames", n_test), ("seed", seed)) if int(v) < 0]
+    if bad:
+        raise QualmetError(f"synth: {', '.join(bad)}: must not be negative")
+    wh = _size(size)
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    wh = _size(size)
     t0 = time.perf_counter()
     workers = workers if workers is not None else (os.cpu_count() or 1)
     pool = ProcessPoolExecutor(workers) if workers > 1 and n_train + n_test >= 32 else None
