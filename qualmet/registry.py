@@ -49,7 +49,7 @@ class MetricSpec:
     vectorised: bool = False
     finalize: Callable[..., Any] | None = None
     source: str = ""  # where it came from: "builtin", a file path, or "entry-point NAME (module)"
-    source_hash: str = ""  # hash of the defining file's text, so edits invalidate cached results
+    source_hash: str = ""  # hash of the defining file and its local helper modules (module_digest): edits recompute
 
     @property
     def needs_pixels(self) -> bool:
@@ -325,12 +325,60 @@ def _file_hash(path: str | Path | None) -> str:
         return ""
 
 
+def _local_imports(module: Any) -> list[Path]:
+    """The .py files of modules that ``module`` imports itself (``import helper``, ``from helper import
+    f, CONSTANT``, read from its source) or whose objects it holds, and that lie in its own folder or
+    below: a plugin's helpers. Installed packages are not; nor are the helpers' own imports."""
+    import ast
+
+    own = getattr(module, "__file__", None)
+    if not own:
+        return []
+    own = Path(own).resolve()
+    mods = [v if inspect.ismodule(v) else sys.modules.get(getattr(v, "__module__", None) or "")
+            for v in list(vars(module).values())]
+    try:
+        tree = ast.parse(own.read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        tree = None
+    for node in ast.walk(tree) if tree is not None else ():
+        if isinstance(node, ast.Import):
+            mods += [sys.modules.get(a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            mods += [sys.modules.get(node.module)] + [sys.modules.get(f"{node.module}.{a.name}") for a in node.names]
+    found = set()
+    for m in mods:
+        f = getattr(m, "__file__", None) if m is not None else None
+        if not f:
+            continue
+        f = Path(f).resolve()
+        if (f != own and f.suffix == ".py" and f.is_relative_to(own.parent)
+                and not {"site-packages", "dist-packages"} & set(f.parts)):
+            found.add(f)
+    return sorted(found)
+
+
+def module_digest(module: Any) -> str:
+    """A metric's ``source_hash``: its file's hash, combined with those of the local helper modules
+    it imports (:func:`_local_imports`), so that editing a helper recomputes its metrics too."""
+    own = getattr(module, "__file__", None)
+    digest = _file_hash(own)
+    helpers = _local_imports(module)
+    if not helpers:
+        return digest
+    h = hashlib.sha256(digest.encode())
+    base = Path(own).resolve().parent
+    for f in helpers:
+        h.update(f"\0{f.relative_to(base)}\0{_file_hash(f)}".encode())
+    return h.hexdigest()[:16]
+
+
 def _specs_in_module(module: Any, source: str) -> list[MetricSpec]:
     """Metrics defined (not merely imported) in ``module``, tagged with their source."""
     from dataclasses import replace
 
     out = []
-    digest = _file_hash(getattr(module, "__file__", None))
+    digest = module_digest(module)
     for obj in list(vars(module).values()):
         spec = getattr(obj, _SPEC_ATTR, None)
         if isinstance(spec, MetricSpec) and getattr(obj, "__module__", None) == module.__name__:

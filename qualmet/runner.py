@@ -35,7 +35,7 @@ from .dataset import Dataset
 from .environment import METRIC_LIBRARIES, digest, versions
 from .errors import ImageError, QualmetError
 from .paths import safe_join
-from .registry import MetricContext, MetricSpec, Registry, load_registry, plugin_api_digest
+from .registry import MetricContext, MetricSpec, load_registry, plugin_api_digest
 
 # frames per task; fixed (not derived from --workers) so cache keys stay stable. 32 rather than 16:
 # half the per-chunk bookkeeping (7% of a run) and still 32 tasks per 1,000 frames to spread.
@@ -76,6 +76,8 @@ class ChunkTask:
     plugin_sources: tuple[str, ...]
     image_root: str | None
     entry_points: bool = True
+    metric_keys: dict[str, str] = field(default_factory=dict)  # name -> MetricSpec.key the caller loaded
+    api_digest: str = ""  # the caller's plugin_api_digest()
 
 
 @dataclass
@@ -95,8 +97,7 @@ def compute_chunk(task: ChunkTask) -> ChunkResult:
     """Compute ``task.metric_names`` on ``task.frames``: each image decoded at most once, a metric
     that raises gives NaN and an error record, an undecodable image gives NaN pixel metrics."""
     _keep_freed_heap()
-    reg = load_registry(task.plugin_sources, entry_points=task.entry_points, cached=True)
-    specs = [reg[n] for n in task.metric_names]
+    specs = _current_specs(task)
     obj_specs = [s for s in specs if s.level == "object"]
     frame_specs = [s for s in specs if s.level == "frame"]
     need_pixels = any(s.needs_pixels for s in specs)
@@ -197,6 +198,25 @@ def compute_chunk(task: ChunkTask) -> ChunkResult:
     return ChunkResult(task.index, objects, frames, errors, skipped, decodes, seconds)
 
 
+def _current_specs(task: ChunkTask) -> list[MetricSpec]:
+    """The task's metrics as the caller loaded them. A process that outlives a run (a Dask worker)
+    keeps the plugins it imported: when a plugin file changed since, it is loaded again; code that
+    still differs (an edited built-in, another qualmet) is an error, never values cached as current."""
+    def stale(reg) -> list[str]:
+        return [n for n in task.metric_names if n not in reg or reg[n].key != task.metric_keys.get(n, reg[n].key)]
+
+    reg = load_registry(task.plugin_sources, entry_points=task.entry_points, cached=True)
+    if stale(reg):
+        reg = load_registry(task.plugin_sources, entry_points=task.entry_points)
+    differ = stale(reg)
+    if task.api_digest and plugin_api_digest() != task.api_digest:
+        differ.append("qualmet itself")
+    if differ:
+        raise QualmetError(f"this worker process runs other code than the caller for {', '.join(differ)} (it was "
+                           "started before the code changed): restart the workers")
+    return [reg[n] for n in task.metric_names]
+
+
 def _error(metric: str, image_id: int | None, file_name: str | None, exc: BaseException) -> dict:
     return {"metric": metric, "image_id": image_id, "file_name": file_name,
             "error": f"{type(exc).__name__}: {exc}"}
@@ -239,10 +259,20 @@ class SerialExecutor:
         pass
 
 
-def _ignore_sigint() -> None:
+def _worker_init(parent: int) -> None:
+    """Ctrl-C is handled once, by the parent; and a worker ends with its parent: if the parent is
+    killed (SIGKILL, SIGTERM), orphaned workers would otherwise wait forever, holding its stdout."""
     import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled once, by the parent
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):  # not Linux: orphans end when their next task never comes
+        pass
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
 
 
 class WorkerDied(RuntimeError):
@@ -289,7 +319,8 @@ class LocalExecutor:
         import multiprocessing as mp
 
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-        return ProcessPoolExecutor(max_workers=workers or self.workers, mp_context=ctx, initializer=_ignore_sigint)
+        return ProcessPoolExecutor(max_workers=workers or self.workers, mp_context=ctx, initializer=_worker_init,
+                                   initargs=(os.getpid(),))
 
     def _restart(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -366,6 +397,17 @@ def _hash_df(df: pd.DataFrame | None, cols: list[str]) -> str:
         h.update(pd.util.hash_pandas_object(df[cols].reset_index(drop=True), index=False).to_numpy().tobytes())
     h.update(str(0 if df is None else len(df)).encode())
     return h.hexdigest()[:16]
+
+
+def _hash_labels(anns: pd.DataFrame) -> str:
+    """Hash of annotation rows as plugins see them (``ctx.annotations``): every column, extra COCO keys
+    such as iscrowd or attributes included, so a change to any of them recomputes."""
+    cols = list(anns.columns)
+    plain = anns.reset_index(drop=True)
+    for c in cols:
+        if plain[c].dtype == object:  # lists and dicts (segmentation, attributes) hash as JSON text
+            plain[c] = [json.dumps(v, sort_keys=True, default=str) for v in plain[c]]
+    return _k(json.dumps(cols), _hash_df(plain, cols))
 
 
 def dataset_hash(ds: Dataset) -> str:
@@ -546,7 +588,7 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
                 counters["computed"][s.name] += cp.n_frames(ci)
             continue
         ch = cp.records(ci)
-        lab = _k(json.dumps(ch, default=str), _hash_df(cp.annotations(ci), ["id", "image_id", "category_id", "x", "y", "w", "h"]))
+        lab = _k(json.dumps(ch, default=str), _hash_labels(cp.annotations(ci)))
         pix = _k(*[_file_stamp(image_root, r["file_name"], path_cache) for r in ch]) if any_pixels else ""
         prd = _hash_df(cp.predictions(ci), ["image_id", "category_id", "x", "y", "w", "h", "score"]) if preds is not None else ""
         keys = {s.name: _k(lab, pix if s.needs_pixels else "", prd if s.needs_predictions else "", s.key, libs)
@@ -592,7 +634,8 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
             todo = plan[ci][1]
             yield ChunkTask(ci, cp.records(ci), cp.annotations(ci),
                             cp.predictions(ci) if any(reg[n].needs_predictions for n in todo) else None,
-                            todo, reg.plugin_sources, image_root, entry_points)
+                            todo, reg.plugin_sources, image_root, entry_points,
+                            {n: reg[n].key for n in todo}, plugin_api_digest())
 
     t_compute = time.perf_counter()
     if todo_chunks:
@@ -706,8 +749,8 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
     frames = tables.frames(images_df)
 
     # vectorised metrics: one call for the whole data set, cached by content
-    ds_hash = dataset_hash(ds)
-    vec_hash = {"labels": _k(ds_hash), "preds": _hash_df(preds, ["image_id", "category_id", "x", "y", "w", "h", "score"]) if preds is not None else ""}
+    ds_hash = dataset_hash(ds)  # identifies the data set in run.json (select and errors check it)
+    vec_hash = {"labels": _k(_hash_df(images_df, FRAME_BASE[1:] + ["id"]), _hash_labels(anns)), "preds": _hash_df(preds, ["image_id", "category_id", "x", "y", "w", "h", "score"]) if preds is not None else ""}
     for s in vectorised:
         key = _k(vec_hash["labels"], vec_hash["preds"] if s.needs_predictions else "", s.key, libs)
         cache = chunk_dir / f"vec-{s.name}-{key}.parquet" if chunk_dir is not None else None

@@ -1,0 +1,199 @@
+"""What the metric cache keys cover, and worker processes that outlive a run or their parent: a
+change to anything a metric's values depend on recomputes, and stale code never fills the cache."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qualmet.errors import QualmetError
+from qualmet.runner import ChunkTask, LocalExecutor, compute_chunk, run_metrics
+
+from .metric_helpers import write_dataset
+
+
+@pytest.fixture
+def data(tmp_path):
+    return write_dataset(tmp_path / "ds", n=6)
+
+
+def _plugin(folder: Path, body: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    p = folder / "plug.py"
+    p.write_text(textwrap.dedent(body))
+    return p
+
+
+SCALED = '''
+import os, sys
+sys.path.insert(0, os.path.dirname(__file__))
+import qualmet
+from helper_mod import FACTOR
+
+@qualmet.metric(name="scaled_w", level="object", worse="low")
+def scaled_w(ctx):
+    return ctx.boxes[:, 2] * FACTOR
+'''
+
+
+def test_editing_a_helper_module_the_plugin_imports_recomputes(data, tmp_path, monkeypatch):
+    folder = tmp_path / "plugs"
+    plugin = _plugin(folder, SCALED)
+    (folder / "helper_mod.py").write_text("FACTOR = 1.0\n")
+    out = tmp_path / "run"
+    first = run_metrics(data, metrics=["scaled_w"], plugins=[plugin], out=out, workers=1, chunk_size=2, progress=False)
+    assert run_metrics(data, metrics=["scaled_w"], plugins=[plugin], out=out, workers=1, chunk_size=2,
+                       progress=False).info["counters"]["computed"]["scaled_w"] == 0
+    (folder / "helper_mod.py").write_text("FACTOR = 2.0\n")
+    monkeypatch.delitem(sys.modules, "helper_mod")  # a new process would import the edited helper
+    again = run_metrics(data, metrics=["scaled_w"], plugins=[plugin], out=out, workers=1, chunk_size=2, progress=False)
+    assert again.info["counters"]["computed"]["scaled_w"] == 6
+    assert np.allclose(again.objects["scaled_w"], 2 * first.objects["scaled_w"])
+
+
+CROWD = '''
+import numpy as np
+import qualmet
+
+@qualmet.metric(name="crowd_w", level="object", worse="low")
+def crowd_w(ctx):
+    w = ctx.boxes[:, 2].copy()
+    w[ctx.annotations["iscrowd"].to_numpy() == 1] = np.nan
+    return w
+'''
+
+
+def test_a_change_to_iscrowd_or_an_extra_key_recomputes(data, tmp_path):
+    plugin = _plugin(tmp_path / "plugs", CROWD)
+    out = tmp_path / "run"
+    names = ["crowd_w", "aspect_ratio"]
+    first = run_metrics(data, metrics=names, plugins=[plugin], out=out, workers=1, chunk_size=2, progress=False)
+    assert first.objects["crowd_w"].notna().all()
+    d = json.loads(Path(data).read_text())
+    d["annotations"][0]["iscrowd"] = 1
+    Path(data).write_text(json.dumps(d))
+    second = run_metrics(data, metrics=names, plugins=[plugin], out=out, workers=1, chunk_size=2, progress=False)
+    assert second.info["counters"]["computed"] == {"crowd_w": 2, "aspect_ratio": 6}  # that chunk; the vectorised one
+    assert second.objects["crowd_w"].isna().tolist() == [True] + [False] * (len(second.objects) - 1)
+    # an extra key plugins can read: a new key is a new column in every frame's ctx.annotations, so
+    # every chunk recomputes; then a change of its value recomputes that chunk only
+    d["annotations"][1]["attributes"] = {"occluded": True}
+    Path(data).write_text(json.dumps(d))
+    third = run_metrics(data, metrics=names, plugins=[plugin], out=out, workers=1, chunk_size=2, progress=False)
+    assert third.info["counters"]["computed"]["crowd_w"] == 6
+    d["annotations"][1]["attributes"] = {"occluded": False}
+    Path(data).write_text(json.dumps(d))
+    fourth = run_metrics(data, metrics=names, plugins=[plugin], out=out, workers=1, chunk_size=2, progress=False)
+    assert fourth.info["counters"]["computed"]["crowd_w"] == 2
+
+
+VERSIONED = '''
+import qualmet
+
+@qualmet.metric(name="plus", level="object", worse="low")
+def plus(ctx):
+    return ctx.boxes[:, 2] + {add}
+'''
+
+
+def test_a_worker_that_loaded_an_older_plugin_reloads_it(data, tmp_path):
+    """A pool (like a Dask worker) that outlives a run keeps what it imported; after the plugin file
+    changes, its values must be the new code's, and only those may be cached."""
+    class LongLived(LocalExecutor):  # its worker survives run_metrics' close, as a Dask cluster's do
+        def close(self, cancel: bool = False) -> None:
+            pass
+
+    folder = tmp_path / "plugs"
+    plugin = _plugin(folder, VERSIONED.format(add=1.0))
+    ex = LongLived(1)
+    try:
+        old = run_metrics(data, metrics=["plus"], plugins=[plugin], out=tmp_path / "run", executor=ex, chunk_size=3,
+                          progress=False)
+        time.sleep(0.01)
+        plugin.write_text(textwrap.dedent(VERSIONED.format(add=100.0)))
+        new = run_metrics(data, metrics=["plus"], plugins=[plugin], out=tmp_path / "run", executor=ex, chunk_size=3,
+                          progress=False)
+    finally:
+        LocalExecutor.close(ex)
+    assert not new.errors and new.info["counters"]["computed"]["plus"] == 6
+    assert np.allclose(new.objects["plus"], old.objects["plus"] + 99.0)
+
+
+def test_a_worker_running_other_qualmet_code_refuses_the_chunk(data):
+    from qualmet.formats import load_coco
+
+    ds = load_coco(data)
+    frames = [{"file_name": r.file_name, "width": r.width, "height": r.height, "image_id": r.id}
+              for r in ds.images.itertuples()]
+    task = ChunkTask(0, frames, ds.annotations, None, ["brightness"], (), str(ds.image_root), True,
+                     api_digest="not-this-qualmet")
+    with pytest.raises(QualmetError, match="runs other code than the caller for qualmet itself"):
+        compute_chunk(task)
+    task.api_digest = ""
+    assert len(compute_chunk(task).frames) == len(frames)  # the same task, no expectation: computed
+
+
+SLOW = '''
+import time
+import qualmet
+
+@qualmet.metric(name="slow", level="frame", needs={"pixels"}, worse="low")
+def slow(ctx):
+    time.sleep(30)
+    return 0.0
+'''
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(d.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal and /proc are Linux's")
+def test_workers_end_when_the_main_process_is_killed(data, tmp_path):
+    plugin = _plugin(tmp_path / "plugs", SLOW)
+    code = (f"from qualmet.runner import run_metrics\n"
+            f"run_metrics({str(data)!r}, metrics=['slow'], plugins=[{str(plugin)!r}], workers=2, chunk_size=1, "
+            f"progress=False)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        deadline = time.time() + 60
+        while len(_children(proc.pid)) < 2 and time.time() < deadline:
+            time.sleep(0.1)
+        workers = _children(proc.pid)
+        assert len(workers) >= 2
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.time() + 10
+        while any(_alive(w) for w in workers) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not [w for w in workers if _alive(w)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for w in workers:  # orphans, if the test failed
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
