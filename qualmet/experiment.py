@@ -229,6 +229,7 @@ def prepare_data(spec: Spec, out: Path) -> tuple[Path, Path, Path | None]:
         _log(f"label noise: {len(man)} changes at rate {noise['rate']} ({man['type'].value_counts().to_dict()})")
     else:
         save_coco(load_coco(clean), noisy)
+        manifest.unlink(missing_ok=True)  # an earlier run's noise: these labels have none
     _stamp(data_dir, cfg)
     return noisy, test, manifest if manifest.exists() else None
 

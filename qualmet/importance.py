@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path
+from .errors import QualmetError
 from .stats import auroc
 
 
@@ -52,11 +53,15 @@ def importance(model_dir: str | Path, test_json: str | Path, out: str | Path, im
     from .runner import run_metrics
 
     out = Path(out)
+    reg = load_registry()
+    names = metrics or [n for n in reg.metrics if reg[n].level == "object" and "predictions" not in reg[n].needs]
+    unfit = [s.name for s in reg.select(names) if s.level != "object" or s.needs_predictions]
+    if unfit:  # checked before the model runs: each box's metric value is related to whether it was found
+        raise QualmetError(f"importance relates object metrics to each box: {', '.join(unfit)} "
+                           "is a frame metric or needs predictions")
     test = load_coco(test_json, images=images)
     preds = Predictor.load(model_dir).predict_dataset(test)
     ev = evaluate(test, preds, out=out / "eval", score_threshold=score_threshold)
-    reg = load_registry()
-    names = metrics or [n for n in reg.metrics if reg[n].level == "object" and "predictions" not in reg[n].needs]
     run = run_metrics(test, metrics=names, out=out / "metrics", workers=workers, progress=False)
     table = importance_table(run.objects, ev["gt_flags"], names)
     with atomic_path(out / "importance.csv") as tmp:

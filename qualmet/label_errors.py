@@ -50,13 +50,25 @@ def detection_table(objects: pd.DataFrame, frames: pd.DataFrame, manifest: pd.Da
     return pd.DataFrame(rows)
 
 
+def precision_at_k(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Share of positives among the ``k`` highest ``scores`` (NaN lowest). Rows tied with the k-th
+    score fill the remaining places at their group's hit rate, the expected value over tie orders,
+    so the row order of the table cannot change it."""
+    y = np.asarray(labels, bool)
+    if k <= 0 or len(y) == 0:
+        return float("nan")
+    s = np.nan_to_num(np.asarray(scores, float), nan=-np.inf)
+    kth = np.sort(s)[::-1][min(k, len(s)) - 1]
+    above, tied = s > kth, s == kth
+    hits = y[above].sum() + y[tied].mean() * (min(k, len(s)) - above.sum())
+    return float(hits / k)
+
+
 def _row(metric: str, kind: str, level: str, susp: np.ndarray, y: np.ndarray) -> dict:
     k = int(y.sum())
-    s = np.nan_to_num(susp.astype(float), nan=-np.inf)
-    top = np.argsort(-s, kind="mergesort")[:k]
     return {"metric": metric, "type": kind, "level": level, "positives": k, "n": int(len(y)),
             "auroc": auroc(susp, y),
-            "ap": average_precision(susp, y), "precision_at_k": float(y[top].mean()) if k else float("nan")}
+            "ap": average_precision(susp, y), "precision_at_k": precision_at_k(susp, y, k)}
 
 
 def write_label_error_report(objects: pd.DataFrame, frames: pd.DataFrame, manifest_path: str | Path,

@@ -59,6 +59,8 @@ def corrupt(ds: Dataset, rate: float = 0.3, seed: int = 0, types: Sequence[str] 
     clean = canonical(ds)
     types = _check_types(clean, types)
     p = _shares(types, shares)
+    order = sorted(range(len(types)), key=lambda i: ERROR_TYPES.index(types[i]))  # the order given does not matter
+    types, p = [types[i] for i in order], p[order]
     if not (0.0 <= float(rate) <= 1.0) or not math.isfinite(float(rate)):
         raise QualmetError(f"noise rate must be between 0 and 1, got {rate!r}")
     anns = clean.annotations
@@ -101,7 +103,7 @@ def corrupt(ds: Dataset, rate: float = 0.3, seed: int = 0, types: Sequence[str] 
         rows.append(row)
 
     # spurious boxes: random frames, placed away from every true box
-    img_ids = clean.images["id"].astype(int).to_numpy()
+    img_ids = np.sort(clean.images["id"].astype(int).to_numpy())  # not the file's order of images
     for _ in range(counts.get("spurious", 0)):
         if not len(img_ids) or not len(sizes):
             break
@@ -167,13 +169,10 @@ def restore(noisy: Dataset, manifest: pd.DataFrame) -> Dataset:
     ds = canonical(noisy)
     m = _manifest_frame(manifest)
     anns = ds.annotations.set_index("id", drop=False)
+    _check_fits_noisy(anns, m, ds.source)
     present = set(anns.index)
     gone = m[m["type"].isin(ADDED_TYPES)]["annotation_id"].astype(int)
     anns = anns.drop(index=[i for i in gone if i in present])
-    for r in m[~m["type"].isin(ADDED_TYPES + ("missing",))].itertuples(index=False):
-        aid = int(r.annotation_id)
-        if aid not in present:
-            raise QualmetError(f"manifest: annotation {aid} ({r.type}) is not in {ds.source}")
     changed = m[m["type"].isin(BOX_TYPES + ("wrong_class",))]
     if len(changed):
         ids = changed["annotation_id"].astype(int).to_numpy()
@@ -192,6 +191,27 @@ def restore(noisy: Dataset, manifest: pd.DataFrame) -> Dataset:
             recs.append(rec)
         anns = pd.concat([anns.reset_index(drop=True), pd.DataFrame(recs)], ignore_index=True)
     return _finish(ds, anns)
+
+
+def _check_fits_noisy(anns: pd.DataFrame, m: pd.DataFrame, source: str) -> None:
+    """Refuse a manifest that does not describe this noisy set (restoring it would duplicate ids or
+    move boxes that are not the noisy ones): a deleted box must be absent, every other error's box
+    present with the manifest's new coordinates."""
+    present = set(anns.index)
+    for r in m.itertuples(index=False):
+        aid = int(r.annotation_id)
+        if r.type == "missing":
+            if aid in present:
+                raise QualmetError(f"manifest: annotation {aid} is recorded as deleted (missing) but {source} has it; "
+                                   "is this the clean set, or another noisy set?")
+            continue
+        if aid not in present:
+            raise QualmetError(f"manifest: annotation {aid} ({r.type}) is not in {source}")
+        new = np.array([r.new_x, r.new_y, r.new_w, r.new_h], dtype=np.float64)
+        got = anns.loc[aid, BOX_COLUMNS].to_numpy(dtype=np.float64)
+        if not np.allclose(got, new, rtol=0, atol=1e-6):
+            raise QualmetError(f"manifest: annotation {aid} ({r.type}) is {got.tolist()} in {source}, the manifest "
+                               f"says the noisy box is {new.tolist()}; the manifest belongs to another noisy set")
 
 
 def restore_images(noisy: Dataset, manifest: pd.DataFrame, image_ids: Iterable[int]) -> Dataset:
@@ -454,13 +474,28 @@ def _manifest_frame(rows: Any) -> pd.DataFrame:
         if c not in df:
             df[c] = None if c in ("type", "orig_extra") else math.nan
     df = df[MANIFEST_COLUMNS + [c for c in df.columns if c not in MANIFEST_COLUMNS]]
-    df["annotation_id"] = df["annotation_id"].astype("int64")
-    df["image_id"] = df["image_id"].astype("int64")
+    for c in ("annotation_id", "image_id"):
+        df[c] = _int_column(df[c], c)
     df["type"] = df["type"].astype(object)
     for c in _FLOAT_COLS:
         df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
     df["orig_extra"] = [v if isinstance(v, dict) and v else None for v in df["orig_extra"]]
     return df.sort_values("annotation_id", kind="stable").reset_index(drop=True)
+
+
+def _int_column(col: pd.Series, name: str) -> pd.Series:
+    """A manifest id column as int64; a value that is not a whole number is an error naming its row."""
+    def whole(v: Any) -> bool:
+        if isinstance(v, bool) or v is None:
+            return False
+        if isinstance(v, (int, np.integer)):
+            return -2 ** 63 <= int(v) < 2 ** 63
+        return isinstance(v, (float, np.floating)) and math.isfinite(v) and v == int(v) and abs(v) < 2 ** 63
+
+    bad = [i for i, v in enumerate(col) if not whole(v)]
+    if bad:
+        raise QualmetError(f"manifest row {bad[0]}: {name} must be an integer, got {col.iloc[bad[0]]!r}")
+    return col.astype("int64")
 
 
 def _finish(ds: Dataset, anns: pd.DataFrame) -> Dataset:
@@ -485,11 +520,18 @@ def corrupt_file(dataset: str | os.PathLike, out: str | os.PathLike, rate: float
     from .formats import load_coco, save_coco
 
     src, dst = Path(dataset), Path(out)
+    mpath = Path(manifest) if manifest is not None else default_manifest_path(dst)
     if src.resolve() == dst.resolve():
         raise QualmetError(f"{dst}: refusing to overwrite the clean data set; choose another --out")
+    if mpath.resolve() in (src.resolve(), dst.resolve()):
+        raise QualmetError(f"{mpath}: the manifest would overwrite the {'clean' if mpath.resolve() == src.resolve() else 'noisy'} "
+                           "data set; choose another --manifest")
     ds = load_coco(src)
     noisy, m = corrupt(ds, rate=rate, seed=seed, types=types, shares=shares)
-    mpath = Path(manifest) if manifest is not None else default_manifest_path(dst)
-    save_coco(noisy, dst)
     save_manifest(m, mpath)
+    try:
+        save_coco(noisy, dst)
+    except BaseException:  # a noisy set is only ever left with its manifest, and a manifest with its set
+        mpath.unlink(missing_ok=True)
+        raise
     return dst, mpath, count_by_type(m)

@@ -104,7 +104,7 @@ def test_select_on_an_empty_data_set(work, capsys, tmp_path):
 
 def test_synthetic_frame_size_too_small(tmp_path, capsys):
     assert main(["synth", "--out", str(tmp_path / "s"), "--train", "2", "--test", "0", "--size", "0"]) == 2
-    assert "synthetic frame size 0x0: each side must be at least 32 px" in _err(capsys)
+    assert "synthetic frame size 0x0: each side must be 32 to 8192 px" in _err(capsys)
 
 
 def test_select_relabel_by_a_frame_metric_writes_relabel_json(work, capsys):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import pandas as pd
 
 from qualmet.importance import importance_table, mutual_information
@@ -25,3 +26,13 @@ def test_a_deciding_metric_has_high_information_and_a_random_one_none():
 def test_mutual_information_of_a_copy_is_the_entropy():
     y = np.array([True, False] * 50)
     assert abs(mutual_information(y.astype(float), y) - 1.0) < 1e-9
+
+
+def test_importance_refuses_frame_and_prediction_metrics_before_running_the_model(tmp_path):
+    from qualmet.errors import QualmetError
+    from qualmet.importance import importance
+
+    with pytest.raises(QualmetError, match="brightness, confidence is a frame metric or needs predictions"):
+        importance(tmp_path / "no-model", tmp_path / "no-test.json", tmp_path / "out",
+                   metrics=["aspect_ratio", "brightness", "confidence"])
+    assert not (tmp_path / "out").exists()

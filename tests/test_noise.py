@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -399,3 +400,51 @@ def test_never_loses_track_of_an_annotation(pandas_set):
         truth = clean.annotations[clean.annotations["image_id"] == r.image_id][["x", "y", "w", "h"]].to_numpy(dtype=float)
         assert not len(truth) or iou_matrix(box(noisy, r.annotation_id), truth).max() < 0.1
     assert set(m["type"]) == set(noise.ERROR_TYPES) - {"wrong_class"}
+
+
+def test_noise_does_not_depend_on_the_order_of_images_or_types(raccoon):
+    shuffled = replace(raccoon, images=raccoon.images.iloc[::-1].reset_index(drop=True))
+    a, _ = noise.corrupt(raccoon, rate=0.3, seed=7, types=["spurious", "loose"])
+    b, _ = noise.corrupt(shuffled, rate=0.3, seed=7, types=["loose", "spurious"])
+    assert a.annotations.equals(b.annotations)
+    c, _ = noise.corrupt(raccoon, rate=0.3, seed=7, types=["missing", "loose"], shares=[1, 2])
+    d, _ = noise.corrupt(raccoon, rate=0.3, seed=7, types=["loose", "missing"], shares={"missing": 1, "loose": 2})
+    assert c.annotations.equals(d.annotations)
+
+
+def test_restore_refuses_a_manifest_of_another_set(raccoon):
+    noisy, m = noise.corrupt(raccoon, rate=0.3, seed=2, types=["loose", "missing"])
+    with pytest.raises(QualmetError, match="recorded as deleted .* but .* has it"):
+        noise.restore(raccoon, m)  # the clean set by mistake: re-adding the deleted boxes would duplicate ids
+    other, _ = noise.corrupt(raccoon, rate=0.3, seed=3, types=["loose"])
+    with pytest.raises(QualmetError, match="the manifest belongs to another noisy set"):
+        noise.restore(other, m[m["type"] == "loose"])
+    assert noise.restore(noisy, m).to_coco() == raccoon.to_coco()
+
+
+def test_manifest_ids_must_be_integers(tmp_path):
+    p = tmp_path / "m.json"
+    p.write_text('[{"annotation_id": "abc", "image_id": 1, "type": "loose"}]')
+    with pytest.raises(QualmetError, match="manifest row 0: annotation_id must be an integer, got 'abc'"):
+        noise.load_manifest(p)
+    p.write_text('[{"annotation_id": 1, "image_id": 1e23, "type": "loose"}]')
+    with pytest.raises(QualmetError, match="image_id must be an integer"):
+        noise.load_manifest(p)
+
+
+def test_cli_corrupt_never_overwrites_its_input_or_output_with_the_manifest(tmp_path, raccoon, capsys):
+    src = tmp_path / "clean.json"
+    save_coco(raccoon, src)
+    before = src.read_bytes()
+    assert main(["corrupt", str(src), "--out", str(tmp_path / "n.json"), "--manifest", str(src)]) == 2
+    assert "would overwrite the clean data set" in capsys.readouterr().err and src.read_bytes() == before
+    assert main(["corrupt", str(src), "--out", str(tmp_path / "n.json"), "--manifest", str(tmp_path / "n.json")]) == 2
+    assert "would overwrite the noisy data set" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # argparse refuses it: usage line and exit 2, like any bad option
+        main(["corrupt", str(src), "--out", str(tmp_path / "n.json"), "--seed", "-1"])
+    assert stop.value.code == 2 and "a seed must not be negative" in capsys.readouterr().err
+    (tmp_path / "blocked").write_text("a file where a folder must be")
+    assert main(["corrupt", str(src), "--out", str(tmp_path / "blocked" / "n.json"),
+                 "--manifest", str(tmp_path / "m.json")]) == 2
+    assert not (tmp_path / "m.json").exists()  # the manifest is not left without its noisy set
+    assert not (tmp_path / "n.json").exists()

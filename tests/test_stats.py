@@ -38,3 +38,22 @@ def test_average_precision_known_values_and_ties():
     s = np.array([2, 1, 1, 0.0])
     assert average_precision(s, np.array([1, 1, 0, 0], bool)) == average_precision(s, np.array([1, 0, 1, 0], bool))
     assert np.isnan(average_precision(s, np.zeros(4, bool)))
+
+
+def test_precision_at_k_counts_ties_at_the_cut_by_their_hit_rate():
+    from qualmet.label_errors import precision_at_k
+
+    y = np.array([1, 0, 1, 0, 0], bool)
+    assert precision_at_k(np.array([5, 4, 3, 2, 1.0]), y, 2) == 0.5
+    assert precision_at_k(np.array([5, 1, 4, 2, 3.0]), y, 2) == 1.0
+    # a duplicate and its source share a score: one of the two places at the cut is a hit on average,
+    # whichever row comes first
+    s = np.array([3.0, 1.0, 1.0, 0.0])
+    assert precision_at_k(s, np.array([0, 1, 0, 0], bool), 2) == precision_at_k(s, np.array([0, 0, 1, 0], bool), 2) == 0.25
+    assert precision_at_k(np.array([np.nan, 2.0, 1.0]), np.array([1, 0, 0], bool), 1) == 0.0  # NaN ranks last
+    rng = np.random.default_rng(0)
+    for _ in range(20):  # the table's row order never matters
+        s, y = rng.integers(0, 4, 30).astype(float), rng.random(30) < 0.3
+        k = int(y.sum())
+        perm = rng.permutation(30)
+        assert precision_at_k(s, y, k) == pytest.approx(precision_at_k(s[perm], y[perm], k))

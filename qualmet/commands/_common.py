@@ -10,5 +10,16 @@ def add_dataset_args(p: argparse.ArgumentParser, name: str = "dataset") -> None:
     p.add_argument("--images", default=None, help="image root (default: an images/ folder beside the JSON, else its folder)")
 
 
+def seed_value(text: str) -> int:
+    """A --seed: numpy's generators take whole numbers from 0 up."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{v}: a seed must not be negative")
+    return v
+
+
 def add_seed(p: argparse.ArgumentParser, default: int = 0) -> None:
-    p.add_argument("--seed", type=int, default=default, help=f"random seed (default {default})")
+    p.add_argument("--seed", type=seed_value, default=default, help=f"random seed (default {default})")

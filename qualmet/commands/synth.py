@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import add_seed
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="generate the synthetic panda data set",
@@ -11,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train", type=int, default=800, help="training frames (default 800)")
     p.add_argument("--test", type=int, default=200, help="test frames (default 200)")
     p.add_argument("--size", type=int, default=256, help="frame side in pixels (default 256)")
-    p.add_argument("--seed", type=int, default=0)
+    add_seed(p)
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.set_defaults(func=cmd_synth)
 

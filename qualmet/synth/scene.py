@@ -12,14 +12,15 @@ MIN_VISIBLE_PIXELS = 40
 
 
 MIN_SIDE = 32  # smaller frames cannot hold a visible panda
+MAX_SIDE = 8192  # a frame is drawn in memory several times over; larger ones would exhaust it
 
 
 def _size(size: int | tuple[int, int]) -> tuple[int, int]:
     w, h = (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
-    if min(w, h) < MIN_SIDE:
+    if min(w, h) < MIN_SIDE or max(w, h) > MAX_SIDE:
         from ..errors import QualmetError
 
-        raise QualmetError(f"synthetic frame size {w}x{h}: each side must be at least {MIN_SIDE} px")
+        raise QualmetError(f"synthetic frame size {w}x{h}: each side must be {MIN_SIDE} to {MAX_SIDE} px")
     return w, h
 
 
