@@ -410,7 +410,10 @@ def plugin_files(source: str | Path) -> list[Path]:
     """The .py files of a plugin source: the file itself, or a folder's ``*.py`` (not ``_*``), sorted."""
     p = Path(source)
     if p.is_dir():
-        return sorted(f for f in p.glob("*.py") if not f.name.startswith("_"))
+        files = sorted(f for f in p.glob("*.py") if not f.name.startswith("_"))
+        if not files:
+            raise QualmetError(f"plugin folder {p} has no .py files (names starting with _ are helpers, not plugins)")
+        return files
     if p.is_file():
         return [p]
     raise QualmetError(f"plugin path {p} does not exist (give a .py file or a folder of them)")

@@ -163,12 +163,12 @@ def compute_chunk(task: ChunkTask) -> ChunkResult:
                     arr = np.asarray(v, dtype=np.float64)
                     if arr.ndim != 2 or arr.shape[0] != n:
                         raise ValueError(f"returned shape {arr.shape}; a finalize metric returns (n_objects, k)")
-                    col.extend(list(arr))
+                    col.extend(list(_finite(arr)))
                 else:
                     arr = np.asarray(v, dtype=np.float64).reshape(-1)
                     if arr.shape[0] != n:
                         raise ValueError(f"returned {arr.shape[0]} value(s) for {n} object(s)")
-                    col.extend(arr.tolist())
+                    col.extend(_finite(arr).tolist())
             except Exception as exc:  # one metric failing on one frame never stops the run
                 errors.append(_error(s.name, iid, fr["file_name"], exc))
                 col.extend([None if s.finalize else math.nan] * n)
@@ -185,7 +185,7 @@ def compute_chunk(task: ChunkTask) -> ChunkResult:
                 arr = np.asarray(v, dtype=np.float64).reshape(-1)
                 if arr.shape[0] != 1:
                     raise ValueError(f"frame metric returned {arr.shape[0]} values, expected one")
-                col.append(float(arr[0]))
+                col.append(float(_finite(arr)[0]))
             except Exception as exc:
                 errors.append(_error(s.name, iid, fr["file_name"], exc))
                 col.append(math.nan)
@@ -967,13 +967,22 @@ def _call_vectorised(s: MetricSpec, anns: pd.DataFrame, images_df: pd.DataFrame,
     arr = np.asarray(v, dtype=np.float64).reshape(-1)
     if arr.shape[0] != n:
         raise ValueError(f"vectorised metric returned {arr.shape[0]} values, expected {n}")
-    return arr
+    return _finite(arr)
 
 
 def _call_finalize(s: MetricSpec, mat: np.ndarray, anns: pd.DataFrame) -> np.ndarray:
     arr = np.asarray(s.finalize(mat, anns.reset_index(drop=True)), dtype=np.float64).reshape(-1)
     if arr.shape[0] != len(mat):
         raise ValueError(f"finalize returned {arr.shape[0]} values, expected {len(mat)}")
+    return _finite(arr)
+
+
+def _finite(arr: np.ndarray) -> np.ndarray:
+    """``arr`` if it holds no infinity: a metric value is a number or NaN ("not defined here"); an
+    infinite one would break every fence, bin and rank downstream, so it is an error like a raise."""
+    k = int(np.isinf(arr).sum())
+    if k:
+        raise ValueError(f"returned {k} infinite value(s); return NaN where the metric is not defined")
     return arr
 
 

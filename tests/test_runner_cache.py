@@ -197,3 +197,35 @@ def test_workers_end_when_the_main_process_is_killed(data, tmp_path):
         for w in workers:  # orphans, if the test failed
             if _alive(w):
                 os.kill(w, signal.SIGKILL)
+
+
+INFINITE = '''
+import numpy as np
+import qualmet
+
+@qualmet.metric(name="inf_obj", level="object", worse="low")
+def inf_obj(ctx):
+    return np.where(np.full(ctx.n_objects, ctx.image_id == 3), np.inf, 1.0)
+
+@qualmet.metric(name="inf_vec", level="frame", worse="low", vectorised=True)
+def inf_vec(annotations, images):
+    return np.where(images["id"].to_numpy() == 1, -np.inf, 0.0)
+'''
+
+
+def test_an_infinite_value_is_an_error_not_a_value(data, tmp_path):
+    plugin = _plugin(tmp_path / "plugs", INFINITE)
+    run = run_metrics(data, metrics=["inf_obj", "inf_vec"], plugins=[plugin], workers=1, progress=False)
+    assert not np.isinf(run.objects["inf_obj"]).any() and not np.isinf(run.frames["inf_vec"]).any()
+    assert run.objects.loc[run.objects.image_id == 3, "inf_obj"].isna().all()
+    assert (run.objects.loc[run.objects.image_id != 3, "inf_obj"] == 1.0).all()
+    assert run.frames["inf_vec"].isna().all()  # one call for the whole data set: all of it fails
+    assert {(e["metric"], e["image_id"]) for e in run.errors} == {("inf_obj", 3), ("inf_vec", None)}
+    assert all("infinite value" in e["error"] for e in run.errors) and run.exit_code == 1
+
+
+def test_an_empty_plugin_folder_is_an_error(data, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "_helpers.py").write_text("X = 1\n")
+    with pytest.raises(QualmetError, match="has no .py files"):
+        run_metrics(data, metrics=["aspect_ratio"], plugins=[tmp_path / "empty"], workers=1, progress=False)
