@@ -374,15 +374,19 @@ def module_digest(module: Any) -> str:
 
 
 def _specs_in_module(module: Any, source: str) -> list[MetricSpec]:
-    """Metrics defined (not merely imported) in ``module``, tagged with their source."""
+    """Metrics defined (not merely imported from elsewhere) in ``module`` or, for a package, in one of
+    its submodules, tagged with their source and their defining module's digest."""
     from dataclasses import replace
 
     out = []
-    digest = module_digest(module)
+    digests: dict[str, str] = {}
     for obj in list(vars(module).values()):
         spec = getattr(obj, _SPEC_ATTR, None)
-        if isinstance(spec, MetricSpec) and getattr(obj, "__module__", None) == module.__name__:
-            out.append(replace(spec, source=source, source_hash=digest))
+        home = getattr(obj, "__module__", None) or ""
+        if isinstance(spec, MetricSpec) and (home == module.__name__ or home.startswith(module.__name__ + ".")):
+            if home not in digests:
+                digests[home] = module_digest(sys.modules.get(home, module))
+            out.append(replace(spec, source=source, source_hash=digests[home]))
     return sorted(out, key=lambda s: s.name)
 
 

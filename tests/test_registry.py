@@ -1,6 +1,7 @@
 """Plugin discovery: built-ins, a user file, an installed package's entry point, clashes, ``metrics list``."""
 from __future__ import annotations
 
+import hashlib
 import textwrap
 from pathlib import Path
 
@@ -159,3 +160,20 @@ def test_documented_plugin_example_runs_and_measures_what_it_says(tmp_path, doc)
                                 "categories": [{"id": 1, "name": "thing"}]}))
     run = run_metrics(data, metrics=["red_share"], plugins=[plugin], workers=1, progress=False)
     assert run.objects.sort_values("annotation_id")["red_share"].tolist() == [1.0, 0.0]
+
+
+def test_an_entry_point_naming_a_package_finds_metrics_in_its_submodules(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    (site / "qm_pkg").mkdir(parents=True)
+    (site / "qm_pkg" / "__init__.py").write_text("from .widths import *  # noqa\nimport numpy as np\n")
+    (site / "qm_pkg" / "widths.py").write_text(textwrap.dedent(EP_MODULE.format(name="ep_sub_width")))
+    info = site / "qm_pkg-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: qm_pkg\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[qualmet.metrics]\nsub = qm_pkg\n")
+    monkeypatch.syspath_prepend(str(site))
+    reg = load_registry()
+    spec = reg["ep_sub_width"]
+    assert "qm_pkg" in spec.source
+    # its version hash is the defining submodule's, so editing widths.py recomputes it
+    assert spec.source_hash == hashlib.sha256((site / "qm_pkg" / "widths.py").read_bytes()).hexdigest()[:16]
