@@ -817,6 +817,27 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
     return MetricRun(objects, frames, info)
 
 
+def chunk_bounds(ids: np.ndarray, size: int) -> np.ndarray:
+    """Row starts of the chunks, then the row count, for image ids sorted ascending.
+
+    A chunk is a range of image ids, not of rows: ``width`` ids, where ``width`` is ``size`` times the
+    data set's typical id spacing rounded to a power of two (``size`` itself for ids 1..N). Adding
+    or removing a frame then changes its own chunk only, where row ranges would shift every later
+    chunk and recompute them all. A range that holds more than ``2 * size`` frames (a dense cluster
+    of ids) is cut into pieces of ``size`` rows."""
+    n = len(ids)
+    if n == 0:
+        return np.zeros(1, dtype=np.int64)
+    spacing = max(1.0, (int(ids[-1]) - int(ids[0]) + 1) / n)
+    width = size * 2 ** round(math.log2(spacing))
+    group = (ids.astype(np.int64) - 1) // width  # COCO ids start at 1: with width 32, ids 1-32, 33-64, ...
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    rows: list[int] = []
+    for a, b in zip(starts, np.r_[starts[1:], n]):
+        rows.extend(range(int(a), int(b), size) if b - a > 2 * size else [int(a)])
+    return np.asarray(rows + [n], dtype=np.int64)
+
+
 class _ChunkPlan:
     """Which rows of the images, annotations and predictions tables chunk ``ci`` covers.
 
@@ -829,6 +850,7 @@ class _ChunkPlan:
         self.images = images_df  # sorted by id
         self.size = max(1, int(chunk_size))
         self.image_ids = images_df["id"].to_numpy()
+        self.bounds = chunk_bounds(self.image_ids, self.size)
         self.anns = anns
         self._a_order, self._a_ids = self._by_image(anns)
         self.preds = preds
@@ -841,10 +863,10 @@ class _ChunkPlan:
         return order, ids[order]
 
     def __len__(self) -> int:
-        return -(-len(self.images) // self.size)
+        return len(self.bounds) - 1
 
     def frame_rows(self, ci: int) -> slice:
-        return slice(ci * self.size, min(len(self.images), (ci + 1) * self.size))
+        return slice(int(self.bounds[ci]), int(self.bounds[ci + 1]))
 
     def n_frames(self, ci: int) -> int:
         r = self.frame_rows(ci)

@@ -229,3 +229,30 @@ def test_an_empty_plugin_folder_is_an_error(data, tmp_path):
     (tmp_path / "empty" / "_helpers.py").write_text("X = 1\n")
     with pytest.raises(QualmetError, match="has no .py files"):
         run_metrics(data, metrics=["aspect_ratio"], plugins=[tmp_path / "empty"], workers=1, progress=False)
+
+
+def test_chunks_are_id_ranges_so_adding_or_removing_a_frame_recomputes_only_its_chunk(tmp_path):
+    from qualmet.runner import chunk_bounds
+
+    assert chunk_bounds(np.arange(1, 7), 2).tolist() == [0, 2, 4, 6]
+    assert chunk_bounds(np.arange(1, 101), 32).tolist() == [0, 32, 64, 96, 100]
+    assert chunk_bounds(np.arange(2, 101), 32).tolist() == [0, 31, 63, 95, 99]  # id 1 gone: the same ranges
+    sparse = np.arange(1, 101) * 1000  # ids 1000 apart: ranges of about 32 frames' worth of ids
+    assert 16 <= np.diff(chunk_bounds(sparse, 32))[:-1].min() and np.diff(chunk_bounds(sparse, 32)).max() <= 64
+    dense_cluster = np.r_[np.arange(1, 201), [10 ** 6]]  # one far id makes the spacing large; the cluster is cut
+    assert np.diff(chunk_bounds(dense_cluster, 32)).max() <= 64
+    assert chunk_bounds(np.array([], dtype=np.int64), 32).tolist() == [0]
+
+    data = write_dataset(tmp_path / "ds", n=24)
+    names = ["brightness", "aspect_ratio"]
+    out = tmp_path / "run"
+    full = run_metrics(data, metrics=names, out=out, workers=1, chunk_size=4, progress=False)
+    d = json.loads(Path(data).read_text())
+    d["images"] = d["images"][1:]  # frame 1 removed
+    d["annotations"] = [a for a in d["annotations"] if a["image_id"] != 1]
+    Path(data).write_text(json.dumps(d))
+    less = run_metrics(data, metrics=names, out=out, workers=1, chunk_size=4, progress=False)
+    c = less.info["counters"]
+    assert c["chunks"] == 6 and c["chunks_computed"] == 1 and c["cached"]["brightness"] == 20
+    ref = full.frames[full.frames.image_id != 1].reset_index(drop=True)
+    assert np.array_equal(less.frames["brightness"], ref["brightness"])
