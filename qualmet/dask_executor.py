@@ -7,6 +7,7 @@ Dask is imported only here, when this executor is chosen.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, Callable, Iterable, Iterator
 
@@ -64,8 +65,9 @@ class DaskExecutor:
             if address is None:
                 env = dict(os.environ)
                 try:
-                    self.cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1,
-                                                            processes=True, host="127.0.0.1", dashboard_address=None)
+                    with _sigint_ignored():  # the worker processes inherit it: Ctrl-C is handled once, here
+                        self.cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                                                host="127.0.0.1", dashboard_address=None)
                 finally:
                     # LocalCluster sets OMP_NUM_THREADS=1 (and MKL_..., OPENBLAS_...) in *this* process's
                     # environment for its workers; put it back, or everything started later (a training
@@ -154,3 +156,21 @@ class DaskExecutor:
         if self.cluster is not None:
             self.cluster.close()
             self.cluster = None
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT while the loopback cluster starts its processes. They keep ignoring it (Python
+    leaves an ignored SIGINT alone), so Ctrl-C reaches only this process, which stops the run with one
+    line, instead of every nanny and worker printing a traceback. Nothing is changed off the main thread."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
