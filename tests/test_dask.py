@@ -219,3 +219,25 @@ def test_frame_that_always_kills_its_worker_costs_only_that_frame(synth, tmp_pat
     assert {(e["metric"], e["image_id"]) for e in run.errors} == {("killer", 6), ("brightness", 6)}
     assert "KilledWorker" in run.errors[0]["error"]
     assert run.info["counters"]["chunks_failed"] == 1
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="process groups and SIGINT")
+def test_ctrl_c_on_a_loopback_cluster_is_one_line(synth, tmp_path):
+    """Ctrl-C reaches the whole process group; the cluster's processes ignore it, so the run ends
+    with qualmet's one line (exit 130), not a traceback from each nanny and worker."""
+    import subprocess
+    import time
+
+    plugin = write_plugin(tmp_path / "plug.py", sleep=0.5)
+    proc = subprocess.Popen([sys.executable, "-m", "qualmet", "metrics", "run", str(synth), "--plugins", str(plugin),
+                             "--metrics", "green_std", "--executor", "dask", "--workers", "2", "--chunk-size", "2",
+                             "--out", str(tmp_path / "run"), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 90  # interrupt once the cluster is working: a chunk file is on disk
+    while not list((tmp_path / "run" / "chunks").glob("*.parquet")) and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=90)
+    err = err.decode()
+    assert proc.returncode == 130 and "interrupted; finished work is kept" in err
+    assert "Traceback" not in err
