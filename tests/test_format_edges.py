@@ -208,3 +208,26 @@ def test_an_output_that_is_a_folder_is_named_in_the_error(tmp_path, capsys):
 
 def test_qualmet_error_is_the_base_of_dataset_error():  # the CLI's one-line path relies on it
     assert issubclass(DatasetError, QualmetError)
+
+
+def test_a_yolo_root_with_obj_names_and_labels_below_is_detected(tmp_path):
+    root = tmp_path / "y"
+    _jpg(root / "images" / "a.jpg")
+    (root / "labels").mkdir()
+    (root / "labels" / "a.txt").write_text("0 0.5 0.5 0.25 0.25\n")
+    (root / "obj.names").write_text("panda\n")
+    ds = load_dataset(root)
+    assert len(ds.images) == 1 and ds.annotations[["w", "h"]].to_numpy().tolist() == [[16, 12]]
+
+
+def test_duplicate_class_names_are_refused_both_ways(tmp_path):
+    root = tmp_path / "y"
+    _jpg(root / "images" / "a.jpg")
+    (root / "labels").mkdir()
+    (root / "labels" / "a.txt").write_text("1 0.5 0.5 0.25 0.25\n")
+    (root / "classes.txt").write_text("cat\ndog\ncat\n")
+    with pytest.raises(DatasetError, match="lines 1 and 3 both name 'cat'"):
+        load_yolo(root)
+    ds = Dataset.from_records([], [], [{"id": 1, "name": "cat"}, {"id": 2, "name": "cat "}], image_root=tmp_path)
+    with pytest.raises(DatasetError, match="categories 1 and 2 are both named 'cat'"):
+        save_yolo(ds, tmp_path / "out")

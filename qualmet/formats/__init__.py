@@ -30,8 +30,8 @@ def detect_format(path: str | os.PathLike) -> str:
     if p.is_dir():
         if any(p.glob("*.xml")):
             return "voc"
-        if any(p.glob("*.txt")):
-            return "yolo"
+        if any(p.glob("*.txt")) or any((p / "labels").glob("*.txt")) or (p / "obj.names").is_file():
+            return "yolo"  # a labels folder, or a ROOT with labels/ (and images/) below it
         raise DatasetError(f"{p}: folder has neither .xml (VOC) nor .txt (YOLO) files")
     raise DatasetError(f"{p}: no such file or folder")
 

@@ -53,6 +53,10 @@ def _class_names(path: Path) -> list[str]:
     if blank:
         raise DatasetError(f"{path}: line {blank[0]} is blank; class k is the name on line k + 1, so a blank "
                            "line would shift every class after it (remove it, or give the class a name)")
+    first: dict[str, int] = {}
+    for n, name in enumerate(lines, start=1):
+        if first.setdefault(name, n) != n:
+            raise DatasetError(f"{path}: lines {first[name]} and {n} both name {name!r}; their classes would merge")
     return lines
 
 
@@ -143,17 +147,21 @@ def save_yolo(ds: Dataset, out_dir: str | os.PathLike, image_ids=None, link_imag
 
     Class index k is the k-th category in id order; values are written with 10 decimals. Boxes that
     stick out of the image are clipped to it (YOLO's normalised values cannot go beyond it); a box
-    entirely outside, a class name that is empty or holds a line break, two images with one name stem,
+    entirely outside, a class name that is empty, holds a line break or is used twice, two images with one name stem,
     an unreadable source image or label files of other images already in ``out_dir/labels`` raise
     DatasetError before anything is written."""
     out = Path(out_dir)
     sub = ds.subset(image_ids) if image_ids is not None else ds
     cats = ds.categories.sort_values("id")
     index = {int(c): k for k, c in enumerate(cats["id"])}
+    seen: dict[str, int] = {}
     for cid, name in zip(cats["id"], cats["name"]):  # classes.txt is one name per line, read back stripped
         if not isinstance(name, str) or not name.strip() or any(ch in name for ch in "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"):
             raise DatasetError(f"category {int(cid)}: name {name!r} cannot be written to a YOLO classes.txt "
                                "(empty, or contains a line break)")
+        if seen.setdefault(name.strip(), int(cid)) != int(cid):
+            raise DatasetError(f"categories {seen[name.strip()]} and {int(cid)} are both named {name.strip()!r}; "
+                               "YOLO names classes by line, so they would load back as one")
     stems: dict[str, tuple[int, str]] = {}
     for iid, fn in zip(sub.images["id"], sub.images["file_name"]):  # labels/<stem>.txt: one file per stem
         other = stems.setdefault(Path(fn).stem, (int(iid), fn))
