@@ -9,10 +9,12 @@ __version__ = "0.1.0"
 
 from .dataset import Dataset  # noqa: E402
 from .errors import DatasetError, ImageError, PathSafetyError, Problem, QualmetError  # noqa: E402
-from .formats import load_coco, load_dataset, load_predictions, save_coco, save_yolo  # noqa: E402
+from .formats import (load_coco, load_csv, load_dataset, load_predictions, load_voc, load_yolo,  # noqa: E402
+                      save_coco, save_yolo)
 
 __all__ = ["__version__", "Dataset", "DatasetError", "ImageError", "PathSafetyError", "Problem", "QualmetError",
-           "load_coco", "load_dataset", "load_predictions", "save_coco", "save_yolo"]
+           "load_coco", "load_csv", "load_dataset", "load_predictions", "load_voc", "load_yolo", "save_coco",
+           "save_yolo"]
 
 # Heavier parts load on first use, so ``import qualmet`` (and the CLI) stays fast and torch-free.
 _LAZY = {

@@ -511,7 +511,8 @@ def default_manifest_path(noisy_json: str | os.PathLike) -> Path:
 
 def corrupt_file(dataset: str | os.PathLike, out: str | os.PathLike, rate: float = 0.3, seed: int = 0,
                  types: Sequence[str] | None = None, shares: dict[str, float] | Sequence[float] | None = None,
-                 manifest: str | os.PathLike | None = None) -> tuple[Path, Path, dict[str, int]]:
+                 manifest: str | os.PathLike | None = None,
+                 images: str | os.PathLike | None = None) -> tuple[Path, Path, dict[str, int]]:
     """File-level ``corrupt`` (the ``qualmet corrupt`` command): load COCO, write noisy COCO and manifest.
 
     The noisy file finds the clean set's images wherever it is written (``save_coco``'s ``.images``
@@ -526,7 +527,7 @@ def corrupt_file(dataset: str | os.PathLike, out: str | os.PathLike, rate: float
     if mpath.resolve() in (src.resolve(), dst.resolve()):
         raise QualmetError(f"{mpath}: the manifest would overwrite the {'clean' if mpath.resolve() == src.resolve() else 'noisy'} "
                            "data set; choose another --manifest")
-    ds = load_coco(src)
+    ds = load_coco(src, images=images)
     noisy, m = corrupt(ds, rate=rate, seed=seed, types=types, shares=shares)
     save_manifest(m, mpath)
     try:

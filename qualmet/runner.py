@@ -137,8 +137,8 @@ def compute_chunk(task: ChunkTask) -> ChunkResult:
             try:
                 if task.image_root is None:
                     raise ImageError(f"image {iid} ({fr['file_name']}): data set has no image root")
-                decodes += 1
                 image = _imageio.read_image(safe_join(task.image_root, fr["file_name"], cache=path_cache))
+                decodes += 1  # images decoded, not tried: a run whose images are all missing says 0
             except ImageError as exc:
                 skipped.append({"image_id": iid, "file_name": fr["file_name"], "reason": str(exc)})
             seconds["decode"] += time.perf_counter() - t0
@@ -408,6 +408,17 @@ def _hash_labels(anns: pd.DataFrame) -> str:
         if plain[c].dtype == object:  # lists and dicts (segmentation, attributes) hash as JSON text
             plain[c] = [json.dumps(v, sort_keys=True, default=str) for v in plain[c]]
     return _k(json.dumps(cols), _hash_df(plain, cols))
+
+
+def recorded_image_root(info: dict, dataset_path: str | os.PathLike) -> str | None:
+    """The image root a run's run.json records, if the run was computed on ``dataset_path`` (the root
+    belongs to that file) and the folder still exists; else None."""
+    d = info.get("dataset") or {}
+    recorded, root = d.get("path"), d.get("image_root")
+    if not recorded or recorded.startswith("<") or not root:
+        return None
+    same = os.path.abspath(dataset_path) == os.path.abspath(recorded)
+    return root if same and Path(root).is_dir() else None
 
 
 def dataset_hash(ds: Dataset) -> str:

@@ -231,3 +231,50 @@ def test_duplicate_class_names_are_refused_both_ways(tmp_path):
     ds = Dataset.from_records([], [], [{"id": 1, "name": "cat"}, {"id": 2, "name": "cat "}], image_root=tmp_path)
     with pytest.raises(DatasetError, match="categories 1 and 2 are both named 'cat'"):
         save_yolo(ds, tmp_path / "out")
+
+
+def test_sidecar_edges_on_the_command_line(tmp_path, capsys):
+    """A noisy copy or a subset written away from its images finds them; --images is taken where a
+    data set is read; a sidecar that names a vanished folder, or a folder in its place, is reported."""
+    ds = _coco(tmp_path / "pix", ["a.jpg", "b.jpg"], [(1, [1, 1, 10, 10]), (2, [5, 5, 20, 20])])
+    bare = tmp_path / "bare" / "t.json"  # the JSON alone, its images elsewhere, no sidecar
+    save_coco(ds, bare)
+    bare.with_suffix(".images").unlink()
+    images = str(tmp_path / "pix" / "images")
+    # corrupt --images: the noisy copy's sidecar names the real folder
+    assert main(["corrupt", str(bare), "--images", images, "--out", str(tmp_path / "bc" / "n.json"), "--rate", "0.5"]) == 0
+    assert load_coco(tmp_path / "bc" / "n.json").image_root == (tmp_path / "pix" / "images").resolve()
+    # select takes the image root its metrics run recorded
+    assert main(["metrics", "run", str(bare), "--images", images, "--metrics", "brightness,aspect_ratio",
+                 "--out", str(tmp_path / "run"), "--workers", "1", "--no-progress"]) == 0
+    assert main(["select", str(bare), "--run", str(tmp_path / "run"), "--strategy", "random", "--budget", "1",
+                 "--out", str(tmp_path / "sel")]) == 0
+    sub = load_coco(tmp_path / "sel" / "subset.json")
+    assert sub.image_root == (tmp_path / "pix" / "images").resolve()
+    capsys.readouterr()
+    # the sidecar's folder gone: one error naming the sidecar and the folder
+    deeper = tmp_path / "deep" / "er"  # one level deeper: the relative sidecar misses the images
+    deeper.mkdir(parents=True)
+    for f in ("n.json", "n.images", "n.manifest.json"):
+        (tmp_path / "bc" / f).rename(deeper / f)
+    assert main(["validate", str(deeper / "n.json")]) == 2
+    err = capsys.readouterr().err
+    assert "n.images names the image folder" in err and "does not exist" in err and "pass --images DIR" in err
+    # a folder where the sidecar would go: refused before anything is written
+    (tmp_path / "coll" / "n.images").mkdir(parents=True)
+    assert main(["corrupt", str(bare), "--images", images, "--out", str(tmp_path / "coll" / "n.json")]) == 2
+    assert "n.images is a folder" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "coll").iterdir()) == ["n.images"]
+    # an output named like a sidecar is refused
+    assert main(["convert", str(bare), "--images", images, "--out", str(tmp_path / "odd" / "foo.images")]) == 2
+    assert "cannot be named *.images" in capsys.readouterr().err
+
+
+def test_info_names_records_it_could_not_load(tmp_path, capsys):
+    d = {"images": [{"id": 1, "file_name": "a.jpg", "width": 64}, {"id": 2, "file_name": "b.jpg", "width": 64,
+                                                                     "height": 48}],
+         "annotations": [], "categories": [{"id": 1, "name": "cat"}]}
+    (tmp_path / "d.json").write_text(json.dumps(d))
+    assert main(["info", str(tmp_path / "d.json")]) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out)["images"] == 1 and "images[0]: image is missing key(s) height" in err

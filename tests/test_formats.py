@@ -12,6 +12,7 @@ from pycocotools.coco import COCO
 
 import qualmet
 from qualmet.dataset import Dataset
+from qualmet.errors import DatasetError
 from qualmet.formats import load_csv, load_voc, load_yolo, parse_coco, save_coco, save_yolo
 
 from .conftest import make_coco
@@ -66,15 +67,28 @@ def test_coco_saved_away_from_its_images_finds_them_through_the_sidecar(tmp_path
     away = save_coco(ds, tmp_path / "labels" / "r.json")
     side = away.with_suffix(".images")
     assert side.is_file() and not Path(side.read_text().strip()).is_absolute()
+    side_text = side.read_text()
     back = qualmet.load_coco(away)
     assert back.image_root == images and back.image_path(back.images.file_name.iloc[0]).is_file()
     assert qualmet.load_coco(away, images=tmp_path).image_root == tmp_path  # --images still wins
     moved = tmp_path / "moved"  # moved to a folder at the same depth: the relative path still holds
     (tmp_path / "labels").rename(moved)
     assert qualmet.load_coco(moved / "r.json").image_root == images
-    # a sidecar naming a folder that is gone falls back to the default (the JSON's folder here)
+    # a sidecar naming a folder that is gone is an error naming both (not a silent other folder)
     (moved / "r.images").write_text("no/such/folder\n")
-    assert qualmet.load_coco(moved / "r.json").image_root == moved.resolve()
+    with pytest.raises(DatasetError, match=r"r.images names the image folder no/such/folder .* does not exist"):
+        qualmet.load_coco(moved / "r.json")
+    assert qualmet.load_coco(moved / "r.json", images=tmp_path).image_root == tmp_path
+    # a link to the JSON finds the sidecar beside the file it points to
+    (tmp_path / "link.json").symlink_to(away.parent.parent / "moved" / "r.json")
+    (moved / "r.images").write_text(side_text)
+    assert qualmet.load_coco(tmp_path / "link.json").image_root == images
+    # a COCO file cannot take its own sidecar's name; other names get their own sidecar
+    with pytest.raises(DatasetError, match="cannot be named"):
+        save_coco(ds, tmp_path / "x.images")
+    save_coco(ds, tmp_path / "v" / "data.v1")
+    assert (tmp_path / "v" / "data.v1.images").is_file()
+    assert qualmet.load_coco(tmp_path / "v" / "data.v1").image_root == images
     # saved where the default finds the images: no sidecar, and a stale one is removed
     beside = tmp_path / "beside"
     (beside / "images").mkdir(parents=True)

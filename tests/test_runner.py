@@ -120,6 +120,7 @@ def test_unreadable_and_unsafe_images_are_skipped_with_reason(tmp_path):
     o = run.objects.set_index("annotation_id")
     assert math.isnan(o.loc[100, "black_white_ratio"]) and o.loc[100, "aspect_ratio"] == 2.0  # labels still measured
     assert run.frames.set_index("image_id").loc[[1, 2, 3], "brightness"].notna().all()
+    assert run.info["counters"]["decodes"] == 3  # the images decoded, not the five tried
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert len(info["dataset"]["skipped_items"]) == 1 and "99" in info["dataset"]["skipped_items"][0]["message"]
     assert run.exit_code == 1

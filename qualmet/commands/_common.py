@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import argparse
 
+IMAGES_HELP = "image root (default: the folder a NAME.images sidecar beside the JSON names, else images/ beside the JSON, else its folder)"
+
 
 def add_dataset_args(p: argparse.ArgumentParser, name: str = "dataset") -> None:
-    """A COCO JSON data set argument plus ``--images`` (default: images/ beside the JSON)."""
+    """A COCO JSON data set argument plus ``--images`` (default: the JSON's sidecar, else images/ beside it)."""
     p.add_argument(name, help="COCO JSON data set")
-    p.add_argument("--images", default=None, help="image root (default: an images/ folder beside the JSON, else its folder)")
+    p.add_argument("--images", default=None, help=IMAGES_HELP)
 
 
 def seed_value(text: str) -> int:

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from ..formats import FORMATS
+from ._common import IMAGES_HELP
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -12,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Check a COCO/VOC/YOLO/CSV data set and its images; every problem names its file and item.")
     p.add_argument("path", help="COCO .json, CSV .csv, or a folder of VOC .xml / YOLO .txt files")
     p.add_argument("--format", default="auto", choices=("auto",) + FORMATS)
-    p.add_argument("--images", default=None, help="image root (default: images/ beside the data set)")
+    p.add_argument("--images", default=None, help=IMAGES_HELP)
     p.add_argument("--no-images", action="store_true", help="check labels only, do not open image files")
     p.add_argument("--json", action="store_true", help="print problems as JSON lines")
     p.set_defaults(func=cmd_validate)
@@ -22,14 +24,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("path")
     c.add_argument("--from", dest="src_format", default="auto", choices=("auto",) + FORMATS)
     c.add_argument("--to", dest="dst_format", default="coco", choices=("coco", "yolo"))
-    c.add_argument("--images", default=None, help="image root of the input")
+    c.add_argument("--images", default=None, help="image root of the input; " + IMAGES_HELP)
     c.add_argument("--out", required=True, help="output .json (coco) or folder (yolo)")
     c.set_defaults(func=cmd_convert)
 
     i = sub.add_parser("info", help="summarise a data set (frames, boxes, classes)")
     i.add_argument("path")
     i.add_argument("--format", default="auto", choices=("auto",) + FORMATS)
-    i.add_argument("--images", default=None)
+    i.add_argument("--images", default=None, help=IMAGES_HELP)
     i.set_defaults(func=cmd_info)
 
 
@@ -66,4 +68,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     ds = load_dataset(args.path, fmt=args.format, images=args.images, on_invalid="skip")
     print(json.dumps(ds.summary(), indent=2))
-    return 0
+    for x in ds.skipped[:10]:  # what could not be loaded, named (validate lists every problem)
+        print(f"warning: {x.file}: {x.item}: {x.message} (not loaded)", file=sys.stderr)
+    if len(ds.skipped) > 10:
+        print(f"warning: ... and {len(ds.skipped) - 10} more; qualmet validate lists them all", file=sys.stderr)
+    return 1 if ds.skipped else 0

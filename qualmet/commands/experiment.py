@@ -73,7 +73,7 @@ def _load_run(run_dir: str, ds=None, ds_path: str | None = None):
         raise QualmetError(f"{d}: this metrics run was computed on another data set ({info['dataset'].get('path')}), "
                            f"not {ds_path}; run `qualmet metrics run {ds_path} --out DIR` for it")
     worse = {m["name"]: m["worse"] for m in info.get("metrics", [])}
-    return objects, frames, worse
+    return objects, frames, worse, info
 
 
 def parse_budget(text: str) -> float | int:
@@ -91,8 +91,12 @@ def cmd_select(args: argparse.Namespace) -> int:
     from ..formats import load_coco, save_coco
     from ..select import Strategy, select
 
+    from ..runner import recorded_image_root
+
     ds = load_coco(args.dataset, images=args.images)
-    objects, frames, worse = _load_run(args.run, ds, args.dataset)
+    objects, frames, worse, info = _load_run(args.run, ds, args.dataset)
+    if args.images is None and recorded_image_root(info, args.dataset):
+        ds.image_root = Path(recorded_image_root(info, args.dataset))  # the images the metrics were computed on
     spec = {"strategy": args.strategy, "method": args.method, "iqr_k": args.iqr_k, "percentile": args.percentile,
             "bins": args.bins}
     for k in ("metric", "threshold", "k"):
@@ -128,7 +132,7 @@ def cmd_errors(args: argparse.Namespace) -> int:
     from ..noise import load_manifest, manifest_mismatch
 
     ds = load_coco(args.dataset, images=args.images)
-    objects, frames, worse = _load_run(args.run, ds, args.dataset)
+    objects, frames, worse, _ = _load_run(args.run, ds, args.dataset)
     why = manifest_mismatch(ds, load_manifest(args.manifest))
     if why:
         raise QualmetError(f"{args.manifest}: does not describe {args.dataset}: {why}")

@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_seed
+from ._common import add_dataset_args, add_seed
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("corrupt", help="inject label noise and record every error in a manifest",
                        description="Write a noisy copy of a COCO data set (--out) and a manifest of every injected "
                                    "error (loose, shift, squash, spurious, missing, duplicate, wrong_class).")
-    p.add_argument("dataset", help="clean COCO JSON")
-    p.add_argument("--out", required=True, help="noisy COCO JSON to write")
+    add_dataset_args(p)
+    p.add_argument("--out", required=True, help="noisy COCO JSON to write (a NOISY.images sidecar beside it names "
+                                                "the image folder when that is elsewhere)")
     p.add_argument("--rate", type=float, default=0.3,
                    help="number of errors as a fraction of the clean annotation count (default 0.3)")
     p.add_argument("--types", default=None,
@@ -48,7 +49,8 @@ def cmd_corrupt(args: argparse.Namespace) -> int:
     if shares is not None and types is None:
         types = list(shares)
     noisy_path, manifest_path, counts = corrupt_file(args.dataset, args.out, rate=args.rate, seed=args.seed,
-                                                     types=types, shares=shares, manifest=args.manifest)
+                                                     types=types, shares=shares, manifest=args.manifest,
+                                                     images=args.images)
     for t, n in counts.items():
         print(f"{t:12s} {n}")
     print(f"{'total':12s} {sum(counts.values())}")

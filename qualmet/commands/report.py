@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--manifest", default=None,
                    help="noise manifest from 'qualmet corrupt' (default: the experiment's, or NOISY.manifest.json beside the data set)")
     p.add_argument("--dataset", default=None, help="the run's COCO JSON, when it is no longer where run.json says")
-    p.add_argument("--images", default=None, help="image root of --dataset (default: .images sidecar, else images/ beside the JSON)")
+    p.add_argument("--images", default=None, help="image root of --dataset (default: the run's recorded root, else the JSON's .images sidecar, else images/ beside it)")
     p.add_argument("--title", default=None, help="report title")
     p.add_argument("--out", required=True, help="output folder (new, empty, or an earlier report)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -17,6 +17,16 @@ from ..errors import DatasetError, Problem
 SIDECAR = ".images"  # NAME.images beside NAME.json: the image root, when it is not the default
 
 
+def sidecar_path(json_path: str | os.PathLike) -> Path:
+    """``NAME.images`` for ``NAME.json``; ``FILE.images`` for any other file name (``data.v1`` and
+    ``data.v2`` must not share one). Beside the file itself when the path is a symbolic link."""
+    return _sidecar_beside(Path(json_path).resolve())
+
+
+def _sidecar_beside(p: Path) -> Path:
+    return p.with_suffix(SIDECAR) if p.suffix.lower() == ".json" else p.with_name(p.name + SIDECAR)
+
+
 def _plain_image_root(json_path: Path) -> Path:
     parent = json_path.resolve().parent
     return parent / "images" if (parent / "images").is_dir() else parent
@@ -24,18 +34,21 @@ def _plain_image_root(json_path: Path) -> Path:
 
 def default_image_root(json_path: str | os.PathLike) -> Path:
     """Where a COCO file's images are when no ``--images`` is given: the folder its ``.images``
-    sidecar names (written by ``save_coco``; relative to the JSON's folder), when it exists; else an
-    ``images/`` folder beside the JSON; else the JSON's own folder."""
-    p = Path(json_path)
-    side = p.with_suffix(SIDECAR)
-    if side.is_file():
-        try:
-            root = (p.resolve().parent / side.read_text(encoding="utf-8").strip()).resolve()
-        except (OSError, UnicodeDecodeError):
-            root = None
-        if root is not None and root.is_dir():
-            return root
-    return _plain_image_root(p)
+    sidecar names (written by ``save_coco``; relative to the JSON's folder); else an ``images/``
+    folder beside the JSON; else the JSON's own folder. A sidecar naming a folder that does not exist
+    (the JSON moved without its images) is an error that says so, not a silent other folder."""
+    side = sidecar_path(json_path)
+    if not side.is_file():
+        return _plain_image_root(Path(json_path))
+    try:
+        named = side.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{side}: cannot read this image-folder sidecar ({exc}); pass --images DIR") from None
+    root = (side.parent / named).resolve()
+    if not root.is_dir():
+        raise DatasetError(f"{side} names the image folder {named} ({root}), which does not exist; pass "
+                           "--images DIR, or delete the sidecar to use images/ beside the JSON")
+    return root
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -213,15 +226,20 @@ def save_coco(ds: Dataset, path: str | os.PathLike, indent: int | None = None) -
     the file would look by default (``images/`` beside it, else its folder), a ``NAME.images``
     sidecar names their folder (relative to the JSON's), and the file loads back with its images."""
     p = Path(path)
+    where = p.parent.resolve() / p.name  # the atomic write puts a file here (it replaces a link, if any)
+    side = _sidecar_beside(where)
+    if p.suffix.lower() == SIDECAR:
+        raise DatasetError(f"{p}: a COCO file cannot be named *{SIDECAR}: that is the name of its image-folder sidecar")
+    if side.is_dir():
+        raise DatasetError(f"{side} is a folder; it would be the image-folder sidecar of {p}: choose another name")
     try:
         out = atomic.write_json(p, ds.to_coco(), indent=indent)
     except ValueError as exc:  # json refuses NaN/inf (JSON has none), e.g. in an extra key's value
         raise DatasetError(f"{p}: cannot write COCO JSON: {exc} (a value is NaN or infinite)") from None
-    side = p.with_suffix(SIDECAR)
-    if ds.image_root is not None and Path(ds.image_root).resolve() != _plain_image_root(p):
+    if ds.image_root is not None and Path(ds.image_root).resolve() != _plain_image_root(where):
         root = Path(ds.image_root).resolve()
         try:
-            rel = os.path.relpath(root, p.resolve().parent)  # survives moving the whole tree
+            rel = os.path.relpath(root, side.parent)  # survives moving the whole tree
         except ValueError:  # another drive (Windows): only an absolute path can name it
             rel = str(root)
         atomic.write_text(side, rel + "\n")

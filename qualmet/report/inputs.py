@@ -139,23 +139,20 @@ def _load_dataset(path: Path, images: str | os.PathLike | None, recorded_root: s
     file's own default (its ``.images`` sidecar, else ``images/`` beside the JSON)."""
     from ..formats import load_coco
 
-    if images is None and recorded_root and Path(recorded_root).is_dir():
-        images = recorded_root
-    return load_coco(path, images=images, on_invalid="skip")
+    return load_coco(path, images=images if images is not None else recorded_root, on_invalid="skip")
 
 
 def find_dataset(run_dir: Path, info: dict[str, Any], dataset: str | os.PathLike | None = None,
                  images: str | os.PathLike | None = None) -> tuple[Dataset | None, Path | None, list[str]]:
     """The data set a run was computed on: ``dataset`` if given, else the path run.json records,
     checked against the recorded content hash. Returns (data set or None, its path, notes)."""
-    from ..runner import dataset_hash
+    from ..runner import dataset_hash, recorded_image_root
 
     want = (info.get("dataset") or {}).get("hash")
     recorded = (info.get("dataset") or {}).get("path")
 
     def root_for(p: Path) -> str | None:  # the run's image root applies to the file it was computed on
-        same = recorded and not recorded.startswith("<") and os.path.abspath(p) == os.path.abspath(recorded)
-        return (info.get("dataset") or {}).get("image_root") if same else None
+        return recorded_image_root(info, p)
 
     if dataset is not None:
         p = Path(dataset)
