@@ -335,8 +335,13 @@ def _local_imports(module: Any) -> list[Path]:
     if not own:
         return []
     own = Path(own).resolve()
-    mods = [v if inspect.ismodule(v) else sys.modules.get(getattr(v, "__module__", None) or "")
-            for v in list(vars(module).values())]
+    def home(v: Any) -> Any:
+        try:
+            return v if inspect.ismodule(v) else sys.modules.get(getattr(v, "__module__", None) or "")
+        except Exception:  # an object whose attribute lookup itself fails: not a helper we can name
+            return None
+
+    mods = [home(v) for v in list(vars(module).values())]
     try:
         tree = ast.parse(own.read_bytes())
     except (OSError, SyntaxError, ValueError):
