@@ -32,6 +32,16 @@ def _coco(root: Path, names: list[str], boxes: list[tuple[int, list[float]]]) ->
     return Dataset.from_records(images, anns, [{"id": 1, "name": "panda"}], image_root=root / "images")
 
 
+def _yolo_root(tmp_path: Path, label: str, names_file: str, names: str) -> Path:
+    """ROOT/images/a.jpg, ROOT/labels/a.txt holding ``label``, and a class-names file."""
+    root = tmp_path / "y"
+    _jpg(root / "images" / "a.jpg")
+    (root / "labels").mkdir()
+    (root / "labels" / "a.txt").write_text(label)
+    (root / names_file).write_text(names)
+    return root
+
+
 def test_two_records_naming_one_file_are_an_error_and_not_exported(tmp_path):
     ds = _coco(tmp_path, ["a.jpg", "a.jpg"], [(1, [1, 1, 10, 10]), (2, [20, 20, 10, 10])])
     hits = [p for p in validate(ds) if "name the same file 'a.jpg'" in p.message]
@@ -70,11 +80,7 @@ def test_an_image_named_classes_round_trips_through_yolo(tmp_path):
 
 
 def test_blank_line_inside_classes_txt_is_an_error(tmp_path):
-    root = tmp_path / "y"
-    _jpg(root / "images" / "a.jpg")
-    (root / "labels").mkdir()
-    (root / "labels" / "a.txt").write_text("1 0.5 0.5 0.2 0.2\n")
-    (root / "classes.txt").write_text("cat\n\ndog\n\n\n")
+    root = _yolo_root(tmp_path, "1 0.5 0.5 0.2 0.2\n", "classes.txt", "cat\n\ndog\n\n\n")
     with pytest.raises(DatasetError, match="classes.txt: line 2 is blank"):
         load_yolo(root)
     (root / "classes.txt").write_text("cat\ndog\n\n")  # blank lines at the end are fine
@@ -211,21 +217,13 @@ def test_qualmet_error_is_the_base_of_dataset_error():  # the CLI's one-line pat
 
 
 def test_a_yolo_root_with_obj_names_and_labels_below_is_detected(tmp_path):
-    root = tmp_path / "y"
-    _jpg(root / "images" / "a.jpg")
-    (root / "labels").mkdir()
-    (root / "labels" / "a.txt").write_text("0 0.5 0.5 0.25 0.25\n")
-    (root / "obj.names").write_text("panda\n")
+    root = _yolo_root(tmp_path, "0 0.5 0.5 0.25 0.25\n", "obj.names", "panda\n")
     ds = load_dataset(root)
     assert len(ds.images) == 1 and ds.annotations[["w", "h"]].to_numpy().tolist() == [[16, 12]]
 
 
 def test_duplicate_class_names_are_refused_both_ways(tmp_path):
-    root = tmp_path / "y"
-    _jpg(root / "images" / "a.jpg")
-    (root / "labels").mkdir()
-    (root / "labels" / "a.txt").write_text("1 0.5 0.5 0.25 0.25\n")
-    (root / "classes.txt").write_text("cat\ndog\ncat\n")
+    root = _yolo_root(tmp_path, "1 0.5 0.5 0.25 0.25\n", "classes.txt", "cat\ndog\ncat\n")
     with pytest.raises(DatasetError, match="lines 1 and 3 both name 'cat'"):
         load_yolo(root)
     ds = Dataset.from_records([], [], [{"id": 1, "name": "cat"}, {"id": 2, "name": "cat "}], image_root=tmp_path)
