@@ -65,7 +65,7 @@ def main() -> None:
     root = Path(a.keep or tmp.name)
     t0 = time.perf_counter()
     generate(root / "syn", n_train=a.frames, n_test=0, seed=0, size=a.size, workers=a.workers)
-    noisy, manifest, _, _ = corrupt_file(root / "syn" / "train.json", root / "syn" / "noisy.json", rate=0.3, seed=0)
+    noisy, manifest, _ = corrupt_file(root / "syn" / "train.json", root / "syn" / "noisy.json", rate=0.3, seed=0)
     run = run_metrics(noisy, out=root / "run", workers=a.workers, progress=False)
     print(f"inputs: {a.frames} frames at {a.size} px, {len(run.objects)} boxes, {len(run.info['metrics'])} metrics "
           f"({time.perf_counter() - t0:.0f} s to generate, corrupt and compute)")

@@ -191,14 +191,18 @@ def labels_sha256(ds: Dataset) -> str:
 
 
 def _records_frame(records: list[dict], standard: list[str]) -> pd.DataFrame:
-    """DataFrame of COCO records. A key that is not one of the ``standard`` columns keeps each record's
-    own value, as an object column: an integer stays an integer beside a record that lacks the key (a
-    float column would make it 3.0 and round integers above 2**53). Records without the key hold
-    pd.NA; like null values, it is not written back (``to_coco`` omits the key)."""
+    """DataFrame of COCO records. An extra key holding whole numbers that some records lack becomes a
+    nullable integer column (``Int64``): a float column would make 3 into 3.0 and round integers above
+    2**53; arithmetic, ``isna`` and ``to_numpy(dtype=float)`` work on it as on floats (missing -> NaN).
+    Missing values are not written back (``to_coco`` omits the key)."""
     df = pd.DataFrame(records)
     for c in df.columns:
-        if c not in standard and (df[c].dtype.kind == "f" or df[c].isna().any()):
-            df[c] = pd.Series([r.get(c, pd.NA) for r in records], dtype=object, index=df.index)
+        if c in standard or df[c].dtype.kind != "f":
+            continue
+        vals = [r.get(c) for r in records]
+        present = [v for v in vals if v is not None]
+        if present and all(isinstance(v, int) and not isinstance(v, bool) and -2 ** 63 <= v < 2 ** 63 for v in present):
+            df[c] = pd.array(vals, dtype="Int64")
     return df
 
 

@@ -459,7 +459,7 @@ def _extras(a: pd.Series) -> dict[str, Any]:
     for k, v in a.items():
         if k in ANNOTATION_COLUMNS or k == "score":
             continue
-        if v is None or (isinstance(v, float) and math.isnan(v)):
+        if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
             continue
         out[k] = v.item() if isinstance(v, np.generic) else v
     if "score" in a.index and not pd.isna(a["score"]):
@@ -519,6 +519,7 @@ def corrupt_file(dataset: str | os.PathLike, out: str | os.PathLike, rate: float
     sidecar). Returns (noisy path, manifest path, errors per type).
     """
     from .formats import load_coco, save_coco
+    from .formats.coco import check_coco_target
 
     src, dst = Path(dataset), Path(out)
     mpath = Path(manifest) if manifest is not None else default_manifest_path(dst)
@@ -529,6 +530,7 @@ def corrupt_file(dataset: str | os.PathLike, out: str | os.PathLike, rate: float
                            "data set; choose another --manifest")
     ds = load_coco(src, images=images)
     noisy, m = corrupt(ds, rate=rate, seed=seed, types=types, shares=shares)
+    check_coco_target(dst)  # before the manifest replaces an earlier one
     save_manifest(m, mpath)
     try:
         save_coco(noisy, dst)

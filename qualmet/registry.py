@@ -402,6 +402,13 @@ def _import_file(path: Path) -> Any:
     spec = importlib.util.spec_from_file_location(mod_name, path)
     if spec is None or spec.loader is None:
         raise QualmetError(f"{path}: cannot load as a Python plugin file")
+    earlier = sys.modules.get(mod_name)
+    if earlier is not None:  # loaded before, maybe from an older version: its helpers are imported afresh too
+        stale = {str(f) for f in _local_imports(earlier)}
+        for name, m in list(sys.modules.items()):
+            f = getattr(m, "__file__", None)
+            if f and str(Path(f).resolve()) in stale:
+                del sys.modules[name]
     module = importlib.util.module_from_spec(spec)
     sys.modules[mod_name] = module
     try:
@@ -452,10 +459,13 @@ def load_entry_points(reg: Registry) -> None:
         module = obj if inspect.ismodule(obj) else sys.modules.get(getattr(obj, "__module__", ""), None)
         if module is None:
             raise QualmetError(f"{src}: does not name a module or a metric function")
-        specs = _specs_in_module(module, src)
+        modules = [module]
+        if inspect.ismodule(obj) and hasattr(obj, "__path__"):  # a package: also the submodules it imported
+            modules += [m for n, m in sorted(sys.modules.items()) if n.startswith(obj.__name__ + ".") and m is not None]
+        specs = {id(s.func): s for m in modules for s in _specs_in_module(m, src)}.values()
         if not inspect.ismodule(obj):
             specs = [s for s in specs if s.func is obj]
-        for spec in specs:
+        for spec in sorted(specs, key=lambda s: s.name):
             reg.add(spec)
 
 

@@ -276,3 +276,47 @@ def test_info_names_records_it_could_not_load(tmp_path, capsys):
     assert main(["info", str(tmp_path / "d.json")]) == 1
     out, err = capsys.readouterr()
     assert json.loads(out)["images"] == 1 and "images[0]: image is missing key(s) height" in err
+
+
+def test_integer_extras_with_gaps_read_as_numbers_and_survive_corrupt(tmp_path):
+    ds = _coco(tmp_path, ["a.jpg", "b.jpg"], [(1, [1, 1, 10, 10]), (2, [5, 5, 20, 20]), (2, [30, 5, 20, 20])])
+    d = ds.to_coco()
+    d["annotations"][0]["occluded"] = 1  # only one annotation has the key
+    (tmp_path / "d.json").write_text(json.dumps(d))
+    back = load_coco(tmp_path / "d.json")
+    col = back.annotations["occluded"]
+    assert col.isna().tolist() == [False, True, True]
+    assert np.array_equal(col.to_numpy(dtype=float), [1.0, np.nan, np.nan], equal_nan=True)  # what plugins do
+    assert main(["corrupt", str(tmp_path / "d.json"), "--out", str(tmp_path / "n" / "noisy.json"), "--types",
+                 "missing", "--rate", "1"]) == 0  # the deleted boxes' extras go into the manifest
+    from qualmet import noise
+
+    m = noise.load_manifest(tmp_path / "n" / "noisy.manifest.json")
+    assert noise.restore(load_coco(tmp_path / "n" / "noisy.json"), m).to_coco()["annotations"] == d["annotations"]
+
+
+def test_a_stale_sidecar_beside_an_images_folder_falls_back_to_it(tmp_path):
+    ds = _coco(tmp_path / "exp", ["a.jpg"], [(1, [1, 1, 10, 10])])
+    save_coco(ds, tmp_path / "exp" / "train.json")  # beside images/: no sidecar
+    (tmp_path / "exp" / "train.images").write_text("/an/old/absolute/place/images\n")  # as old experiments wrote
+    assert load_coco(tmp_path / "exp" / "train.json").image_root == (tmp_path / "exp" / "images")
+
+
+def test_a_second_copy_of_classes_txt_in_labels_is_not_a_label_file(tmp_path):
+    root = _yolo_root(tmp_path, "0 0.5 0.5 0.25 0.25\n", "classes.txt", "panda\n")
+    (root / "labels" / "classes.txt").write_text("panda\n")
+    ds = load_yolo(root)
+    assert not ds.skipped and len(ds.images) == 1 and len(ds.annotations) == 1
+
+
+def test_corrupt_refused_at_its_noisy_target_leaves_the_earlier_pair(tmp_path):
+    ds = _coco(tmp_path, ["a.jpg", "b.jpg"], [(1, [1, 1, 10, 10]), (2, [5, 5, 20, 20])])
+    save_coco(ds, tmp_path / "d.json")
+    out = tmp_path / "n" / "noisy.json"
+    assert main(["corrupt", str(tmp_path / "d.json"), "--out", str(out), "--seed", "1"]) == 0
+    before = (out.read_bytes(), (tmp_path / "n" / "noisy.manifest.json").read_bytes())
+    (tmp_path / "n" / "noisy.images").unlink()  # its sidecar replaced by a folder of that name
+    (tmp_path / "n" / "noisy.images").mkdir()
+    assert main(["corrupt", str(tmp_path / "d.json"), "--images", str(tmp_path / "images"), "--out", str(out),
+                 "--seed", "2"]) == 2
+    assert (out.read_bytes(), (tmp_path / "n" / "noisy.manifest.json").read_bytes()) == before

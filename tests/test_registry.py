@@ -165,7 +165,7 @@ def test_documented_plugin_example_runs_and_measures_what_it_says(tmp_path, doc)
 def test_an_entry_point_naming_a_package_finds_metrics_in_its_submodules(tmp_path, monkeypatch):
     site = tmp_path / "site"
     (site / "qm_pkg").mkdir(parents=True)
-    (site / "qm_pkg" / "__init__.py").write_text("from .widths import *  # noqa\nimport numpy as np\n")
+    (site / "qm_pkg" / "__init__.py").write_text("from . import widths  # noqa\nimport numpy as np\n")
     (site / "qm_pkg" / "widths.py").write_text(textwrap.dedent(EP_MODULE.format(name="ep_sub_width")))
     info = site / "qm_pkg-0.1.dist-info"
     info.mkdir()

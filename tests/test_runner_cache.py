@@ -44,7 +44,7 @@ def scaled_w(ctx):
 '''
 
 
-def test_editing_a_helper_module_the_plugin_imports_recomputes(data, tmp_path, monkeypatch):
+def test_editing_a_helper_module_the_plugin_imports_recomputes(data, tmp_path):
     folder = tmp_path / "plugs"
     plugin = _plugin(folder, SCALED)
     (folder / "helper_mod.py").write_text("FACTOR = 1.0\n")
@@ -52,8 +52,7 @@ def test_editing_a_helper_module_the_plugin_imports_recomputes(data, tmp_path, m
     first = run_metrics(data, metrics=["scaled_w"], plugins=[plugin], out=out, workers=1, chunk_size=2, progress=False)
     assert run_metrics(data, metrics=["scaled_w"], plugins=[plugin], out=out, workers=1, chunk_size=2,
                        progress=False).info["counters"]["computed"]["scaled_w"] == 0
-    (folder / "helper_mod.py").write_text("FACTOR = 2.0\n")
-    monkeypatch.delitem(sys.modules, "helper_mod")  # a new process would import the edited helper
+    (folder / "helper_mod.py").write_text("FACTOR = 2.0\n")  # this process imported the old one
     again = run_metrics(data, metrics=["scaled_w"], plugins=[plugin], out=out, workers=1, chunk_size=2, progress=False)
     assert again.info["counters"]["computed"]["scaled_w"] == 6
     assert np.allclose(again.objects["scaled_w"], 2 * first.objects["scaled_w"])
@@ -256,3 +255,35 @@ def test_chunks_are_id_ranges_so_adding_or_removing_a_frame_recomputes_only_its_
     assert c["chunks"] == 6 and c["chunks_computed"] == 1 and c["cached"]["brightness"] == 20
     ref = full.frames[full.frames.image_id != 1].reset_index(drop=True)
     assert np.array_equal(less.frames["brightness"], ref["brightness"])
+
+
+VEC_WEATHER = '''
+import qualmet
+
+@qualmet.metric(name="weather", level="frame", worse="high", vectorised=True)
+def weather(annotations, images):
+    return images["weather"].to_numpy(dtype=float)
+'''
+
+
+def test_an_image_extra_key_read_by_a_vectorised_metric_is_in_its_key(data, tmp_path):
+    plugin = _plugin(tmp_path / "plugs", VEC_WEATHER)
+    d = json.loads(Path(data).read_text())
+    for im in d["images"]:
+        im["weather"] = 1
+    Path(data).write_text(json.dumps(d))
+    out = tmp_path / "run"
+    assert run_metrics(data, metrics=["weather"], plugins=[plugin], out=out, workers=1,
+                       progress=False).frames["weather"].tolist() == [1.0] * 6
+    d["images"][0]["weather"] = 5
+    Path(data).write_text(json.dumps(d))
+    again = run_metrics(data, metrics=["weather"], plugins=[plugin], out=out, workers=1, progress=False)
+    assert again.frames["weather"].tolist() == [5.0] + [1.0] * 5
+
+
+def test_chunk_bounds_of_ids_spread_over_the_whole_int64_range():
+    from qualmet.runner import chunk_bounds
+
+    ids = np.array([12345, 3 * 10 ** 18, 6 * 10 ** 18, 9 * 10 ** 18], dtype=np.int64)
+    b = chunk_bounds(ids, 32)
+    assert b[0] == 0 and b[-1] == 4 and (np.diff(b) > 0).all()

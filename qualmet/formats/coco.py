@@ -35,8 +35,9 @@ def _plain_image_root(json_path: Path) -> Path:
 def default_image_root(json_path: str | os.PathLike) -> Path:
     """Where a COCO file's images are when no ``--images`` is given: the folder its ``.images``
     sidecar names (written by ``save_coco``; relative to the JSON's folder); else an ``images/``
-    folder beside the JSON; else the JSON's own folder. A sidecar naming a folder that does not exist
-    (the JSON moved without its images) is an error that says so, not a silent other folder."""
+    folder beside the JSON; else the JSON's own folder. When the sidecar's folder is gone, ``images/``
+    beside the JSON is used if it is there (a folder moved with its images); otherwise that is an
+    error naming the sidecar, not a silent other folder where every image is "not found"."""
     side = sidecar_path(json_path)
     if not side.is_file():
         return _plain_image_root(Path(json_path))
@@ -45,10 +46,22 @@ def default_image_root(json_path: str | os.PathLike) -> Path:
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{side}: cannot read this image-folder sidecar ({exc}); pass --images DIR") from None
     root = (side.parent / named).resolve()
-    if not root.is_dir():
-        raise DatasetError(f"{side} names the image folder {named} ({root}), which does not exist; pass "
-                           "--images DIR, or delete the sidecar to use images/ beside the JSON")
-    return root
+    if root.is_dir():
+        return root
+    if (side.parent / "images").is_dir():
+        return side.parent / "images"
+    raise DatasetError(f"{side} names the image folder {named} ({root}), which does not exist; pass "
+                       "--images DIR, or delete the sidecar")
+
+
+def check_coco_target(path: str | os.PathLike) -> None:
+    """Refuse, before anything is written, a path ``save_coco`` cannot write with its sidecar."""
+    p = Path(path)
+    if p.suffix.lower() == SIDECAR:
+        raise DatasetError(f"{p}: a COCO file cannot be named *{SIDECAR}: that is the name of its image-folder sidecar")
+    side = _sidecar_beside(p.parent.resolve() / p.name)
+    if side.is_dir():
+        raise DatasetError(f"{side} is a folder; it would be the image-folder sidecar of {p}: choose another name")
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -226,12 +239,9 @@ def save_coco(ds: Dataset, path: str | os.PathLike, indent: int | None = None) -
     the file would look by default (``images/`` beside it, else its folder), a ``NAME.images``
     sidecar names their folder (relative to the JSON's), and the file loads back with its images."""
     p = Path(path)
+    check_coco_target(p)
     where = p.parent.resolve() / p.name  # the atomic write puts a file here (it replaces a link, if any)
     side = _sidecar_beside(where)
-    if p.suffix.lower() == SIDECAR:
-        raise DatasetError(f"{p}: a COCO file cannot be named *{SIDECAR}: that is the name of its image-folder sidecar")
-    if side.is_dir():
-        raise DatasetError(f"{side} is a folder; it would be the image-folder sidecar of {p}: choose another name")
     try:
         out = atomic.write_json(p, ds.to_coco(), indent=indent)
     except ValueError as exc:  # json refuses NaN/inf (JSON has none), e.g. in an extra key's value

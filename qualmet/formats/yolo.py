@@ -84,7 +84,10 @@ def load_yolo(labels: str | os.PathLike, images: str | os.PathLike | None = None
                                     "both are skipped (rename one)"))
     by_stem = {stem: same[0] for stem, same in stems.items() if len(same) == 1}
     image_files = [p for p in image_files if p.stem in by_stem]
-    label_files = _label_files(lab, names_path)
+    # a second copy of the class names (labels/classes.txt beside ROOT/classes.txt) is not a label
+    # file, unless an image of that name (classes.jpg) says it is one
+    label_files = [t for t in _label_files(lab, names_path)
+                   if t.name not in ("classes.txt", "obj.names") or t.stem in by_stem]
     if not label_files and not image_files:
         raise DatasetError(f"{lab}: no YOLO label (.txt) files and no images in {img_dir}")
     for txt in label_files:
