@@ -6,10 +6,10 @@ import argparse
 IMAGES_HELP = "image root (default: the folder a NAME.images sidecar beside the JSON names, else images/ beside the JSON, else its folder)"
 
 
-def add_dataset_args(p: argparse.ArgumentParser, name: str = "dataset") -> None:
+def add_dataset_args(p: argparse.ArgumentParser, name: str = "dataset", images_help: str = "") -> None:
     """A COCO JSON data set argument plus ``--images`` (default: the JSON's sidecar, else images/ beside it)."""
     p.add_argument(name, help="COCO JSON data set")
-    p.add_argument("--images", default=None, help=IMAGES_HELP)
+    p.add_argument("--images", default=None, help=images_help or IMAGES_HELP)
 
 
 def seed_value(text: str) -> int:

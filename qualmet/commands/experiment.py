@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("select", help="select a training subset from a metrics run",
                        description="Choose frames by a strategy under a budget; writes subset.json, reasons.csv "
                                    "(and relabel.json for --strategy relabel).")
-    add_dataset_args(s)
+    add_dataset_args(s, images_help="image root (default: the one the --run recorded for this data set, else the "
+                                    "JSON's .images sidecar, else images/ beside it); subset.json's sidecar names it")
     s.add_argument("--run", required=True, help="metrics run folder (objects.parquet, frames.parquet)")
     s.add_argument("--strategy", default="random", help="random, filter, rank, stratify, combined, remove_annotations, relabel")
     s.add_argument("--metric", default=None)
