@@ -190,6 +190,11 @@ def labels_sha256(ds: Dataset) -> str:
     return hashlib.sha256(a.to_csv(index=False, float_format="%.6f").encode()).hexdigest()
 
 
+def is_int64(v: Any) -> bool:
+    """A Python or numpy integer (not a bool) that fits an int64 column (JSON allows larger ones)."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and -2 ** 63 <= int(v) < 2 ** 63
+
+
 def _records_frame(records: list[dict], standard: list[str]) -> pd.DataFrame:
     """DataFrame of COCO records. An extra key holding whole numbers that some records lack becomes a
     nullable integer column (``Int64``): a float column would make 3 into 3.0 and round integers above
@@ -201,7 +206,7 @@ def _records_frame(records: list[dict], standard: list[str]) -> pd.DataFrame:
             continue
         vals = [r.get(c) for r in records]
         present = [v for v in vals if v is not None]
-        if present and all(isinstance(v, int) and not isinstance(v, bool) and -2 ** 63 <= v < 2 ** 63 for v in present):
+        if present and all(is_int64(v) for v in present):
             df[c] = pd.array(vals, dtype="Int64")
     return df
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from . import atomic
 from .boxes import iou_matrix
-from .dataset import ANNOTATION_COLUMNS, BOX_COLUMNS, Dataset
+from .dataset import ANNOTATION_COLUMNS, BOX_COLUMNS, Dataset, is_int64
 from .errors import QualmetError
 
 ERROR_TYPES = ("loose", "shift", "squash", "spurious", "missing", "duplicate", "wrong_class")
@@ -485,12 +485,10 @@ def _manifest_frame(rows: Any) -> pd.DataFrame:
 
 def _int_column(col: pd.Series, name: str) -> pd.Series:
     """A manifest id column as int64; a value that is not a whole number is an error naming its row."""
-    def whole(v: Any) -> bool:
-        if isinstance(v, bool) or v is None:
-            return False
-        if isinstance(v, (int, np.integer)):
-            return -2 ** 63 <= int(v) < 2 ** 63
-        return isinstance(v, (float, np.floating)) and math.isfinite(v) and v == int(v) and abs(v) < 2 ** 63
+    def whole(v: Any) -> bool:  # an integer, or a float holding one (CSV manifests, pandas columns)
+        if isinstance(v, (float, np.floating)):
+            return math.isfinite(v) and v == int(v) and abs(v) < 2 ** 63
+        return is_int64(v)
 
     bad = [i for i, v in enumerate(col) if not whole(v)]
     if bad:

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from .. import atomic
-from ..dataset import Dataset, empty_annotations
+from ..dataset import Dataset, empty_annotations, is_int64
 from ..errors import DatasetError, Problem
 
 
@@ -83,18 +83,12 @@ def read_json(path: str | os.PathLike) -> Any:
         raise DatasetError(f"{p}: line {exc.lineno} column {exc.colno}: malformed JSON ({exc.msg})") from None
 
 
-_INT64 = (-(2 ** 63), 2 ** 63 - 1)
 _RESERVED_ANN_KEYS = ("x", "y", "w", "h")  # qualmet's own box columns; a COCO key of that name would clash
-
-
-def _is_int(v: Any) -> bool:
-    """An integer that fits the int64 columns it is stored in (JSON allows arbitrarily large ones)."""
-    return isinstance(v, int) and not isinstance(v, bool) and _INT64[0] <= v <= _INT64[1]
 
 
 def _kind(v: Any) -> str:
     """The type name shown in messages; an integer outside int64 says so."""
-    if isinstance(v, int) and not isinstance(v, bool) and not _is_int(v):
+    if isinstance(v, int) and not isinstance(v, bool) and not is_int64(v):
         return "int outside the 64-bit range"
     return type(v).__name__
 
@@ -131,7 +125,7 @@ def parse_coco(d: Any, source: str = "<memory>", image_root: str | os.PathLike |
     cats, cat_ids = [], set()
     for n, c in enumerate(d.get("categories", [])):
         item = f"categories[{n}]"
-        if not isinstance(c, dict) or not _is_int(c.get("id")) or not isinstance(c.get("name"), str):
+        if not isinstance(c, dict) or not is_int64(c.get("id")) or not isinstance(c.get("name"), str):
             bad(item, f"a category needs an integer 'id' and a string 'name'; got {json.dumps(c)[:120]}")
             continue
         if c["id"] in cat_ids:
@@ -150,14 +144,14 @@ def parse_coco(d: Any, source: str = "<memory>", image_root: str | os.PathLike |
         if missing:
             bad(item, f"image is missing key(s) {', '.join(missing)}")
             continue
-        if not _is_int(im["id"]):
+        if not is_int64(im["id"]):
             bad(item, f"image id must be an integer, got {_kind(im['id'])} {im['id']!r}")
             continue
         item = f"image {im['id']} ({im['file_name']})"
         if not isinstance(im["file_name"], str) or not im["file_name"]:
             bad(item, f"file_name must be a non-empty string, got {im['file_name']!r}")
             continue
-        if not (_is_int(im["width"]) and _is_int(im["height"]) and im["width"] > 0 and im["height"] > 0):
+        if not (is_int64(im["width"]) and is_int64(im["height"]) and im["width"] > 0 and im["height"] > 0):
             bad(item, f"width and height must be positive integers, got {im['width']!r} x {im['height']!r}")
             continue
         if im["id"] in img_ids:
@@ -176,7 +170,7 @@ def parse_coco(d: Any, source: str = "<memory>", image_root: str | os.PathLike |
         if missing:
             bad(item, f"annotation is missing key(s) {', '.join(missing)}")
             continue
-        wrong = [k for k in ("id", "image_id", "category_id") if not _is_int(a[k])]
+        wrong = [k for k in ("id", "image_id", "category_id") if not is_int64(a[k])]
         if wrong:
             bad(item, "; ".join(f"{k} must be an integer, got {_kind(a[k])} {a[k]!r}" for k in wrong))
             continue
@@ -274,7 +268,7 @@ def load_predictions(path: str | os.PathLike, images: pd.DataFrame | None = None
         if not isinstance(r, dict) or not all(k in r for k in ("image_id", "category_id", "bbox", "score")):
             raise DatasetError(f"{p}: {item}: needs image_id, category_id, bbox and score")
         b = r["bbox"]
-        wrong = [k for k in ("image_id", "category_id") if not _is_int(r[k])]
+        wrong = [k for k in ("image_id", "category_id") if not is_int64(r[k])]
         if wrong:
             raise DatasetError(f"{p}: {item}: " + "; ".join(f"{k} must be an integer, got {r[k]!r}" for k in wrong))
         if not (isinstance(b, list) and len(b) == 4 and all(_is_finite(v) for v in b)):
