@@ -159,16 +159,16 @@ class Dataset:
     def to_coco(self) -> dict[str, Any]:
         """The canonical on-disk form: a COCO dict (predictions keep their ``score``)."""
         out: dict[str, Any] = dict(self.info)
-        out["images"] = [_clean_record(r) for r in self.images.to_dict("records")]
+        out["images"] = [clean_record(r) for r in self.images.to_dict("records")]
         anns = []
         for r in self.annotations.to_dict("records"):
             rec = {"id": int(r.pop("id")), "image_id": int(r.pop("image_id")), "category_id": int(r.pop("category_id")),
                    "bbox": [float(r.pop(c)) for c in BOX_COLUMNS], "area": float(r.pop("area")),
                    "iscrowd": int(r.pop("iscrowd"))}
-            rec.update(_clean_record(r))
+            rec.update(clean_record(r))
             anns.append(rec)
         out["annotations"] = anns
-        out["categories"] = [_clean_record(r) for r in self.categories.to_dict("records")]
+        out["categories"] = [clean_record(r) for r in self.categories.to_dict("records")]
         return out
 
     def to_results(self) -> list[dict[str, Any]]:
@@ -211,9 +211,9 @@ def _records_frame(records: list[dict], standard: list[str]) -> pd.DataFrame:
     return df
 
 
-def _clean_record(r: dict[str, Any]) -> dict[str, Any]:
-    """Drop missing extras (None/pd.NA/NaN: another record's key, or null) and turn numpy scalars
-    into Python."""
+def clean_record(r: dict[str, Any]) -> dict[str, Any]:
+    """A record ready for JSON: missing extras dropped (None/pd.NA/NaN: another record's key, or null),
+    numpy scalars turned into Python ones."""
     out = {}
     for k, v in r.items():
         if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):

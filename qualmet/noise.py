@@ -19,7 +19,7 @@ import pandas as pd
 
 from . import atomic
 from .boxes import iou_matrix
-from .dataset import ANNOTATION_COLUMNS, BOX_COLUMNS, Dataset, is_int64
+from .dataset import ANNOTATION_COLUMNS, BOX_COLUMNS, Dataset, clean_record, is_int64
 from .errors import QualmetError
 
 ERROR_TYPES = ("loose", "shift", "squash", "spurious", "missing", "duplicate", "wrong_class")
@@ -455,13 +455,7 @@ def _row(a: pd.Series, t: str) -> dict[str, Any]:
 
 def _extras(a: pd.Series) -> dict[str, Any]:
     """Extra COCO keys of an annotation (segmentation, ...), JSON-ready, missing ones dropped."""
-    out = {}
-    for k, v in a.items():
-        if k in ANNOTATION_COLUMNS or k == "score":
-            continue
-        if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
-            continue
-        out[k] = v.item() if isinstance(v, np.generic) else v
+    out = clean_record({k: v for k, v in a.items() if k not in ANNOTATION_COLUMNS and k != "score"})
     if "score" in a.index and not pd.isna(a["score"]):
         out["score"] = float(a["score"])
     return out

@@ -96,8 +96,9 @@ def cmd_select(args: argparse.Namespace) -> int:
 
     ds = load_coco(args.dataset, images=args.images)
     objects, frames, worse, info = _load_run(args.run, ds, args.dataset)
-    if args.images is None and recorded_image_root(info, args.dataset):
-        ds.image_root = Path(recorded_image_root(info, args.dataset))  # the images the metrics were computed on
+    recorded = recorded_image_root(info, args.dataset) if args.images is None else None
+    if recorded:
+        ds.image_root = Path(recorded)  # the images the metrics were computed on
     spec = {"strategy": args.strategy, "method": args.method, "iqr_k": args.iqr_k, "percentile": args.percentile,
             "bins": args.bins}
     for k in ("metric", "threshold", "k"):
