@@ -77,6 +77,10 @@ def load_spec(path: str | Path, quick: bool = False) -> Spec:
         raise QualmetError(f"{p}: experiment spec not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise QualmetError(f"{p}: malformed TOML ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise QualmetError(f"{p}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8") from None
+    except OSError as exc:
+        raise QualmetError(f"{p}: cannot read the experiment spec ({exc.strerror or exc})") from None
     quick_over = raw.pop("quick", {})
     spec = _merge(DEFAULTS, raw)
     if quick:
@@ -104,8 +108,15 @@ def load_spec(path: str | Path, quick: bool = False) -> Spec:
         Strategy.from_dict(a)  # validate early: a typo fails before any training
     if "random" not in seen:
         raise QualmetError(f"{p}: an experiment needs an arm named 'random' (the baseline)")
-    if len(spec["seeds"]) < 1:
+    seeds = spec["seeds"]
+    if not isinstance(seeds, list) or len(seeds) < 1:
         raise QualmetError(f"{p}: 'seeds' must list at least one seed")
+    bad = [v for v in seeds if isinstance(v, bool) or not isinstance(v, int) or v < 0]
+    if bad:
+        raise QualmetError(f"{p}: 'seeds' must be whole numbers from 0 up, got {bad[0]!r}")
+    dup = sorted({v for v in seeds if seeds.count(v) > 1})
+    if dup:  # each seed is one paired comparison with random: a repeat would train twice and pair nothing
+        raise QualmetError(f"{p}: 'seeds' lists {', '.join(map(str, dup))} more than once")
     out = Spec(name=str(spec.get("name", p.stem)), raw=spec, path=p)
     _check_spec(out)
     return out

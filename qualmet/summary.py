@@ -14,7 +14,10 @@ HEADLINE = ("AP", "AR100")
 
 
 def paired(base: pd.Series, arm: pd.Series, n_boot: int = 2000, seed: int = 0) -> dict:
-    """Paired comparison over the seeds both have: mean difference, 95% bootstrap CI, paired t-test p."""
+    """Paired comparison over the seeds both have: mean difference, 95% bootstrap CI, paired t-test p.
+
+    ``p`` is NaN with fewer than two seeds or when every seed differs by exactly the same amount
+    (a t-test is undefined there; two identical gains are not certainty)."""
     both = pd.concat([base, arm], axis=1, keys=["b", "a"]).dropna()
     d = (both["a"] - both["b"]).to_numpy()
     out = {"n": int(len(d)), "diff": float(d.mean()) if len(d) else np.nan, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan}
@@ -26,9 +29,19 @@ def paired(base: pd.Series, arm: pd.Series, n_boot: int = 2000, seed: int = 0) -
             from scipy.stats import ttest_rel
 
             out["p"] = float(ttest_rel(both["a"], both["b"]).pvalue)
-        else:
-            out["p"] = 0.0 if d[0] != 0 else 1.0
     return out
+
+
+def relative_change(base: pd.Series, arm: pd.Series) -> tuple[float, int]:
+    """(100 * (arm - base) / base over the seeds both have a value for, how many seeds that is).
+
+    Means over different seeds would compare different random draws: an arm that beats random on
+    every seed it has could show a loss. NaN when no seed is shared or the baseline's mean is 0."""
+    both = pd.concat([base, arm], axis=1, keys=["b", "a"]).dropna()
+    bmean = float(both["b"].mean()) if len(both) else np.nan
+    if not np.isfinite(bmean) or bmean == 0:
+        return np.nan, int(len(both))
+    return 100.0 * (float(both["a"].mean()) - bmean) / bmean, int(len(both))
 
 
 def summarise(results: pd.DataFrame, baseline: str = "random") -> pd.DataFrame:
@@ -44,8 +57,7 @@ def summarise(results: pd.DataFrame, baseline: str = "random") -> pd.DataFrame:
         if base is not None and arm != baseline:
             for stat in HEADLINE:
                 pr = paired(base[stat], g[stat])
-                bmean = float(base[stat].mean())
-                row[f"{stat}_rel"] = 100.0 * (row[f"{stat}_mean"] - bmean) / bmean if bmean else np.nan
+                row[f"{stat}_rel"], row[f"{stat}_paired_seeds"] = relative_change(base[stat], g[stat])
                 row[f"{stat}_diff_ci"] = (pr["ci_low"], pr["ci_high"])
                 row[f"{stat}_p"] = pr["p"]
         rows.append(row)
@@ -53,11 +65,26 @@ def summarise(results: pd.DataFrame, baseline: str = "random") -> pd.DataFrame:
 
 
 def _fmt(m: float, s: float) -> str:
+    if not np.isfinite(m):
+        return "–"
     return f"{m:.3f} ± {s:.3f}" if np.isfinite(s) else f"{m:.3f}"
 
 
 def _p(p: float) -> str:
-    return f"{p:.2g}" if np.isfinite(p) else "–"  # one seed: no paired test
+    return f"{p:.2g}" if np.isfinite(p) else "–"  # one seed, or the same difference on every seed: no test
+
+
+def _cell(text: object) -> str:
+    """A markdown table cell: a '|' in an arm name would otherwise start a new cell."""
+    return str(text).replace("|", "\\|")
+
+
+def _delta(rel: float, paired_seeds: float, seeds: int) -> str:
+    """'+6.7%', with the seeds it rests on when fewer than the experiment's; 'n/a' without a baseline."""
+    if not np.isfinite(rel):
+        return "n/a"
+    partial = np.isfinite(paired_seeds) and int(paired_seeds) < seeds
+    return f"{rel:+.1f}%" + (f" ({int(paired_seeds)} of {seeds} seeds)" if partial else "")
 
 
 def _is_oracle(arm: str, oracle_arms: set[str] | None) -> bool:
@@ -71,26 +98,41 @@ def summary_markdown(summary: pd.DataFrame, title: str, baseline: str = "random"
     lines = [f"# {title}", "", notes.strip(), "" if notes else "",
              "| arm | seeds | AP (mAP@[.5:.95]) | AP50 | AR@100 | ΔAP vs random | ΔAR vs random | paired p (AP / AR) |",
              "|---|---|---|---|---|---|---|---|"]
+    n_seeds = int(summary["seeds"].max()) if len(summary) else 0
     for r in summary.itertuples(index=False):
         r = r._asdict()
         if r["arm"] == baseline:
             rel_ap = rel_ar = "baseline"
             pvals = ""
         else:
-            rel_ap = f"{r.get('AP_rel', np.nan):+.1f}%"
-            rel_ar = f"{r.get('AR100_rel', np.nan):+.1f}%"
+            rel_ap, rel_ar = (_delta(r.get(f"{k}_rel", np.nan), r.get(f"{k}_paired_seeds", np.nan), n_seeds)
+                              for k in HEADLINE)
             pvals = " / ".join(_p(r.get(k, np.nan)) for k in ("AP_p", "AR100_p"))
-        lines.append(f"| {r['arm']} | {r['seeds']} | {_fmt(r['AP_mean'], r['AP_std'])} | {_fmt(r['AP50_mean'], r['AP50_std'])} | "
+        lines.append(f"| {_cell(r['arm'])} | {r['seeds']} | {_fmt(r['AP_mean'], r['AP_std'])} | {_fmt(r['AP50_mean'], r['AP50_std'])} | "
                      f"{_fmt(r['AR100_mean'], r['AR100_std'])} | {rel_ap} | {rel_ar} | {pvals} |")
     others = summary[summary.arm != baseline]
     metric_arms = others[~others.arm.map(lambda a: _is_oracle(a, oracle_arms))]
     if len(metric_arms) and "AP_rel" in metric_arms:
-        lines += ["", f"Average over the {len(metric_arms)} metric arm(s) (oracle arms excluded): "
-                      f"AP {metric_arms.AP_rel.mean():+.1f}%, AR@100 {metric_arms.AR100_rel.mean():+.1f}% relative to random."]
-    lines += ["", "Δ is the relative change of the mean over seeds; p is a paired t-test over seeds (same seed = same "
-                  "random draw for sampling-based arms and the same training seed), so small p means the gain is "
-                  "consistent across seeds. With 3 seeds, treat p > 0.05 as 'not shown'."]
+        ap, ar = metric_arms.AP_rel.dropna(), metric_arms.AR100_rel.dropna()
+        if len(ap) or len(ar):
+            counted = (f"the {len(ap)} metric arm(s)" if len(ap) == len(ar)
+                       else f"the metric arms ({len(ap)} for AP, {len(ar)} for AR@100)")
+            left = len(metric_arms) - min(len(ap), len(ar))
+            lines += ["", f"Average over {counted} (oracle arms excluded"
+                          + (f"; {left} without a change against random left out" if left else "") + "): "
+                          + f"AP {_pct(ap)}, AR@100 {_pct(ar)} relative to random."]
+        else:
+            lines += ["", "No metric arm has a change against random to average (the baseline's mean is 0 or "
+                          "missing, or no seed is shared)."]
+    lines += ["", "Δ is the relative change of the mean over the seeds an arm shares with random; p is a paired "
+                  "t-test over those seeds (same seed = same random draw for sampling-based arms and the same "
+                  "training seed), so small p means the gain is consistent across seeds (– with one seed, or "
+                  "when every seed gives the same difference). With 3 seeds, treat p > 0.05 as 'not shown'."]
     return "\n".join(lines) + "\n"
+
+
+def _pct(v: pd.Series) -> str:
+    return f"{v.mean():+.1f}%" if len(v) else "n/a"
 
 
 def plot_summary(results: pd.DataFrame, path: str | Path, title: str, baseline: str = "random",

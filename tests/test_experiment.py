@@ -90,8 +90,12 @@ def test_quick_mode_and_spec_errors(tmp_path):
     ('budget = "half"\n', r"budget must be a frame count >= 1 or a fraction in \(0, 1\], got 'half'"),
     ('budget = 1.5\n', r"budget must be"),
     ('metrics = ["box_tightnes"]\n', r"unknown metric\(s\) box_tightnes; see `qualmet metrics list`"),
+    ('seeds = [0, 1, 0]\n', r"'seeds' lists 0 more than once"),
+    ('seeds = [0, -1]\n', r"'seeds' must be whole numbers from 0 up, got -1"),
+    ('seeds = [0, 1.5]\n', r"'seeds' must be whole numbers from 0 up, got 1.5"),
+    ('seeds = 3\n', r"'seeds' must list at least one seed"),
 ])
-def test_spec_typos_fail_before_any_work(tmp_path, text, words):
+def test_spec_typos_fail_before_any_work(tmp_path, text, words):  # a repeated seed crashed the summary after training
     """A misspelled key, recipe field, metric or budget is an error naming the spec file, at load time,
     not a silently ignored setting or a crash after the data and metrics were made."""
     bad = tmp_path / "typo.toml"
@@ -99,6 +103,13 @@ def test_spec_typos_fail_before_any_work(tmp_path, text, words):
     with pytest.raises(QualmetError, match=words) as e:
         load_spec(bad)
     assert str(bad) in str(e.value)
+
+
+def test_spec_that_is_not_utf8_is_one_error(tmp_path):
+    bad = tmp_path / "latin.toml"
+    bad.write_bytes('name = "caf\u00e9"\n'.encode("latin-1"))
+    with pytest.raises(QualmetError, match="not UTF-8 text"):
+        load_spec(bad)
 
 
 def test_select_and_errors_commands_on_the_experiment_metrics(tiny, tmp_path, capsys):

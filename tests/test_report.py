@@ -342,6 +342,45 @@ def test_output_stays_under_out(data, full, tmp_path):
     assert not (again / "assets" / "thumbs" / "stale.jpg").exists() and (again / "index.html").is_file()
 
 
+def test_a_rebuild_that_fails_midway_leaves_the_earlier_report_whole(data, tmp_path, monkeypatch):
+    """Old pictures go only after the new index.html is in place (they were deleted first, so an error
+    or Ctrl-C while making thumbnails left an index pointing at nothing)."""
+    out = tmp_path / "r"
+    build_report(out, run=data["run"], progress=False)
+    pics = re.findall(r'src="(assets/[^"]+)"', (out / "index.html").read_text(encoding="utf-8"))
+    assert pics and all((out / p).is_file() for p in pics)
+    import qualmet.report.thumbs as thumbs
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(thumbs, "make_thumbnails", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_report(out, run=data["run"], progress=False)
+    assert all((out / p).is_file() for p in re.findall(r'src="(assets/[^"]+)"', (out / "index.html").read_text(encoding="utf-8")))
+
+
+def test_damaged_inputs_are_one_line_errors_naming_the_file(data, exp_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(data["run"], run)
+    (run / "objects.parquet").write_bytes((run / "objects.parquet").read_bytes()[:100])
+    with pytest.raises(QualmetError, match=r"objects\.parquet: cannot read parquet"):
+        build_report(tmp_path / "o1", run=run, progress=False)
+    (run / "run.json").write_text("[1, 2]")
+    with pytest.raises(QualmetError, match=r"run\.json: expected a JSON object, found list"):
+        build_report(tmp_path / "o2", run=run, progress=False)
+    exp = tmp_path / "exp"
+    shutil.copytree(exp_dir, exp)
+    le = exp / "label_errors" / "label_errors.csv"
+    pd.read_csv(le).drop(columns="level").to_csv(le, index=False)
+    with pytest.raises(QualmetError, match=r"label_errors\.csv: no column\(s\) level"):
+        build_report(tmp_path / "o3", experiment=exp, progress=False)
+    (exp / "spec.toml").write_bytes(b"name = 'caf\xe9'\n")
+    with pytest.raises(QualmetError, match=r"spec\.toml: cannot read it as UTF-8"):
+        build_report(tmp_path / "o4", experiment=exp, progress=False)
+    assert not any((tmp_path / f"o{i}").exists() for i in range(1, 5))  # nothing written for a bad input
+
+
 def test_moved_data_is_found_and_unreadable_images_do_not_lose_the_report(data, tmp_path):
     moved = tmp_path / "moved"
     shutil.copytree(data["root"] / "syn", moved / "syn")

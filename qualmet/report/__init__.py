@@ -53,7 +53,6 @@ def build_report(out: str | os.PathLike, run: str | os.PathLike | None = None,
     model_data = inputs.load_model(model, eval_dir, test, predictions) if model is not None else None
     test_ds = find_test_set(model_data, exp_dir) if model_data is not None else None
     o = Output(out)
-    o.clear_assets()
     o.mark()
 
     secs: list[tuple[str, str, str]] = []
@@ -103,4 +102,5 @@ def build_report(out: str | os.PathLike, run: str | os.PathLike | None = None,
                                            else (exp_data.dir.name if exp_data is not None else Path(model).name)))
     subtitle.append(f"built in {time.perf_counter() - t0:.1f} s")
     index = o.write_text("index.html", html.page(name, html.esc(" · ".join(subtitle)), secs))
+    o.prune_assets()
     return o.path(index)

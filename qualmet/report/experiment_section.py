@@ -20,10 +20,13 @@ def _pm(mean, std) -> str:
     return f"{mean:.3f}" + (f" <span class='muted'>± {std:.3f}</span>" if std is not None and np.isfinite(std) else "")
 
 
-def _rel(v) -> tuple[str, str]:
+def _rel(v, paired_seeds=None, seeds: int = 0) -> tuple[str, str]:
+    """A relative change as text and CSS class, with the seeds it rests on when fewer than the experiment's."""
     if v is None or not np.isfinite(v):
         return "–", ""
-    return f"{v:+.1f}%", "pos" if v > 0 else ("neg" if v < 0 else "")
+    partial = paired_seeds is not None and np.isfinite(paired_seeds) and int(paired_seeds) < seeds
+    note = f" <span class='muted'>({int(paired_seeds)} of {seeds} seeds)</span>" if partial else ""
+    return f"{v:+.1f}%{note}", "pos" if v > 0 else ("neg" if v < 0 else "")
 
 
 def summary_table(summary: pd.DataFrame, baseline: str = "random") -> str:
@@ -32,10 +35,11 @@ def summary_table(summary: pd.DataFrame, baseline: str = "random") -> str:
     heads = ["arm", "seeds", "AP (mAP@[.5:.95])", "AP50", "AR@100", "ΔAP vs random", "ΔAR@100 vs random"]
     heads += ["paired p (AP / AR)"] if has_p else []
     body = []
+    n_seeds = int(pd.to_numeric(summary["seeds"], errors="coerce").max()) if "seeds" in summary and len(summary) else 0
     for r in summary.to_dict("records"):
         base = r["arm"] == baseline
-        ap, ap_c = ("baseline", "") if base else _rel(r.get("AP_rel"))
-        ar, ar_c = ("baseline", "") if base else _rel(r.get("AR100_rel"))
+        ap, ap_c = ("baseline", "") if base else _rel(r.get("AP_rel"), r.get("AP_paired_seeds"), n_seeds)
+        ar, ar_c = ("baseline", "") if base else _rel(r.get("AR100_rel"), r.get("AR100_paired_seeds"), n_seeds)
         cells = [f"<td><b>{esc(r['arm'])}</b></td>", f"<td class='num'>{num(r.get('seeds'))}</td>",
                  f"<td class='num'>{_pm(r.get('AP_mean'), r.get('AP_std'))}</td>",
                  f"<td class='num'>{_pm(r.get('AP50_mean'), r.get('AP50_std'))}</td>",

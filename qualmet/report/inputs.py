@@ -17,6 +17,7 @@ from ..errors import QualmetError
 
 BASE_OBJECT = {"annotation_id", "image_id", "category_id", "x", "y", "w", "h"}
 BASE_FRAME = {"image_id", "file_name", "width", "height"}
+LABEL_ERROR_COLUMNS = ("metric", "level", "type", "positives", "auroc", "ap")  # what the experiment section reads
 
 
 @dataclass
@@ -97,21 +98,47 @@ class ExperimentData:
     label_errors: pd.DataFrame | None
 
 
-def _read_json(p: Path) -> Any:
+def _read_json(p: Path) -> dict[str, Any]:
+    """A JSON object file (every JSON file a report reads holds one object)."""
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise QualmetError(f"{p}: cannot read JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise QualmetError(f"{p}: expected a JSON object, found {type(data).__name__}")
+    return data
 
 
-def _read_csv(p: Path) -> pd.DataFrame | None:
+def _read_text(p: Path) -> str | None:
+    if not p.is_file():
+        return None
+    try:
+        return p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise QualmetError(f"{p}: cannot read it as UTF-8 text ({exc})") from None
+
+
+def _read_parquet(p: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(p)
+    except Exception as exc:  # pyarrow raises several types for a truncated or foreign file
+        raise QualmetError(f"{p}: cannot read parquet ({type(exc).__name__}: {exc}); "
+                           "run `qualmet metrics run` into this folder again to rewrite it") from None
+
+
+def _read_csv(p: Path, required: tuple[str, ...] = ()) -> pd.DataFrame | None:
+    """A CSV qualmet wrote, or None when absent; ``required`` columns must be there."""
     if not p.is_file():
         return None
     try:
         # arm names such as "NA" or "None" are names, not missing values
-        return pd.read_csv(p, keep_default_na=False, na_values=[""])
+        df = pd.read_csv(p, keep_default_na=False, na_values=[""])
     except Exception as exc:  # pandas raises several types for a bad CSV
         raise QualmetError(f"{p}: cannot read CSV ({exc})") from None
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise QualmetError(f"{p}: no column(s) {', '.join(missing)}; is it a file qualmet wrote?")
+    return df
 
 
 def _candidates(recorded: str, run_dir: Path) -> list[Path]:
@@ -206,8 +233,8 @@ def load_run(run_dir: str | os.PathLike, dataset: str | os.PathLike | None = Non
     if missing:
         raise QualmetError(f"{d}: not a metrics run folder (no {', '.join(missing)}); make one with `qualmet metrics run`")
     info = _read_json(d / "run.json")
-    objects = pd.read_parquet(d / "objects.parquet")
-    frames = pd.read_parquet(d / "frames.parquet")
+    objects = _read_parquet(d / "objects.parquet")
+    frames = _read_parquet(d / "frames.parquet")
     ds, ds_path, notes = find_dataset(d, info, dataset, images)
     run = RunData(d, info, objects, frames, _metric_infos(info, objects, frames), ds, ds_path, notes)
     _attach_manifest(run, manifest)
@@ -242,10 +269,10 @@ def load_experiment(exp_dir: str | os.PathLike) -> ExperimentData:
     d = Path(exp_dir)
     if not (d / "config.json").is_file():
         raise QualmetError(f"{d}: not an experiment folder (no config.json); make one with `qualmet experiment`")
-    spec = (d / "spec.toml").read_text(encoding="utf-8") if (d / "spec.toml").is_file() else None
-    md = (d / "summary.md").read_text(encoding="utf-8") if (d / "summary.md").is_file() else None
-    return ExperimentData(d, _read_json(d / "config.json"), spec, _read_csv(d / "results.csv"),
-                          _read_csv(d / "summary.csv"), md, _read_csv(d / "label_errors" / "label_errors.csv"))
+    return ExperimentData(d, _read_json(d / "config.json"), _read_text(d / "spec.toml"),
+                          _read_csv(d / "results.csv", ("arm", "seed")), _read_csv(d / "summary.csv", ("arm",)),
+                          _read_text(d / "summary.md"),
+                          _read_csv(d / "label_errors" / "label_errors.csv", LABEL_ERROR_COLUMNS))
 
 
 def load_model(model_dir: str | os.PathLike, eval_dir: str | os.PathLike | None = None,

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 from .. import atomic
@@ -66,10 +65,20 @@ class Output:
         data = Path(src).read_bytes()
         return self.write_bytes(rel, strip_png_text(data) if rel.lower().endswith(".png") else data)
 
-    def clear_assets(self) -> None:
-        """Remove the ``assets/`` of an earlier report in this folder (only when the marker says it is ours)."""
-        if (self.root / MARKER).is_file() and (self.root / "assets").is_dir():
-            shutil.rmtree(self.root / "assets")
+    def prune_assets(self) -> None:
+        """Remove the files under ``assets/`` this build did not write: an earlier report's pictures.
+        Called once the new ``index.html`` is in place, so a rebuild that fails or is interrupted
+        leaves the earlier report whole (only when the marker says the folder is ours)."""
+        assets = self.root / "assets"
+        if not (self.root / MARKER).is_file() or not assets.is_dir():
+            return
+        keep = set(self.written)
+        for f in sorted(assets.rglob("*"), key=lambda q: len(q.parts), reverse=True):
+            if f.is_dir() and not f.is_symlink():
+                if not any(f.iterdir()):
+                    f.rmdir()
+            elif f not in keep:
+                f.unlink()
 
     def mark(self) -> None:
         self.write_text(MARKER, "written by qualmet report; the folder may be rebuilt by it\n")
