@@ -85,7 +85,7 @@ def test_boxes_come_back_in_original_pixels(trained):
     wide[:, :SIZE] = img
     wide = cv2.resize(wide, (2 * SIZE, SIZE))
     seen, scale = letterbox(wide, SIZE)  # exactly what the network sees
-    assert scale == 0.5
+    assert scale == (0.5, 0.5)
     det_wide, det_seen = res.predictor.predict([wide, seen], score_threshold=0.05)
     assert len(det_seen["boxes"]) > 0
     np.testing.assert_array_equal(det_wide["scores"], det_seen["scores"])
@@ -133,6 +133,19 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert again.resumed_from == 6
     with pytest.raises(QualmetError, match="different training"):
         train(data, tmp_path / "cut", **{**kw, "seed": 4})
+    # a finished folder whose checkpoint was deleted to save space is still finished, and still refuses
+    # another training (it was silently retrained and overwritten)
+    (tmp_path / "cut" / "checkpoint.pt").unlink()
+    weights = (tmp_path / "cut" / "model.pt").read_bytes()
+    again = train(data, tmp_path / "cut", **kw)
+    assert again.resumed_from == 6 and (tmp_path / "cut" / "model.pt").read_bytes() == weights
+    b = again.predictor.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(QualmetError, match="different training .*seed.* no checkpoint.pt"):
+        train(data, tmp_path / "cut", **{**kw, "seed": 4})
+    assert (tmp_path / "cut" / "model.pt").read_bytes() == weights and not (tmp_path / "cut" / "checkpoint.pt").exists()
+    with pytest.raises(QualmetError, match="val_fraction must be at least 0 and below 1, got nan"):
+        train(data, tmp_path / "nan", **{**kw, "val_fraction": float("nan")})
 
 
 def test_crossval_predicts_held_out_frames(tmp_path):
@@ -152,7 +165,7 @@ def test_crossval_predicts_held_out_frames(tmp_path):
 def test_data_letterbox_flip_and_sampler(tmp_path):
     img = np.zeros((100, 200, 3), np.uint8)
     boxed, scale = letterbox(img, 128)
-    assert boxed.shape == (128, 128, 3) and scale == pytest.approx(0.64) and boxed[70, 0, 0] == 114
+    assert boxed.shape == (128, 128, 3) and scale == pytest.approx((0.64, 0.64)) and boxed[70, 0, 0] == 114
     data = ellipses(tmp_path / "d", 3, 64, seed=0)
     ds = load_coco(data)
     d = DetectionData(ds, 128)
@@ -235,3 +248,95 @@ def test_validation_detections_are_clipped_like_the_predictors(tmp_path):
     pred = Predictor(_PaddingReacher(), get_recipe(input_size=64), [{"id": 1, "name": "e"}], torch.device("cpu"))
     for (x, y, w, h), r in zip((o["boxes"][0] for o in pred.predict(_paths(ds))), got.itertuples()):
         assert [x, y, w, h] == pytest.approx([r.x, r.y, r.w, r.h])
+
+
+def test_unletterbox_is_exact_per_axis_and_drops_boxes_in_the_padding():
+    """The shorter side is resized to whole pixels, so its scale is not the longer side's: a 3000x100
+    frame at 256 px has 9 rows (0.09 px per pixel, not 0.0853); the midline came back at y = 52.7."""
+    from qualmet.detector.data import unletterbox
+
+    for h, w, size in ((100, 3000, 256), (333, 1000, 256), (7, 5, 256)):
+        seen, scale = letterbox(np.zeros((h, w, 3), np.uint8), size)
+        rows, cols = np.where(seen[..., 0] != 114)
+        nh, nw = rows.max() + 1, cols.max() + 1
+        xywh, keep = unletterbox(torch.tensor([[0.0, 0.0, nw, nh], [0.0, nh / 2, nw, nh], [0.0, nh + 2.0, nw, size]]),
+                                 scale, w, h)
+        np.testing.assert_allclose(xywh[:2], [[0, 0, w, h], [0, h / 2, w, h / 2]], atol=1e-9)
+        assert keep.tolist() == [True, True, False]  # the third lies wholly in the padding below the frame
+        assert xywh[2, 3] == 0
+
+
+def test_predict_inputs_one_bad_file_and_array_forms(trained, tmp_path):
+    data, res = trained
+    p = res.predictor
+    good = _paths(load_coco(data))[:2]
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png at all")
+    with pytest.warns(UserWarning, match="1 image\\(s\\) could not be read"):
+        out = p.predict([good[0], bad, good[1]], score_threshold=0.05)
+    assert len(out) == 3 and "broken.png" in out[1]["error"] and len(out[1]["boxes"]) == 0
+    assert p.skipped == [out[1]["error"]]
+    alone = p.predict(good, score_threshold=0.05)
+    assert p.skipped == []
+    for a, b in zip((out[0], out[2]), alone):
+        np.testing.assert_array_equal(a["boxes"], b["boxes"])
+    rgb = cv2.imread(str(good[0]))[:, :, ::-1]
+    grey = np.ascontiguousarray(rgb[:, :, 1])
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 7, np.uint8)])
+    d_grey, d_grey3, d_rgba, d_rgb = p.predict([grey, np.dstack([grey] * 3), rgba, rgb], score_threshold=0.05)
+    np.testing.assert_array_equal(d_grey["scores"], d_grey3["scores"])
+    np.testing.assert_array_equal(d_rgba["boxes"], d_rgb["boxes"])
+    for wrong, words in ((rgb / 255.0, "dtype float64"), (rgb.astype(np.uint16) * 257, "dtype uint16"),
+                         (rgb[:, :, :2], "got shape")):
+        with pytest.raises(QualmetError, match=words):
+            p.predict([wrong])
+
+
+def test_cli_predict_says_which_frames_it_could_not_read(trained, tmp_path, capsys):
+    data, res = trained
+    ds = load_coco(data)
+    broken = ds.image_path(ds.images["file_name"].iloc[0])
+    copy = tmp_path / "d"
+    import shutil
+
+    shutil.copytree(data.parent, copy)
+    (copy / broken.relative_to(data.parent)).write_bytes(b"truncated")
+    rc = main(["predict", str(res.out_dir), str(copy / data.name), "--out", str(tmp_path / "p.json")])
+    out, err = capsys.readouterr()
+    assert rc == 1
+    assert f"on {len(ds.images) - 1} of {len(ds.images)} frames" in out
+    assert "1 frame(s) could not be read" in err and broken.name in err
+    preds = json.loads((tmp_path / "p.json").read_text())
+    assert preds and int(ds.images["id"].iloc[0]) not in {r["image_id"] for r in preds}
+
+
+def test_damaged_model_folders_are_one_line_errors_naming_the_file(trained, tmp_path):
+    import shutil
+
+    _, res = trained
+
+    def folder(name, edit=None):
+        d = tmp_path / name
+        shutil.copytree(res.out_dir, d)
+        if edit is not None:
+            cfg = json.loads((d / "config.json").read_text())
+            edit(cfg)
+            (d / "config.json").write_text(json.dumps(cfg))
+        return d
+
+    d = folder("str_size", lambda c: c["recipe"].update(input_size="128"))
+    with pytest.raises(QualmetError, match=r"str_size/config.json: .*input_size must be int, got '128'"):
+        Predictor.load(d, "cpu")
+    d = folder("new_field", lambda c: c["recipe"].update(mosaic=0.5))
+    with pytest.raises(QualmetError, match=r"new_field/config.json: .*unknown field\(s\) mosaic"):
+        Predictor.load(d, "cpu")
+    d = folder("more_cats", lambda c: c["categories"].append({"id": 9, "name": "x"}))
+    with pytest.raises(QualmetError, match=r"more_cats/model.pt: does not fit the model config.json describes"):
+        Predictor.load(d, "cpu")
+    d = folder("old_truncated", lambda c: c.pop("outputs"))  # a folder from before checksums, weights cut short
+    (d / "model.pt").write_bytes((d / "model.pt").read_bytes()[:1000])
+    with pytest.raises(QualmetError, match=r"old_truncated/model.pt: cannot be read as model weights"):
+        Predictor.load(d, "cpu")
+    d = folder("outputs_str", lambda c: c.update(outputs="x"))
+    with pytest.raises(QualmetError, match=r"outputs_str/config.json: .*'outputs' must be a table"):
+        Predictor.load(d, "cpu")

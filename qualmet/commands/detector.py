@@ -75,13 +75,25 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ..detector.predictor import predict
+    import sys
+    import warnings
+
+    from ..atomic import write_json
+    from ..detector.predictor import Predictor, to_results
     from ..formats import load_coco
 
     ds = load_coco(args.dataset, images=args.images)
-    preds = predict(args.model, ds, out=args.out, score_threshold=args.score_threshold,
-                    batch_size=args.batch_size, device=args.device)
-    print(f"wrote {len(preds)} detections on {len(ds.images)} frames to {args.out}")
+    predictor = Predictor.load(args.model, args.device)
+    with warnings.catch_warnings():  # said below as one line, with the exit code
+        warnings.filterwarnings("ignore", message=r".* frame\(s\) could not be read")
+        preds = predictor.predict_dataset(ds, args.score_threshold, args.batch_size, progress=True)
+    write_json(args.out, to_results(preds))
+    skipped = predictor.skipped
+    print(f"wrote {len(preds)} detections on {len(ds.images) - len(skipped)} of {len(ds.images)} frames to {args.out}")
+    if skipped:
+        print(f"warning: {len(skipped)} frame(s) could not be read and have no predictions (evaluate counts their "
+              f"boxes as missed); first: {skipped[0]}", file=sys.stderr)
+        return 1
     return 0
 
 

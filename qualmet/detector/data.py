@@ -18,25 +18,30 @@ from ..imageio import read_image
 CACHE_LIMIT_BYTES = 2 << 30  # keep decoded, letterboxed frames in memory below this total
 
 
-def letterbox(img: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+def letterbox(img: np.ndarray, size: int) -> tuple[np.ndarray, tuple[float, float]]:
     """Resize ``img`` (H, W, 3) so its longer side is ``size`` and pad right/bottom with grey to a
-    ``size`` square; returns the square and the scale (original pixels * scale = input pixels)."""
+    ``size`` square; returns the square and the scale per axis, (sx, sy): original pixels * scale =
+    input pixels. The resized sides are whole pixels, so the two scales differ slightly when the
+    shorter side does not scale to a whole number (a 3000x100 frame at 256: 9 rows, sy = 0.09, not 0.0853)."""
     h, w = img.shape[:2]
     scale = size / max(h, w)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     out = np.full((size, size, 3), 114, dtype=np.uint8)
     out[:nh, :nw] = cv2.resize(img, (nw, nh), interpolation=interp)
-    return out, scale
+    return out, (nw / w, nh / h)
 
 
-def unletterbox(boxes: torch.Tensor, scale: float, width: int, height: int) -> np.ndarray:
+def unletterbox(boxes: torch.Tensor, scale: tuple[float, float], width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     """Model-input xyxy boxes back to original pixels, clipped to the ``width`` x ``height`` image (the
-    letterbox padding lies beyond it). Float64 (N, 4) xyxy."""
-    b = boxes.float().cpu().numpy().astype(np.float64) / scale
+    letterbox padding lies beyond it): float64 (N, 4) xywh and which of them keep an area (a box
+    found wholly in the padding clips to zero width or height and is no detection)."""
+    sx, sy = scale
+    b = boxes.float().cpu().numpy().astype(np.float64).reshape(-1, 4) / np.array([sx, sy, sx, sy])
     b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, width)
     b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, height)
-    return b
+    xywh = np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1)
+    return xywh, (xywh[:, 2] > 0) & (xywh[:, 3] > 0)
 
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
@@ -66,13 +71,13 @@ class DetectionData(torch.utils.data.Dataset):
             self.labels.append(np.array([self.label_of[int(c)] for c in a["category_id"]], dtype=np.int64))
         if cache is None:
             cache = len(self.image_ids) * self.size * self.size * 3 <= CACHE_LIMIT_BYTES
-        self._cache: dict[int, tuple[np.ndarray, float]] | None = {} if cache else None
+        self._cache: dict[int, tuple[np.ndarray, tuple[float, float]]] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.image_ids)
 
-    def frame(self, i: int) -> tuple[np.ndarray, float]:
-        """The letterboxed frame ``i`` and its scale, decoded from disk once (then cached)."""
+    def frame(self, i: int) -> tuple[np.ndarray, tuple[float, float]]:
+        """The letterboxed frame ``i`` and its scale per axis, decoded from disk once (then cached)."""
         if self._cache is not None and i in self._cache:
             return self._cache[i]
         out = letterbox(read_image(self.ds.image_path(self.file_names[i])), self.size)
@@ -82,8 +87,8 @@ class DetectionData(torch.utils.data.Dataset):
 
     def __getitem__(self, key: int | tuple[int, bool]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         i, flip = (key if isinstance(key, tuple) else (key, False))
-        img, scale = self.frame(int(i))
-        boxes = self.boxes[i] * scale
+        img, (sx, sy) = self.frame(int(i))
+        boxes = self.boxes[i] * np.array([sx, sy, sx, sy])
         boxes = np.clip(boxes, 0, self.size)
         if flip:
             img = img[:, ::-1]

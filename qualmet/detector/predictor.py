@@ -54,53 +54,84 @@ class Predictor:
         for f in ("config.json", "model.pt"):
             if not (d / f).is_file():
                 raise QualmetError(f"{d}: not a model folder (no {f}); train one with `qualmet train`")
+        cfg_path, weights = d / "config.json", d / "model.pt"
+        redo = "rerun the `qualmet train` command that made this folder"
         try:
-            cfg = json.loads((d / "config.json").read_text(encoding="utf-8"))
+            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
             recipe = Recipe.from_dict(cfg["recipe"])
-            n_classes = len(cfg["categories"])
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-            raise QualmetError(f"{d / 'config.json'}: not a readable model config ({type(exc).__name__}: {exc}); "
-                               "rerun the `qualmet train` command that made this folder") from None
-        want = (cfg.get("outputs") or {}).get("model.pt", {}).get("sha256")  # absent in folders from before checksums
+            categories = [{"id": int(c["id"]), "name": str(c["name"])} for c in cfg["categories"]]
+            outputs = cfg.get("outputs", {})  # absent in folders from before checksums
+            if not isinstance(outputs, dict):
+                raise TypeError(f"'outputs' must be a table of checksums, not {type(outputs).__name__}")
+            want = outputs["model.pt"]["sha256"] if "model.pt" in outputs else None
+            model = build_model(recipe, len(categories))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError,
+                QualmetError) as exc:
+            raise QualmetError(f"{cfg_path}: not a readable model config ({type(exc).__name__}: {exc}); {redo}") from None
         if want is not None:
             from ..atomic import sha256_file
 
-            if sha256_file(d / "model.pt") != want:
-                raise QualmetError(f"{d / 'model.pt'}: SHA-256 differs from the one in config.json (damaged or "
+            if sha256_file(weights) != want:
+                raise QualmetError(f"{weights}: SHA-256 differs from the one in config.json (damaged or "
                                    "replaced after training); rerun the same `qualmet train` command to rewrite it")
-        model = build_model(recipe, n_classes)
-        state = torch.load(d / "model.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-        return cls(model, recipe, cfg["categories"], device)
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises RuntimeError, pickle and zip errors for a damaged file
+            raise QualmetError(f"{weights}: cannot be read as model weights ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0] if str(exc) else ''}); {redo}") from None
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as exc:
+            first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip() and "Error(s)" not in ln), str(exc))
+            raise QualmetError(f"{weights}: does not fit the model config.json describes ({first}); "
+                               f"are both from the same training? {redo}") from None
+        return cls(model, recipe, categories, device)
+
+    def predict(self, images: Iterable[str | os.PathLike | np.ndarray], score_threshold: float = 0.001,
+                batch_size: int = 16) -> list[dict[str, Any]]:
+        """Detections per image, in input order: ``boxes`` (N, 4) xywh in original pixels, ``scores``,
+        ``labels`` (category ids). ``images`` are paths or uint8 RGB arrays, (H, W, 3), (H, W, 4) (alpha
+        ignored) or (H, W) grey. A file that cannot be read gets no detections and an ``error`` entry
+        naming it (also in ``self.skipped``, with a warning): one bad file never loses the others. An
+        array of another shape or type is a QualmetError (scale floats to 0-255 uint8 first)."""
+        out = self._predict(images, score_threshold, batch_size)
+        self.skipped = [d["error"] for d in out if "error" in d]
+        _warn_skipped(self.skipped, "image(s) could not be read and have no detections")
+        return out
 
     @torch.no_grad()
-    def predict(self, images: Iterable[str | os.PathLike | np.ndarray], score_threshold: float = 0.001,
-                batch_size: int = 16) -> list[dict[str, np.ndarray]]:
-        """Detections per image: ``boxes`` (N, 4) xywh in original pixels, ``scores``, ``labels``
-        (category ids). ``images`` are paths or (H, W, 3) RGB uint8 arrays."""
-        out: list[dict[str, np.ndarray]] = []
-        batch: list[tuple[np.ndarray, float, tuple[int, int]]] = []
+    def _predict(self, images: Iterable[str | os.PathLike | np.ndarray], score_threshold: float,
+                 batch_size: int) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        batch: list[tuple[int, np.ndarray, tuple[float, float], tuple[int, int]]] = []
 
         def flush() -> None:
             if not batch:
                 return
-            x = [to_tensor(b[0]).to(self.device) for b in batch]
+            x = [to_tensor(b[1]).to(self.device) for b in batch]
             use_amp = self.device.type == "cuda" and self.recipe.amp
             with torch.autocast("cuda", enabled=use_amp):
                 dets = self.model(x)
-            for (_, scale, (h, w)), det in zip(batch, dets):
-                keep = det["scores"] >= score_threshold
-                b = unletterbox(det["boxes"][keep], scale, w, h)
-                xywh = np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1)
-                labels = det["labels"][keep].cpu().numpy()
-                out.append({"boxes": xywh, "scores": det["scores"][keep].float().cpu().numpy().astype(np.float64),
-                            "labels": self.cat_ids[np.clip(labels - 1, 0, len(self.cat_ids) - 1)]})
+            for (k, _, scale, (h, w)), det in zip(batch, dets):
+                xywh, keep = unletterbox(det["boxes"], scale, w, h)
+                keep &= (det["scores"] >= score_threshold).cpu().numpy()
+                labels = det["labels"].cpu().numpy()[keep]
+                out[k] = {"boxes": xywh[keep], "scores": det["scores"].float().cpu().numpy().astype(np.float64)[keep],
+                          "labels": self.cat_ids[np.clip(labels - 1, 0, len(self.cat_ids) - 1)]}
             batch.clear()
 
-        for im in images:
-            arr = im if isinstance(im, np.ndarray) else read_image(im)
+        for k, im in enumerate(images):
+            out.append({"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "labels": np.zeros(0, np.int64)})
+            if isinstance(im, np.ndarray):
+                arr = _rgb_array(im, k)
+            else:
+                try:
+                    arr = read_image(im)
+                except ImageError as exc:
+                    out[k]["error"] = str(exc)
+                    continue
             boxed, scale = letterbox(arr, self.recipe.input_size)
-            batch.append((boxed, scale, arr.shape[:2]))
+            batch.append((k, boxed, scale, arr.shape[:2]))
             if len(batch) >= batch_size:
                 flush()
         flush()
@@ -108,29 +139,22 @@ class Predictor:
 
     def predict_dataset(self, ds: Dataset, score_threshold: float = 0.001, batch_size: int = 16,
                         progress: bool = False) -> pd.DataFrame:
-        """Predictions for every frame of ``ds`` as an annotations-shaped DataFrame with ``score``."""
+        """Predictions for every frame of ``ds`` as an annotations-shaped DataFrame with ``score``.
+        Frames that cannot be read are left out, listed in ``self.skipped`` and named in a warning."""
         from tqdm.auto import tqdm
 
-        ok_ids: list[int] = []
-        self.skipped = []
-
-        def frames():
-            it = zip(ds.images["id"], ds.images["file_name"])
-            for img_id, fn in tqdm(it, total=len(ds.images), desc="predict", unit="img", disable=not progress):
-                try:
-                    arr = read_image(ds.image_path(fn))
-                except (ImageError, ValueError) as exc:  # one bad frame never loses the others
-                    self.skipped.append(str(exc))
-                    continue
-                ok_ids.append(int(img_id))
-                yield arr
-
-        dets = self.predict(frames(), score_threshold, batch_size)
-        if self.skipped:
-            warnings.warn(f"{len(self.skipped)} frame(s) could not be read and have no predictions: "
-                          f"{'; '.join(self.skipped[:3])}", stacklevel=2)
+        ids, paths, unsafe = [], [], []
+        for img_id, fn in zip(ds.images["id"], ds.images["file_name"]):
+            try:
+                paths.append(ds.image_path(fn))
+                ids.append(int(img_id))
+            except ValueError as exc:  # a file name that leaves the image root
+                unsafe.append(str(exc))
+        dets = self._predict(tqdm(paths, desc="predict", unit="img", disable=not progress), score_threshold, batch_size)
+        self.skipped = unsafe + [d["error"] for d in dets if "error" in d]
+        _warn_skipped(self.skipped, "frame(s) could not be read and have no predictions")
         rows = []
-        for img_id, det in zip(ok_ids, dets):
+        for img_id, det in zip(ids, dets):
             for (x, y, w, h), s, c in zip(det["boxes"], det["scores"], det["labels"]):
                 rows.append((img_id, int(c), float(x), float(y), float(w), float(h), float(s)))
         if not rows:
@@ -140,6 +164,24 @@ class Predictor:
         df["area"] = df["w"] * df["h"]
         df["iscrowd"] = 0
         return df
+
+
+def _warn_skipped(skipped: list[str], what: str) -> None:
+    if skipped:
+        warnings.warn(f"{len(skipped)} {what}: {'; '.join(skipped[:3])}", stacklevel=3)
+
+
+def _rgb_array(a: np.ndarray, k: int) -> np.ndarray:
+    """An image array as (H, W, 3) uint8 RGB: grey is repeated, an alpha channel dropped; anything else
+    (floats, 16 bits, other shapes) is refused rather than cast into wrong pixels."""
+    if a.dtype != np.uint8:
+        raise QualmetError(f"image {k}: expected a uint8 RGB array, got dtype {a.dtype}; scale it to 0-255 "
+                           "and convert (e.g. (a * 255).round().astype(np.uint8) for floats in [0, 1])")
+    if a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 1):
+        return np.repeat(a.reshape(a.shape[0], a.shape[1], 1), 3, axis=2)
+    if a.ndim == 3 and a.shape[2] in (3, 4) and a.shape[0] > 0 and a.shape[1] > 0:
+        return a[:, :, :3]
+    raise QualmetError(f"image {k}: expected an (H, W, 3) RGB, (H, W, 4) RGBA or (H, W) grey array, got shape {a.shape}")
 
 
 def to_results(preds: pd.DataFrame) -> list[dict[str, Any]]:

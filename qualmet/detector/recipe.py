@@ -3,7 +3,8 @@ augmentation, and the model builder. Trainings are fixed in iterations, never in
 
 Default ``ssdlite256``: SSDlite MobileNetV3-Large from scratch (no pretrained weights), 256x256
 letterboxed input, batch 8, AdamW (lr 1e-3, weight decay 1e-4, none on norm/bias), 50 warm-up
-iterations then cosine decay to 0, horizontal flip p=0.5, gradient clipping at norm 10, 600 iterations, then the BN statistics are recomputed over\n256 training frames (from scratch the running averages lag the weights and eval-mode output is useless).
+iterations then cosine decay to 0, horizontal flip p=0.5, gradient clipping at norm 10, 600 iterations, then the BN statistics are recomputed over
+256 training frames (from scratch the running averages lag the weights and eval-mode output is useless).
 """
 from __future__ import annotations
 
@@ -36,6 +37,17 @@ class Recipe:
     detections_per_img: int = 100
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """Each field holds its declared type: a model folder's or a spec's ``input_size = "256"`` is an
+        error here, not a crash deep inside torchvision."""
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            want = _FIELD_TYPES[str(f.type).split("[")[0]]
+            if isinstance(v, bool) and want is not bool or not isinstance(v, want):
+                from ..errors import QualmetError
+
+                raise QualmetError(f"recipe field {f.name} must be {str(f.type).split('[')[0]}, got {v!r}")
+
     def replace(self, **kw: Any) -> "Recipe":
         """A copy with some fields changed (unknown names raise)."""
         return dataclasses.replace(self, **kw)
@@ -53,6 +65,8 @@ class Recipe:
             raise QualmetError(f"recipe has unknown field(s) {', '.join(unknown)}")
         return cls(**d)
 
+
+_FIELD_TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool, "dict": dict}
 
 RECIPES: dict[str, Recipe] = {
     "ssdlite256": Recipe(),

@@ -164,9 +164,10 @@ def detect(model: torch.nn.Module, data: DetectionData, batch_size: int, device:
             with torch.autocast("cuda", enabled=amp):
                 dets = model([to_tensor(f[0]).to(device) for f in frames])
             for i, (_, scale), d in zip(idx, frames, dets):
-                b = unletterbox(d["boxes"], scale, *data.sizes[i])
-                for (x1, y1, x2, y2), sc, lab in zip(b, d["scores"].float().cpu().numpy(), d["labels"].cpu().numpy()):
-                    rows.append((data.image_ids[i], data.cat_ids[int(lab) - 1], x1, y1, x2 - x1, y2 - y1, float(sc)))
+                b, keep = unletterbox(d["boxes"], scale, *data.sizes[i])
+                scores, labels = d["scores"].float().cpu().numpy()[keep], d["labels"].cpu().numpy()[keep]
+                for (x, y, w, h), sc, lab in zip(b[keep], scores, labels):
+                    rows.append((data.image_ids[i], data.cat_ids[int(lab) - 1], x, y, w, h, float(sc)))
     finally:
         model.train(was_training)
     df = pd.DataFrame(rows, columns=["image_id", "category_id", "x", "y", "w", "h", "score"])
@@ -232,6 +233,26 @@ def remove_stale_temps(out: Path) -> list[Path]:
     return removed
 
 
+_SAME_TRAINING = ("recipe", "seed", "val_fraction", "categories", "val_image_ids", "n_train_images",
+                  "train_ids_sha256", "train_labels_sha256")
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The settings and training data in which an earlier training (a checkpoint's or a finished folder's
+    config) differs from this one. Configs from before the labels hash lack it; the rest still counts."""
+    return [k for k in _SAME_TRAINING
+            if old.get(k) != new[k] and not (k == "train_labels_sha256" and k not in old)]
+
+
+def _finished_config(out: Path) -> dict[str, Any] | None:
+    """A model folder's config.json as a dict, or None when it cannot be read as one."""
+    try:
+        cfg = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return cfg if isinstance(cfg, dict) else None
+
+
 def outputs_intact(out: Path) -> bool:
     """True when ``config.json`` exists and every output it lists has the recorded SHA-256."""
     try:
@@ -267,6 +288,8 @@ def train(dataset: str | os.PathLike | Dataset, out_dir: str | os.PathLike, val_
     checkpoint. ``overrides`` change recipe fields (e.g. ``input_size=128``); ``callback(it, info)``
     runs after every iteration.
     """
+    if not (isinstance(val_fraction, (int, float)) and 0 <= val_fraction < 1):  # NaN fails too
+        raise QualmetError(f"val_fraction must be at least 0 and below 1, got {val_fraction}")
     ds = _load_dataset(dataset, images)
     rec = recipe if isinstance(recipe, Recipe) else get_recipe(recipe)
     rec = rec.replace(**{k: v for k, v in {"iters": iters, **overrides}.items() if v is not None})
@@ -310,12 +333,21 @@ def train(dataset: str | os.PathLike | Dataset, out_dir: str | os.PathLike, val_
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: lr_factor(it, rec))
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start, log_rows, window, elapsed0 = 0, [], [0.0, 0], 0.0
+    if not ckpt_path.is_file() and (out / "config.json").exists():
+        # a finished folder whose checkpoint was deleted (to save space): the same training is done, another refused
+        finished = _finished_config(out)
+        diff = ["config.json (unreadable)"] if finished is None else _differences(finished, config)
+        if diff:
+            raise QualmetError(f"{out}: holds a model of a different training ({', '.join(diff)} differ) and no "
+                               "checkpoint.pt; use another --out folder or delete it")
+        if outputs_intact(out):
+            if progress:
+                print(f"{out}: already trained ({rec.iters} iterations); nothing to do", flush=True)
+            return TrainResult(out, Predictor.load(out, device), pd.read_csv(out / "train_log.csv"), rec.iters)
+        # outputs damaged and nothing to resume from: the same seeded training again (same weights on CPU)
     if ckpt_path.is_file():
         ck = _load_checkpoint(ckpt_path)
-        keys = ("recipe", "seed", "val_fraction", "categories", "val_image_ids", "n_train_images", "train_ids_sha256",
-                "train_labels_sha256")
-        # (checkpoints from before the labels hash existed lack it; their frames and recipe are still compared)
-        diff = [k for k in keys if ck["config"].get(k) != config[k] and not (k == "train_labels_sha256" and k not in ck["config"])]
+        diff = _differences(ck["config"], config)
         if diff:
             raise QualmetError(f"{out}: holds a checkpoint of a different training ({', '.join(diff)} differ); "
                                "use another --out folder or delete it")
