@@ -8,13 +8,19 @@ Matching for the flags and the confusion matrix is greedy by descending score at
 each prediction takes the unmatched same-class ground-truth box it overlaps most. Because the
 order is by score, the matching at any score threshold is a prefix of the full one: a ground-truth
 box counts as found at threshold t iff ``matched_score >= t``, a prediction is a TP at t iff
-``tp and score >= t``. The confusion matrix then pairs the leftovers across classes.
+``tp and score >= t``. As in COCOeval, a prediction that finds no box but lies in a crowd region
+(``iscrowd=1``) of its class is *ignored* (neither TP nor FP), and crowd regions are never missed.
+The confusion matrix then pairs the leftovers across classes.
+
+Predictions on an image or of a category the ground truth does not have are refused
+(:class:`QualmetError`): pycocotools would silently drop them, and the flags would mis-bin them.
 """
 from __future__ import annotations
 
 import contextlib
 import io
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +28,68 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path, write_json, write_text
-from .boxes import iou_matrix
+from .boxes import iou_matrix, xywh_to_xyxy
 from .dataset import Dataset, empty_annotations
+from .errors import QualmetError
 
 COCO_STATS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
 BACKGROUND = "background"
+SMALL, LARGE = 32 ** 2, 96 ** 2  # COCO's area ranges, bounds included on both sides: [0, S], [S, L], [L, inf)
+
+
+def check_iou_threshold(iou_threshold: float) -> None:
+    """Refuse an IoU threshold outside (0, 1]: at 0 any box, even of another class, would match."""
+    if not 0 < iou_threshold <= 1:  # also refuses NaN
+        raise QualmetError(f"the IoU threshold must be in (0, 1], got {iou_threshold}")
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
+
+
+def _id(v: Any) -> str:
+    """An id as the user wrote it: 7, not 7.0 (a float column), and never a crash on NaN."""
+    try:
+        return str(int(v)) if float(v) == int(v) else repr(v)
+    except (TypeError, ValueError, OverflowError):
+        return repr(v)
+
+
+def check_predictions(gt: Dataset, preds: pd.DataFrame) -> None:
+    """Refuse predictions on images ``gt`` does not have or of categories it does not define: COCOeval
+    would silently ignore them and the flags would mis-count them, so they most likely belong elsewhere."""
+    if not len(preds):
+        return
+    where = gt.source if gt.source and gt.source != "<memory>" else "the ground truth"
+    bad = preds.loc[~preds["image_id"].isin(gt.images["id"]), "image_id"]
+    if len(bad):
+        raise QualmetError(f"{_count(len(bad), 'prediction')} on images not in {where} "
+                           f"(first: image_id {_id(bad.iat[0])}); are these predictions for this data set?")
+    bad = preds.loc[~preds["category_id"].isin(gt.categories["id"]), "category_id"]
+    if len(bad):
+        raise QualmetError(f"{_count(len(bad), 'prediction')} with a category id not among the categories of "
+                           f"{where} (first: category_id {_id(bad.iat[0])}); are these predictions for this data set?")
+
+
+def class_labels(categories: pd.DataFrame) -> dict[int, str]:
+    """Category id -> label for tables and plots: the name, or ``"name (id 3)"`` where several categories
+    share a name (or one is called ``background``), so that no class hides another."""
+    ids, names = [int(c) for c in categories["id"]], [str(n) for n in categories["name"]]
+    seen = Counter(names)
+    return {c: (f"{n} (id {c})" if seen[n] > 1 or n == BACKGROUND else n) for c, n in zip(ids, names)}
+
+
+def _coverage(a_xywh: np.ndarray, b_xywh: np.ndarray) -> np.ndarray:
+    """Intersection of each ``a`` box with each ``b`` box over the ``a`` box's area, shape (len(a), len(b)):
+    COCO's overlap of a detection with a crowd region."""
+    if len(a_xywh) == 0 or len(b_xywh) == 0:
+        return np.zeros((len(a_xywh), len(b_xywh)))
+    a, b = xywh_to_xyxy(a_xywh), xywh_to_xyxy(b_xywh)
+    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    area_a = (np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None))[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.clip(np.where(area_a > 0, iw * ih / area_a, 0.0), 0.0, 1.0)
 
 
 def predictions_frame(preds: pd.DataFrame | list | Dataset | None) -> pd.DataFrame:
@@ -73,7 +136,8 @@ def _coco_gt(gt: Dataset) -> dict[str, Any]:
 def coco_eval(gt: Dataset, preds: pd.DataFrame) -> tuple[dict[str, float | None], dict[int, float | None], Any]:
     """Run COCOeval (bbox) silently: (12 named stats, AP per category id, the COCOeval object or None).
 
-    A stat COCO cannot compute (no object of that size) is ``None``; with no predictions AP is 0.
+    A stat COCO cannot compute is ``None``: no object of that size, or no (non-crowd) ground-truth box
+    at all (COCO's -1). With no predictions, AP and AR are 0 where there are boxes to find.
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -82,13 +146,14 @@ def coco_eval(gt: Dataset, preds: pd.DataFrame) -> tuple[dict[str, float | None]
     known = set(int(i) for i in gt.images["id"])
     preds = preds[preds["image_id"].isin(known)] if len(preds) else preds
     if not len(preds) or not len(gt.annotations):
-        # as COCOeval would say: 0 where there are objects to find, n/a for a size with no objects
-        a = gt.annotations
+        # as COCOeval would say: 0 where there are objects to find, n/a (None) where there are none: for a
+        # size with no objects, or for everything when the ground truth has no box (crowd regions do not count)
+        a = gt.annotations[gt.annotations["iscrowd"] == 0]
         area = (a["area"].where(np.isfinite(a["area"]), a["w"] * a["h"]) if "area" in a else a["w"] * a["h"]).to_numpy(float)
-        present = {"s": bool((area < 32 ** 2).any()), "m": bool(((area >= 32 ** 2) & (area < 96 ** 2)).any()),
-                   "l": bool((area >= 96 ** 2).any())}
+        present = {"all": bool(len(a)), "s": bool((area <= SMALL).any()),
+                   "m": bool(((area >= SMALL) & (area <= LARGE)).any()), "l": bool((area >= LARGE).any())}
         size_of = {"APs": "s", "APm": "m", "APl": "l", "ARs": "s", "ARm": "m", "ARl": "l"}
-        stats = {k: (None if k in size_of and not present[size_of[k]] else 0.0) for k in COCO_STATS}
+        stats = {k: (0.0 if present[size_of.get(k, "all")] else None) for k in COCO_STATS}
         return stats, {c: (0.0 if (a["category_id"] == c).any() else None) for c in cat_ids}, None
     with contextlib.redirect_stdout(io.StringIO()):
         cg = COCO()
@@ -116,19 +181,31 @@ def match(gt: Dataset, preds: pd.DataFrame, iou_threshold: float = 0.5) -> tuple
     """Greedy same-class matching by descending score over all predictions.
 
     Returns (gt flags: annotation id, image_id, category_id, matched_pred_id, matched_score, iou;
-    pred flags: pred id, image_id, category_id, score, tp, matched_gt_id, iou). Crowd boxes are ignored.
+    pred flags: pred id, image_id, category_id, score, tp, ignored, matched_gt_id, iou). Crowd regions
+    (``iscrowd``) get no gt row: they are never missed. As in COCOeval, a prediction that matches no box
+    but covers a crowd region of its class to ``iou_threshold`` (intersection over the prediction's
+    area) is ``ignored``, neither TP nor FP; its ``matched_gt_id``/``iou`` name that region and overlap.
     """
+    check_iou_threshold(iou_threshold)
+    check_predictions(gt, preds)
     g_rows, p_rows = [], []
     preds_by = {int(k): v for k, v in preds.groupby("image_id")} if len(preds) else {}
-    gts = gt.annotations[gt.annotations["iscrowd"] == 0]
+    is_crowd = gt.annotations["iscrowd"] != 0
+    gts, crowds = gt.annotations[~is_crowd], gt.annotations[is_crowd]
     gts_by = {int(k): v for k, v in gts.groupby("image_id")}
+    crowds_by = {int(k): v for k, v in crowds.groupby("image_id")}
     for img in gt.images["id"].astype(int):
         g = gts_by.get(img, gts.iloc[0:0])
+        cr = crowds_by.get(img, crowds.iloc[0:0])
         p = preds_by.get(img, preds.iloc[0:0])
         p = p.sort_values("score", ascending=False, kind="mergesort")
-        iou = iou_matrix(p[["x", "y", "w", "h"]].to_numpy(), g[["x", "y", "w", "h"]].to_numpy())
+        p_boxes = p[["x", "y", "w", "h"]].to_numpy()
+        iou = iou_matrix(p_boxes, g[["x", "y", "w", "h"]].to_numpy())
         same = p["category_id"].to_numpy()[:, None] == g["category_id"].to_numpy()[None, :]
         iou_same = np.where(same, iou, 0.0)
+        same_cr = p["category_id"].to_numpy()[:, None] == cr["category_id"].to_numpy()[None, :]
+        cover = np.where(same_cr, _coverage(p_boxes, cr[["x", "y", "w", "h"]].to_numpy()), 0.0)
+        cr_ids = cr["id"].to_numpy()
         g_pred = np.full(len(g), -1, dtype=np.int64)
         g_score = np.full(len(g), np.nan)
         g_iou = np.full(len(g), np.nan)
@@ -139,36 +216,46 @@ def match(gt: Dataset, preds: pd.DataFrame, iou_threshold: float = 0.5) -> tuple
             j = int(np.argmax(cand)) if len(g) else -1
             if j >= 0 and cand[j] >= iou_threshold:
                 g_pred[j], g_score[j], g_iou[j] = p_ids[k], p_scores[k], cand[j]
-                p_rows.append((int(p_ids[k]), img, int(p["category_id"].iat[k]), float(p_scores[k]), True,
+                p_rows.append((int(p_ids[k]), img, int(p["category_id"].iat[k]), float(p_scores[k]), True, False,
                                int(g_ids[j]), float(cand[j])))
+            elif len(cr) and cover[k].max() >= iou_threshold:  # inside a crowd region of its class: ignored
+                c = int(np.argmax(cover[k]))
+                p_rows.append((int(p_ids[k]), img, int(p["category_id"].iat[k]), float(p_scores[k]), False, True,
+                               int(cr_ids[c]), float(cover[k, c])))
             else:
-                p_rows.append((int(p_ids[k]), img, int(p["category_id"].iat[k]), float(p_scores[k]), False, -1,
-                               float(iou[k].max()) if len(g) else 0.0))
+                p_rows.append((int(p_ids[k]), img, int(p["category_id"].iat[k]), float(p_scores[k]), False, False,
+                               -1, float(iou[k].max()) if len(g) else 0.0))
         for j in range(len(g)):
             g_rows.append((int(g_ids[j]), img, int(g["category_id"].iat[j]), int(g_pred[j]), float(g_score[j]),
                            float(g_iou[j])))
     gdf = pd.DataFrame(g_rows, columns=["annotation_id", "image_id", "category_id", "matched_pred_id",
                                         "matched_score", "iou"])
-    pdf = pd.DataFrame(p_rows, columns=["pred_id", "image_id", "category_id", "score", "tp", "matched_gt_id",
-                                        "iou"])
+    pdf = pd.DataFrame(p_rows, columns=["pred_id", "image_id", "category_id", "score", "tp", "ignored",
+                                        "matched_gt_id", "iou"])
     return gdf.astype({"annotation_id": "int64", "image_id": "int64", "category_id": "int64",
-                       "matched_pred_id": "int64"}), pdf.astype({"tp": "bool"})
+                       "matched_pred_id": "int64"}), pdf.astype({"tp": "bool", "ignored": "bool"})
 
 
 def confusion_matrix(gt: Dataset, preds: pd.DataFrame, score_threshold: float = 0.5,
                      iou_threshold: float = 0.5) -> pd.DataFrame:
     """Rows = true class, columns = predicted class, plus ``background`` for misses (FN, last
     column) and spurious boxes (FP, last row). Same-class greedy matching first (the diagonal
-    equals the TPs of :func:`match` at this threshold), then leftovers are paired across classes."""
-    names = [str(n) for n in gt.categories["name"]] + [BACKGROUND]
-    idx = {int(c): k for k, c in enumerate(gt.categories["id"])}
+    equals the TPs of :func:`match` at this threshold), then leftovers are paired across classes.
+    Predictions :func:`match` ignores (in a crowd region) are left out; crowd regions are never missed.
+    Labels are :func:`class_labels`."""
+    check_iou_threshold(iou_threshold)
+    check_predictions(gt, preds)
+    labels = class_labels(gt.categories)
+    names = list(labels.values()) + [BACKGROUND]
+    idx = {c: k for k, c in enumerate(labels)}
     bg = len(names) - 1
     cm = np.zeros((len(names), len(names)), dtype=np.int64)
     preds = preds[preds["score"] >= score_threshold] if len(preds) else preds
     gflags, pflags = match(gt, preds, iou_threshold)
     for c in pflags.loc[pflags["tp"], "category_id"]:
         cm[idx[int(c)], idx[int(c)]] += 1
-    left_p = preds[preds["id"].isin(pflags.loc[~pflags["tp"], "pred_id"])] if len(pflags) else preds.iloc[0:0]
+    left_p = (preds[preds["id"].isin(pflags.loc[~pflags["tp"] & ~pflags["ignored"], "pred_id"])] if len(pflags)
+              else preds.iloc[0:0])
     left_g = gt.annotations[gt.annotations["id"].isin(gflags.loc[gflags["matched_pred_id"] < 0, "annotation_id"])]
     lp_by = {int(k): v for k, v in left_p.groupby("image_id")}
     for img, g in left_g.groupby("image_id"):
@@ -178,7 +265,7 @@ def confusion_matrix(gt: Dataset, preds: pd.DataFrame, score_threshold: float = 
         for k in range(len(p)):
             cand = np.where(used, 0.0, iou[k])
             j = int(np.argmax(cand))
-            pc = idx.get(int(p["category_id"].iat[k]), bg)
+            pc = idx[int(p["category_id"].iat[k])]
             if cand[j] >= iou_threshold:
                 used[j] = True
                 cm[idx[int(g["category_id"].iat[j])], pc] += 1
@@ -188,7 +275,7 @@ def confusion_matrix(gt: Dataset, preds: pd.DataFrame, score_threshold: float = 
             cm[idx[int(g["category_id"].iat[j])], bg] += 1
     for p in lp_by.values():  # leftover predictions on frames with no leftover ground truth
         for c in p["category_id"]:
-            cm[bg, idx.get(int(c), bg)] += 1
+            cm[bg, idx[int(c)]] += 1
     return pd.DataFrame(cm, index=pd.Index(names, name="true"), columns=pd.Index(names, name="predicted"))
 
 
@@ -199,21 +286,27 @@ def evaluate(gt: Dataset, preds: pd.DataFrame | list | Dataset | None, out: str 
 
     AP uses every prediction (keep the predictor's threshold low); ``score_threshold`` only sets the
     confusion matrix and the boolean ``found``/``tp_at_threshold`` columns of the flag tables.
+    Predictions on images or of categories ``gt`` does not have raise :class:`QualmetError`, as does an
+    ``iou_threshold`` outside (0, 1]. Predictions in crowd regions are ignored (see :func:`match`).
     """
+    check_iou_threshold(iou_threshold)
     p = predictions_frame(preds)
+    check_predictions(gt, p)
     stats, per_class, ev = coco_eval(gt, p)
-    names = gt.category_names
+    names = class_labels(gt.categories)
     gflags, pflags = match(gt, p, iou_threshold)
     gflags["found"] = gflags["matched_score"].fillna(-np.inf) >= score_threshold
     pflags["tp_at_threshold"] = pflags["tp"] & (pflags["score"] >= score_threshold)
     cm = confusion_matrix(gt, p, score_threshold, iou_threshold)
+    above = pflags["score"] >= score_threshold
     counts = {"tp": int(pflags["tp_at_threshold"].sum()),
-              "fp": int((~pflags["tp"] & (pflags["score"] >= score_threshold)).sum()),
+              "fp": int((~pflags["tp"] & ~pflags["ignored"] & above).sum()),
               "fn": int((~gflags["found"]).sum())}
     result: dict[str, Any] = {
         "stats": stats,
-        "per_class_AP": {names.get(c, str(c)): v for c, v in per_class.items()},
+        "per_class_AP": {names[c]: v for c, v in per_class.items()},
         "counts_at_threshold": counts,
+        "ignored_at_threshold": int((pflags["ignored"] & above).sum()),  # in crowd regions: neither TP nor FP
         "score_threshold": score_threshold, "iou_threshold": iou_threshold,
         "n_images": int(len(gt.images)), "n_gt": int(len(gt.annotations)), "n_predictions": int(len(p)),
     }
@@ -236,17 +329,20 @@ def evaluate(gt: Dataset, preds: pd.DataFrame | list | Dataset | None, out: str 
 
 
 def format_table(result: dict[str, Any]) -> str:
-    """The 12 COCO stats and per-class AP as an aligned text table."""
+    """The 12 COCO stats and per-class AP as an aligned text table (``n/a`` where COCO gives none)."""
     lines = [f"{'stat':<8} {'value':>7}"]
     for k, v in result["stats"].items():
         lines.append(f"{k:<8} {('n/a' if v is None else f'{v:.4f}'):>7}")
     lines.append("")
-    lines.append(f"{'class':<20} {'AP':>7}")
+    w = max([20] + [len(k) for k in result["per_class_AP"]])  # never cut a name: "x (id 3)" must stay whole
+    lines.append(f"{'class':<{w}} {'AP':>7}")
     for k, v in result["per_class_AP"].items():
-        lines.append(f"{k[:20]:<20} {('n/a' if v is None else f'{v:.4f}'):>7}")
+        lines.append(f"{k:<{w}} {('n/a' if v is None else f'{v:.4f}'):>7}")
     c = result["counts_at_threshold"]
+    ignored = result.get("ignored_at_threshold") or 0
     lines.append(f"\nat score >= {result['score_threshold']}, IoU >= {result['iou_threshold']}: "
-                 f"TP {c['tp']}  FP {c['fp']}  FN {c['fn']}")
+                 f"TP {c['tp']}  FP {c['fp']}  FN {c['fn']}"
+                 + (f"  ({ignored} in crowd regions, ignored)" if ignored else ""))
     return "\n".join(lines)
 
 
@@ -285,7 +381,7 @@ def plot_pr(ev: Any, names: dict[int, str], path: str | os.PathLike) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     if ev is None:
-        ax.text(0.5, 0.5, "no predictions", ha="center", va="center")
+        ax.text(0.5, 0.5, "nothing to evaluate\n(no predictions or no ground-truth box)", ha="center", va="center")
     else:
         rec = ev.params.recThrs
         prec = ev.eval["precision"]
@@ -300,7 +396,10 @@ def plot_pr(ev: Any, names: dict[int, str], path: str | os.PathLike) -> None:
                 p = prec[0, :, k, 0, -1]
                 if (p > -1).any():
                     ax.plot(rec, np.where(p > -1, p, np.nan), lw=1, label=f"{names.get(c, c)} @0.5")
-        ax.legend(fontsize=8)
+        if ax.lines:
+            ax.legend(fontsize=8)
+        else:  # COCO could compute no curve: the ground truth has no (non-crowd) box
+            ax.text(0.5, 0.5, "nothing to evaluate\n(no ground-truth box)", ha="center", va="center")
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.set_xlim(0, 1)

@@ -219,7 +219,14 @@ def prepare_data(spec: Spec, out: Path) -> tuple[Path, Path, Path | None]:
         src = (base / d["source"]).resolve()
         full = load_dataset(src, fmt=d.get("format", "auto"))
         if d.get("test_source"):
-            tr, te = full, load_dataset((base / d["test_source"]).resolve(), fmt=d.get("format", "auto"))
+            test_src = (base / d["test_source"]).resolve()
+            tr, te = full, load_dataset(test_src, fmt=d.get("format", "auto"))
+            have = dict(zip(te.categories["id"].astype(int), te.categories["name"].astype(str)))
+            wrong = [(int(i), str(n)) for i, n in zip(tr.categories["id"], tr.categories["name"]) if have.get(int(i)) != str(n)]
+            if wrong:  # the models predict the training file's categories; evaluate would refuse them after training
+                raise QualmetError(f"{test_src}: its categories differ from those of {src} (first: id {wrong[0][0]} "
+                                   f"{wrong[0][1]!r}, which it {'names ' + repr(have[wrong[0][0]]) if wrong[0][0] in have else 'lacks'}); "
+                                   "the test split must use the training data's category ids and names")
         else:
             ids = np.sort(full.images["id"].to_numpy())
             rng = np.random.default_rng(int(d.get("seed", 0)))

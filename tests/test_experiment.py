@@ -225,3 +225,19 @@ def test_report_keeps_arm_names_that_look_like_missing_values(tmp_path):
     df = _read_csv(p)
     assert df["arm"].tolist() == ["random", "NA", "None"] and df["AP"].isna().tolist() == [False, True, False]
 
+
+
+def test_a_test_split_with_other_categories_fails_before_training(tmp_path):
+    """The models predict the training file's categories; a test file naming them otherwise made every
+    arm train and then fail in evaluate."""
+    from qualmet.experiment import prepare_data
+
+    rows = "filename,width,height,class,xmin,ymin,xmax,ymax\n"
+    (tmp_path / "train.csv").write_text(rows + "a.jpg,64,64,panda,1,1,30,30\n")
+    (tmp_path / "test.csv").write_text(rows + "b.jpg,64,64,bear,1,1,30,30\n")
+    spec = tmp_path / "s.toml"
+    spec.write_text('[data]\nsource = "train.csv"\ntest_source = "test.csv"\n'
+                    '[[arms]]\nname = "random"\nstrategy = "random"\n')
+    with pytest.raises(QualmetError, match=r"test.csv: its categories differ from those of .*train.csv "
+                                           r"\(first: id 1 'panda', which it names 'bear'\)"):
+        prepare_data(load_spec(spec), tmp_path / "out")

@@ -4,17 +4,31 @@ from __future__ import annotations
 import argparse
 
 
+def iou_threshold_arg(text: str) -> float:
+    """argparse type: a number in (0, 1] (at 0 any box, even of another class, would match)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"{text}: the IoU threshold must be in (0, 1]")
+    return v
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate predictions against a data set (pycocotools bbox + more)",
                        description="Writes metrics.json/.txt (12 COCO stats, per-class AP), pr_curve.png, "
                                    "confusion_matrix.png/.csv and gt_flags / pred_flags (.parquet and .csv) "
-                                   "under --out.")
+                                   "under --out. Predictions on images or of categories the data set does not "
+                                   "have are refused; predictions inside crowd regions are ignored, as in COCO.")
     p.add_argument("dataset", help="ground truth COCO JSON")
     p.add_argument("predictions", help="predictions: COCO results JSON (image_id, category_id, bbox, score)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--score-threshold", type=float, default=0.5,
                    help="score threshold for the confusion matrix and TP/FP/FN counts (AP uses all; default 0.5)")
-    p.add_argument("--iou-threshold", type=float, default=0.5, help="IoU for matching (default 0.5)")
+    p.add_argument("--iou-threshold", type=iou_threshold_arg, default=0.5,
+                   help="IoU for matching the flags and the confusion matrix, in (0, 1] (default 0.5; the COCO "
+                        "stats always use COCO's own thresholds)")
     p.set_defaults(func=cmd_evaluate)
 
 

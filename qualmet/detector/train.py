@@ -408,7 +408,7 @@ def train(dataset: str | os.PathLike | Dataset, out_dir: str | os.PathLike, val_
                     row["val_loss"] = val_loss(ev_model, val_data, rec.batch_size, dev, use_amp)
                     stats, _, _ = coco_eval(val_ds, detect(ev_model, val_data, 16, dev, use_amp))
                     del ev_model
-                    row["val_AP"], row["val_AP50"] = stats["AP"], stats["AP50"]
+                    row["val_AP"], row["val_AP50"] = (np.nan if stats[k] is None else stats[k] for k in ("AP", "AP50"))
                 log_rows.append(row)
                 window = [0.0, 0]
                 log = pd.DataFrame(log_rows, columns=LOG_COLUMNS)
