@@ -2,7 +2,8 @@
 
 Objects very close to each other confuse a detector and attract merged or swapped boxes (the
 "Object Proximity" metric of the seed article). The gap is 0 for overlapping boxes; it is divided by
-sqrt(box area) so it does not depend on image resolution. NaN when the box is alone. ``worse="low"``.
+sqrt(box area) so it does not depend on image resolution. NaN when the box is alone or has no area
+(a gap measured in zero box sizes would rank the worst box as the least suspicious). ``worse="low"``.
 """
 import numpy as np
 import pandas as pd
@@ -19,5 +20,6 @@ def object_proximity(annotations, images):
     dy = np.maximum(0.0, np.maximum(a[:, 1], b[:, 1]) - np.minimum(a[:, 1] + a[:, 3], b[:, 1] + b[:, 3]))
     nearest = pd.Series(np.hypot(dx, dy)).groupby(i).min()
     gap = nearest.reindex(np.arange(len(annotations))).to_numpy()
-    size = np.sqrt(np.maximum(annotations["w"].to_numpy(dtype=np.float64) * annotations["h"].to_numpy(dtype=np.float64), 1e-12))
+    area = annotations["w"].to_numpy(dtype=np.float64) * annotations["h"].to_numpy(dtype=np.float64)
+    size = np.sqrt(np.where(area > 0, area, np.nan))
     return gap / size

@@ -33,6 +33,11 @@ ENTRY_POINT_GROUP = "qualmet.metrics"
 BUILTIN_PACKAGE = "qualmet.builtin_metrics"
 _SPEC_ATTR = "__qualmet_metric__"
 SMALL_SIDE = 320  # longest side of MetricContext.small
+# columns of objects.parquet / frames.parquet that a metric column must not replace
+RESERVED_NAMES = frozenset({"annotation_id", "image_id", "category_id", "x", "y", "w", "h", "file_name", "width", "height"})
+# every decorated function, by the module it was defined in (registration does not depend on the
+# module's globals: a metric defined in a function body, or two functions sharing a Python name, count)
+_DEFINED: dict[str, list[tuple[Callable[..., Any], "MetricSpec"]]] = {}
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,15 @@ def metric(name: str, level: str, needs: Iterable[str] = (), worse: str = "low",
     """
     if not isinstance(name, str) or not name.isidentifier():
         raise QualmetError(f"metric name {name!r} must be a Python identifier (letters, digits, _)")
+    if name in RESERVED_NAMES or name.startswith("__"):
+        raise QualmetError(f"metric name {name!r} is taken by a column of the output tables "
+                           f"({', '.join(sorted(RESERVED_NAMES))}) or starts with '__'; choose another")
+    if needs is None or not isinstance(needs, (str, set, frozenset, list, tuple)):
+        raise QualmetError(f"metric {name!r}: needs must be a set of {sorted(NEEDS)} (or empty), got {needs!r}")
+    if not isinstance(description, str):
+        raise QualmetError(f"metric {name!r}: description must be text, got {description!r}")
+    if finalize is not None and not callable(finalize):
+        raise QualmetError(f"metric {name!r}: finalize must be a function, got {finalize!r}")
     if level not in LEVELS:
         raise QualmetError(f"metric {name!r}: level must be one of {LEVELS}, got {level!r}")
     if worse not in WORSE:
@@ -101,6 +115,7 @@ def metric(name: str, level: str, needs: Iterable[str] = (), worse: str = "low",
                           description=" ".join(description.split()) or _first_line(func.__doc__),
                           version=str(version), vectorised=bool(vectorised), finalize=finalize)
         setattr(func, _SPEC_ATTR, spec)
+        _DEFINED.setdefault(getattr(func, "__module__", None) or "", []).append((func, spec))
         return func
 
     return deco
@@ -134,6 +149,12 @@ def _subsample(image: np.ndarray, s: int) -> np.ndarray:
     return cv2.remap(image, m, None, cv2.INTER_NEAREST)
 
 
+def _read_only(a: np.ndarray) -> np.ndarray:
+    """``a`` marked read-only: what the context shares between metrics cannot be changed by one of them."""
+    a.flags.writeable = False
+    return a
+
+
 class MetricContext:
     """What a per-frame metric sees: the decoded image (when it needs pixels), the frame's
     annotations and predictions, and shared intermediates computed at most once per frame."""
@@ -148,32 +169,51 @@ class MetricContext:
             self._ann_rows = (table, int(a0), int(a1))
             self._n_objects = int(a1) - int(a0)
         else:
-            self.__dict__["annotations"] = annotations
+            self.__dict__["_annotations"] = annotations
             self._n_objects = len(annotations)
-        self.predictions = predictions
+        self._predictions = predictions
+        if image is not None and image.flags.writeable:  # shared by every metric of the frame: read-only
+            image = image.view()
+            image.flags.writeable = False
         self._image = image
         if boxes is not None:  # the runner passes them precomputed (cheaper than from the DataFrame)
-            self.__dict__["boxes"] = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+            self.__dict__["boxes"] = _read_only(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
         if image is not None:  # the decoded size is the truth for pixel work
             height, width = image.shape[:2]
         self.width, self.height = int(width), int(height)
 
     @property
     def image(self) -> np.ndarray:
-        """(H, W, 3) RGB uint8."""
+        """(H, W, 3) RGB uint8, read-only (every metric of the frame shares it)."""
         if self._image is None:
             raise QualmetError(f"image {self.image_id} ({self.file_name}): metric uses pixels but does not declare needs={{'pixels'}}")
         return self._image
 
     @property
+    def predictions(self) -> pd.DataFrame:
+        """The frame's predictions (annotation columns plus ``score``); a copy, so changes stay local."""
+        if self._predictions is None:
+            raise QualmetError(f"image {self.image_id} ({self.file_name}): metric reads ctx.predictions but does not "
+                               "declare needs={'predictions'} (or the run has no --predictions)")
+        return self._predictions.copy(deep=False)
+
+    @property
     def image_size(self) -> tuple[int, int]:
         return self.width, self.height
 
-    @cached_property
+    @property
     def annotations(self) -> pd.DataFrame:
-        """The frame's annotation rows (sliced from the chunk's table on first use)."""
-        table, a0, a1 = self._ann_rows
-        return table.iloc[a0:a1]
+        """The frame's annotation rows; a copy (cheap: copy-on-write), so a metric that changes it
+        changes nothing another metric sees."""
+        a = self.__dict__.get("_annotations")
+        if a is None:
+            if "annotations" in self.__dict__:  # given as a table
+                a = self.__dict__["annotations"]
+            else:  # the runner's lazy row range of the chunk's table
+                table, a0, a1 = self._ann_rows
+                a = table.iloc[a0:a1]
+            self.__dict__["_annotations"] = a
+        return a.copy(deep=False)
 
     @property
     def n_objects(self) -> int:
@@ -184,12 +224,13 @@ class MetricContext:
         """(N, 4) float xywh boxes of the frame's annotations."""
         a = self.annotations
         if len(a) == 0:
-            return np.zeros((0, 4))
-        return np.stack([a[c].to_numpy(dtype=np.float64) for c in ("x", "y", "w", "h")], axis=1)
+            return _read_only(np.zeros((0, 4)))
+        return _read_only(np.stack([a[c].to_numpy(dtype=np.float64) for c in ("x", "y", "w", "h")], axis=1))
 
     @cached_property
     def boxes_int(self) -> np.ndarray:
-        """(N, 4) int xyxy boxes clipped to the image (rounded outward); empty boxes have x1==x2."""
+        """(N, 4) int xyxy boxes clipped to the image (rounded outward); empty boxes have x1==x2
+        (y1==y2): a box of zero width or height covers no pixel, wherever it lies."""
         b = self.boxes
         out = np.empty((len(b), 4))  # a few whole-array operations: this runs for every frame
         np.floor(b[:, :2], out=out[:, :2])
@@ -197,21 +238,24 @@ class MetricContext:
         lim = np.array([self.width, self.height, self.width, self.height], np.float64)
         np.minimum(np.maximum(out, 0.0, out=out), lim, out=out)
         np.maximum(out[:, 2:], out[:, :2], out=out[:, 2:])
-        return out.astype(int)
+        flat = b[:, 2:] <= 0
+        if flat.any():
+            out[:, 2:][flat] = out[:, :2][flat]
+        return _read_only(out.astype(int))
 
     @cached_property
     def gray(self) -> np.ndarray:
         """(H, W) uint8 luma (OpenCV's RGB->GRAY)."""
         import cv2
 
-        return cv2.cvtColor(self.image, cv2.COLOR_RGB2GRAY)
+        return _read_only(cv2.cvtColor(self.image, cv2.COLOR_RGB2GRAY))
 
     @cached_property
     def hsv(self) -> np.ndarray:
         """(H, W, 3) uint8 HSV (OpenCV ranges: H 0-179, S and V 0-255)."""
         import cv2
 
-        return cv2.cvtColor(self.image, cv2.COLOR_RGB2HSV)
+        return _read_only(cv2.cvtColor(self.image, cv2.COLOR_RGB2HSV))
 
     @cached_property
     def small_stride(self) -> int:
@@ -233,21 +277,21 @@ class MetricContext:
         s = self.small_stride
         if s == 1:
             return self.image
-        return _subsample(self.image, s)
+        return _read_only(_subsample(self.image, s))
 
     @cached_property
     def small_gray(self) -> np.ndarray:
         """Luma of :attr:`small`: ``gray[::s, ::s]`` (sampled from :attr:`gray`, which frame metrics
         usually need anyway, rather than building :attr:`small`)."""
         s = self.small_stride
-        return self.gray if s == 1 else self.grid(0, 0, self.width, self.height, s, self.gray)
+        return self.gray if s == 1 else _read_only(self.grid(0, 0, self.width, self.height, s, self.gray))
 
     @cached_property
     def small_hsv(self) -> np.ndarray:
         """HSV of :attr:`small`."""
         import cv2
 
-        return cv2.cvtColor(self.small, cv2.COLOR_RGB2HSV)
+        return _read_only(cv2.cvtColor(self.small, cv2.COLOR_RGB2HSV))
 
     @cached_property
     def small_boxes_int(self) -> np.ndarray:
@@ -255,7 +299,7 @@ class MetricContext:
         s = self.small_stride
         b = -(-self.boxes_int // s)
         h, w = self.small_shape
-        return np.minimum(b, np.array([w, h, w, h]), out=b)  # boxes_int is already >= 0
+        return _read_only(np.minimum(b, np.array([w, h, w, h]), out=b))  # boxes_int is already >= 0
 
     def crop(self, i: int, array: np.ndarray | None = None, max_side: int | None = None) -> np.ndarray:
         """The pixels of box ``i`` (clipped) from ``array`` (default: the RGB image); may be empty.
@@ -274,6 +318,7 @@ class MetricContext:
         pixel of a region. Colour pixels are copied as 3-byte units, twice as fast as numpy's copy
         of the strided view."""
         a = self.image if array is None else array
+        x1, y1 = max(0, x1), max(0, y1)  # a negative start would count from the far end
         if k == 1 or a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8 or not a.flags.c_contiguous:
             return np.ascontiguousarray(a[y1:y2:k, x1:x2:k])
         h, w = a.shape[:2]
@@ -292,6 +337,7 @@ class Registry:
 
     metrics: dict[str, MetricSpec] = field(default_factory=dict)
     plugin_sources: tuple[str, ...] = ()
+    problems: list[str] = field(default_factory=list)  # installed plugins that could not be loaded
 
     def add(self, spec: MetricSpec) -> None:
         old = self.metrics.get(spec.name)
@@ -303,10 +349,14 @@ class Registry:
         """Specs for these names (all, sorted, when None); an unknown name is an error listing the known ones."""
         if names is None:
             return [self.metrics[n] for n in sorted(self.metrics)]
+        names = [names] if isinstance(names, str) else names
         names = list(dict.fromkeys(n.strip() for n in names if n.strip()))
+        if not names:
+            raise QualmetError("no metric named (an empty list); leave the selection out to run every metric")
         unknown = [n for n in names if n not in self.metrics]
         if unknown:
-            raise QualmetError(f"unknown metric(s) {', '.join(unknown)}; available: {', '.join(sorted(self.metrics))}")
+            broken = f" ({'; '.join(self.problems)})" if self.problems else ""
+            raise QualmetError(f"unknown metric(s) {', '.join(unknown)}; available: {', '.join(sorted(self.metrics))}{broken}")
         return [self.metrics[n] for n in names]
 
     def __contains__(self, name: str) -> bool:
@@ -380,18 +430,15 @@ def module_digest(module: Any) -> str:
 
 def _specs_in_module(module: Any, source: str) -> list[MetricSpec]:
     """Metrics defined (not merely imported from elsewhere) in ``module`` or, for a package, in one of
-    its submodules, tagged with their source and their defining module's digest."""
+    its submodules, tagged with their source and their defining module's digest. Every decorated
+    function counts, whether or not a module-level name still refers to it."""
     from dataclasses import replace
 
     out = []
-    digests: dict[str, str] = {}
-    for obj in list(vars(module).values()):
-        spec = getattr(obj, _SPEC_ATTR, None)
-        home = getattr(obj, "__module__", None) or ""
-        if isinstance(spec, MetricSpec) and (home == module.__name__ or home.startswith(module.__name__ + ".")):
-            if home not in digests:
-                digests[home] = module_digest(sys.modules.get(home, module))
-            out.append(replace(spec, source=source, source_hash=digests[home]))
+    prefix = module.__name__ + "."
+    for home in sorted(h for h in _DEFINED if h == module.__name__ or h.startswith(prefix)):
+        digest = module_digest(sys.modules.get(home, module))
+        out += [replace(spec, source=source, source_hash=digest) for _, spec in _DEFINED[home]]
     return sorted(out, key=lambda s: s.name)
 
 
@@ -411,12 +458,16 @@ def _import_file(path: Path) -> Any:
                 del sys.modules[name]
     module = importlib.util.module_from_spec(spec)
     sys.modules[mod_name] = module
+    _DEFINED.pop(mod_name, None)  # an earlier import's metrics are replaced by this one's
+    folder = str(path.parent)
+    if folder not in sys.path:  # `import _helpers` beside the plugin; appended, so it shadows no installed module
+        sys.path.append(folder)
     try:
         spec.loader.exec_module(module)
     except QualmetError as exc:
         sys.modules.pop(mod_name, None)
         raise QualmetError(f"{path}: {exc}") from None
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() in a plugin must not end qualmet silently
         sys.modules.pop(mod_name, None)
         raise QualmetError(f"{path}: plugin failed to import: {type(exc).__name__}: {exc}") from None
     return module
@@ -454,11 +505,13 @@ def load_entry_points(reg: Registry) -> None:
         src = f"entry point {ep.name!r} ({ep.value}{', ' + ep.dist.name if ep.dist else ''})"
         try:
             obj = ep.load()
-        except Exception as exc:
-            raise QualmetError(f"{src}: failed to load: {type(exc).__name__}: {exc}") from None
+        except (Exception, SystemExit) as exc:  # one broken installed package does not stop the others
+            reg.problems.append(f"{src}: failed to load, its metrics are not available: {type(exc).__name__}: {exc}")
+            continue
         module = obj if inspect.ismodule(obj) else sys.modules.get(getattr(obj, "__module__", ""), None)
         if module is None:
-            raise QualmetError(f"{src}: does not name a module or a metric function")
+            reg.problems.append(f"{src}: does not name a module or a metric function; skipped")
+            continue
         modules = [module]
         if inspect.ismodule(obj) and hasattr(obj, "__path__"):  # a package: also the submodules it imported
             modules += [m for n, m in sorted(sys.modules.items()) if n.startswith(obj.__name__ + ".") and m is not None]
@@ -473,13 +526,20 @@ def load_plugin_source(reg: Registry, source: str | Path, loaded: set[Path] | No
     """Register the metrics of a user plugin file or folder. Files already in ``loaded`` (the same
     file reached through a folder and by name, say) are skipped, not reported as clashing with themselves."""
     loaded = set() if loaded is None else loaded
+    found = 0
     for f in plugin_files(source):
         r = Path(f).resolve()
         if r in loaded:
+            found += 1
             continue
         loaded.add(r)
-        for spec in _specs_in_module(_import_file(f), str(r)):
+        specs = _specs_in_module(_import_file(f), str(r))
+        found += len(specs)
+        for spec in specs:
             reg.add(spec)
+    if not found:
+        raise QualmetError(f"{source}: defines no metric (decorate a function with @qualmet.metric; "
+                           "in a folder, files whose names start with _ are helpers)")
 
 
 _CACHE: dict[tuple[str, ...], Registry] = {}
@@ -506,6 +566,7 @@ def load_registry(plugins: Iterable[str | Path] = (), entry_points: bool = True,
 
     ``cached=True`` reuses a registry already loaded in this process for the same sources (workers).
     """
+    plugins = [plugins] if isinstance(plugins, (str, Path)) else plugins
     sources = tuple(dict.fromkeys(str(Path(p).resolve()) for p in plugins))
     key = sources + (("<ep>",) if entry_points else ())
     if cached and key in _CACHE:

@@ -142,10 +142,19 @@ def compute_chunk(task: ChunkTask) -> ChunkResult:
             except ImageError as exc:
                 skipped.append({"image_id": iid, "file_name": fr["file_name"], "reason": str(exc)})
             seconds["decode"] += time.perf_counter() - t0
-        # the frame's annotation rows are sliced out only if a metric reads ctx.annotations
-        ctx = MetricContext(iid, fr["file_name"], fr["width"], fr["height"], (anns_all, a0, a1),
-                            preds_by.get(iid, empty_p) if task.predictions is not None else None, image,
-                            boxes=boxes_all[a0:a1])
+        # one context per distinct `needs` (usually one): a metric sees only the image and predictions it
+        # declares; the frame's annotation rows are sliced out only if a metric reads ctx.annotations
+        ctxs: dict[frozenset, MetricContext] = {}
+
+        def ctx_for(spec: MetricSpec) -> MetricContext:
+            c = ctxs.get(spec.needs)
+            if c is None:
+                c = ctxs[spec.needs] = MetricContext(
+                    iid, fr["file_name"], fr["width"], fr["height"], (anns_all, a0, a1),
+                    preds_by.get(iid, empty_p) if spec.needs_predictions and task.predictions is not None else None,
+                    image if spec.needs_pixels else None, boxes=boxes_all[a0:a1])
+            return c
+
         n = a1 - a0
         obj_cols["annotation_id"].extend(ann_ids_all[a0:a1].tolist())
         obj_cols["image_id"].extend([iid] * n)
@@ -158,18 +167,23 @@ def compute_chunk(task: ChunkTask) -> ChunkResult:
                 continue
             t0 = time.perf_counter()
             try:
+                ctx = ctx_for(s)
                 v = s.func(ctx)
+                if isinstance(v, pd.Series):  # values by label: they must be labelled as ctx.annotations is
+                    if not v.index.equals(ctx.annotations.index):
+                        raise ValueError("returned a Series whose index is not ctx.annotations.index; return "
+                                         "one value per object in ctx.annotations order")
+                arr = _numbers(v)
                 if s.finalize:
-                    arr = np.asarray(v, dtype=np.float64)
                     if arr.ndim != 2 or arr.shape[0] != n:
                         raise ValueError(f"returned shape {arr.shape}; a finalize metric returns (n_objects, k)")
-                    col.extend(list(_finite(arr)))
+                    col.extend(list(arr))
                 else:
-                    arr = np.asarray(v, dtype=np.float64).reshape(-1)
-                    if arr.shape[0] != n:
-                        raise ValueError(f"returned {arr.shape[0]} value(s) for {n} object(s)")
-                    col.extend(_finite(arr).tolist())
-            except Exception as exc:  # one metric failing on one frame never stops the run
+                    if arr.shape != (n,):
+                        raise ValueError(f"returned shape {arr.shape} for {n} object(s); an object metric returns "
+                                         "one number per object, in ctx.annotations order")
+                    col.extend(arr.tolist())
+            except (Exception, SystemExit) as exc:  # one metric failing on one frame never stops the run
                 errors.append(_error(s.name, iid, fr["file_name"], exc))
                 col.extend([None if s.finalize else math.nan] * n)
             seconds[s.name] += time.perf_counter() - t0
@@ -181,12 +195,11 @@ def compute_chunk(task: ChunkTask) -> ChunkResult:
                 continue
             t0 = time.perf_counter()
             try:
-                v = s.func(ctx)
-                arr = np.asarray(v, dtype=np.float64).reshape(-1)
-                if arr.shape[0] != 1:
-                    raise ValueError(f"frame metric returned {arr.shape[0]} values, expected one")
-                col.append(float(_finite(arr)[0]))
-            except Exception as exc:
+                arr = _numbers(s.func(ctx_for(s)))
+                if arr.size != 1:
+                    raise ValueError(f"returned shape {arr.shape}; a frame metric returns one number")
+                col.append(float(arr.reshape(-1)[0]))
+            except (Exception, SystemExit) as exc:
                 errors.append(_error(s.name, iid, fr["file_name"], exc))
                 col.append(math.nan)
             seconds[s.name] += time.perf_counter() - t0
@@ -569,7 +582,7 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
     ds, preds, src = _load_inputs(dataset, images, predictions)
     reg = load_registry(plugins, entry_points=entry_points)
     explicit = metrics is not None
-    specs = reg.select(list(metrics) if explicit else None)
+    specs = reg.select((metrics if isinstance(metrics, str) else list(metrics)) if explicit else None)
     if preds is None:
         missing = [s.name for s in specs if s.needs_predictions]
         if missing and explicit:
@@ -781,7 +794,7 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
             t0 = time.perf_counter()
             try:
                 values = _call_vectorised(s, anns, images_df, preds)
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
                 errors.append(_error(s.name, None, None, exc))
             seconds[s.name] = seconds.get(s.name, 0.0) + time.perf_counter() - t0
             counters["computed"][s.name] += len(images_df)
@@ -798,7 +811,7 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
         t0 = time.perf_counter()
         try:
             objects[s.name] = _call_finalize(s, tables.partials(s.name), anns)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             errors.append(_error(s.name, None, None, exc))
             objects[s.name] = math.nan
         seconds[s.name] = seconds.get(s.name, 0.0) + time.perf_counter() - t0
@@ -818,6 +831,7 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
                                                    "count": len(preds)},
         "metrics": [{**s.describe(), "source_hash": s.source_hash, "key": s.key} for s in specs],
         "plugin_sources": list(reg.plugin_sources),
+        "plugin_problems": list(reg.problems),
         "workers": workers, "chunk_size": chunk_size, "counters": counters,
         "timings": {"total_s": round(time.perf_counter() - t_start, 4), "compute_s": round(compute_s, 4),
                     "seconds_in_workers": {k: round(v, 4) for k, v in sorted(seconds.items())}},
@@ -998,24 +1012,47 @@ class _Tables:
 
 
 def _call_vectorised(s: MetricSpec, anns: pd.DataFrame, images_df: pd.DataFrame, preds: pd.DataFrame | None) -> np.ndarray:
-    args = (anns, images_df, preds) if s.needs_predictions else (anns, images_df)
+    """One vectorised metric over the whole data set. It gets copies (cheap: copy-on-write), so one that
+    changes a table in place changes nothing the next metric or the output tables see."""
+    args = [anns.copy(deep=False), images_df.copy(deep=False)]
+    if s.needs_predictions:
+        args.append(preds.copy(deep=False))
     v = s.func(*args)
     n = len(anns) if s.level == "object" else len(images_df)
-    if isinstance(v, pd.Series) and s.level == "frame":
-        v = v.reindex(images_df["id"].to_numpy())
-    elif isinstance(v, pd.Series):
-        v = v.reindex(anns.index)
-    arr = np.asarray(v, dtype=np.float64).reshape(-1)
-    if arr.shape[0] != n:
-        raise ValueError(f"vectorised metric returned {arr.shape[0]} values, expected {n}")
-    return _finite(arr)
+    if isinstance(v, pd.Series):  # by label: image ids (frame level) or the annotations' index; missing -> NaN
+        want = pd.Index(images_df["id"].to_numpy()) if s.level == "frame" else anns.index
+        what = "image ids" if s.level == "frame" else "the annotations table's index"
+        unknown = v.index.difference(want)
+        if len(unknown) or not v.index.is_unique:
+            first = f" (first unknown label: {unknown.tolist()[0]!r})" if len(unknown) else " (a label appears twice)"
+            raise ValueError(f"returned a Series whose index is not a subset of {what}{first}; index it by "
+                             f"{what}, or return an array in their order")
+        v = v.reindex(want)
+    arr = _numbers(v)
+    if arr.shape != (n,):
+        raise ValueError(f"vectorised metric returned shape {arr.shape}, expected ({n},)")
+    return arr
 
 
 def _call_finalize(s: MetricSpec, mat: np.ndarray, anns: pd.DataFrame) -> np.ndarray:
-    arr = np.asarray(s.finalize(mat, anns.reset_index(drop=True)), dtype=np.float64).reshape(-1)
-    if arr.shape[0] != len(mat):
-        raise ValueError(f"finalize returned {arr.shape[0]} values, expected {len(mat)}")
-    return _finite(arr)
+    arr = _numbers(s.finalize(mat, anns.reset_index(drop=True)))
+    if arr.shape != (len(mat),):
+        raise ValueError(f"finalize returned shape {arr.shape}, expected ({len(mat)},)")
+    return arr
+
+
+def _numbers(v: Any) -> np.ndarray:
+    """A metric's return value as a float64 array, or a ValueError that says what came back instead:
+    real numbers only (integers and booleans count), NaN where a metric is not defined, never infinity."""
+    if v is None:
+        raise ValueError("returned None; return NaN where the metric is not defined")
+    if isinstance(v, (pd.Series, pd.Index)) and pd.api.types.is_numeric_dtype(v.dtype):
+        v = v.to_numpy(dtype=np.float64, na_value=np.nan)  # nullable Int64/Float64 included
+    arr = np.asarray(v)
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"returned {type(v).__name__} of dtype {arr.dtype}; a metric returns real numbers "
+                         "(NaN where it is not defined)")
+    return _finite(arr.astype(np.float64, copy=False))
 
 
 def _finite(arr: np.ndarray) -> np.ndarray:
@@ -1042,13 +1079,18 @@ def summarise(run: MetricRun, out: str | os.PathLike | None = None) -> str:
              f"{i['timings']['total_s']:.1f} s"]
     if i["dataset"]["skipped_items"]:
         lines.append(f"data set: {len(i['dataset']['skipped_items'])} record(s) could not be loaded and were skipped (see run.json)")
-    for m, n in i["errors_by_metric"].items():
-        first = next(e for e in i["errors"] if e["metric"] == m)
-        if first["image_id"] is None:  # a vectorised or finalize call: one error for the whole data set
-            lines.append(f"error: metric {m} failed on the whole data set: {first['error']}")
-        else:
-            lines.append(f"error: metric {m} failed on {n} frame(s); first: image {first['image_id']} "
+    for problem in i.get("plugin_problems", []):
+        lines.append(f"warning: {problem}")
+    for m in i["errors_by_metric"]:
+        errs = [e for e in i["errors"] if e["metric"] == m]
+        per_frame = [e for e in errs if e["image_id"] is not None]
+        if per_frame:  # the frames' own errors first: a finalize failing after them is usually their consequence
+            first = per_frame[0]
+            lines.append(f"error: metric {m} failed on {len(per_frame)} frame(s); first: image {first['image_id']} "
                          f"({first['file_name']}): {first['error']}")
+        for e in errs:
+            if e["image_id"] is None:  # a vectorised or finalize call: one error for the whole data set
+                lines.append(f"error: metric {m} failed on the whole data set: {e['error']}")
     if i["skipped_frames"]:
         sk = i["skipped_frames"][0]
         lines.append(f"skipped: {len(i['skipped_frames'])} frame(s) without pixel metrics; first: image {sk['image_id']}: {sk['reason']}")

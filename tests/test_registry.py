@@ -115,13 +115,24 @@ def test_metrics_list_output(tmp_path, installed, capsys):
 
 def test_decorator_refuses_bad_declarations():
     with pytest.raises(QualmetError, match="level"):
-        metric(name="x", level="pixel")
+        metric(name="m", level="pixel")
     with pytest.raises(QualmetError, match="worse"):
-        metric(name="x", level="object", worse="bad")
+        metric(name="m", level="object", worse="bad")
     with pytest.raises(QualmetError, match="needs"):
-        metric(name="x", level="object", needs={"gpu"})
+        metric(name="m", level="object", needs={"gpu"})
     with pytest.raises(QualmetError, match="vectorised"):
-        metric(name="x", level="object", needs={"pixels"}, vectorised=True)
+        metric(name="m", level="object", needs={"pixels"}, vectorised=True)
+    # a name that is an output column replaced it (x: the box's x; image_id: every value NaN) or crashed
+    # the parquet writer after the whole run
+    for taken in ("x", "image_id", "annotation_id", "width", "file_name", "__partial__m"):
+        with pytest.raises(QualmetError, match=f"metric name '{taken}' is taken by a column"):
+            metric(name=taken, level="object")
+    with pytest.raises(QualmetError, match="metric 'm': needs must be a set"):
+        metric(name="m", level="object", needs=None)
+    with pytest.raises(QualmetError, match="metric 'm': description must be text"):
+        metric(name="m", level="object", description=None)
+    with pytest.raises(QualmetError, match="metric 'm': finalize must be a function"):
+        metric(name="m", level="object", finalize=3)
 
 
 def test_unknown_metric_and_missing_plugin(tmp_path):

@@ -43,9 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_list(args: argparse.Namespace) -> int:
     import json
 
-    from ..registry import format_table, list_metrics
+    from ..registry import format_table, load_registry
 
-    specs = list_metrics(args.plugins)
+    reg = load_registry(args.plugins)
+    for problem in reg.problems:
+        print(f"qualmet: warning: {problem}", file=sys.stderr)
+    specs = reg.select(None)
     if args.json:
         for s in specs:
             print(json.dumps(s.describe()))
@@ -57,7 +60,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from ..runner import DEFAULT_CHUNK_SIZE, run_metrics, summarise
 
-    names = args.metrics.split(",") if args.metrics else None
+    names = args.metrics.split(",") if args.metrics is not None else None  # "" is an error, not "all"
     run = run_metrics(args.dataset, predictions=args.predictions, metrics=names, plugins=args.plugins,
                       out=args.out, workers=args.workers, images=args.images,
                       chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE, executor=args.executor,
