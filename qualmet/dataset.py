@@ -143,11 +143,12 @@ class Dataset:
     def summary(self) -> dict[str, Any]:
         """Counts a person wants first: frames, boxes, classes, boxes per frame, image sizes."""
         per_image = self.annotations.groupby("image_id").size().reindex(self.images["id"], fill_value=0)
-        counts = self.annotations["category_id"].map(self.category_names).value_counts()
+        counts = self.annotations["category_id"].value_counts()
         return {
             "images": int(len(self.images)),
             "annotations": int(len(self.annotations)),
-            "categories": {str(k): int(v) for k, v in counts.items()},
+            # every category, by id (names two categories share get their id): none merged, none left out
+            "categories": {label: int(counts.get(c, 0)) for c, label in category_labels(self.categories).items()},
             "boxes_per_image": {str(int(k)): int(v) for k, v in per_image.value_counts().sort_index().items()},
             "images_without_boxes": int((per_image == 0).sum()),
             "width_range": [int(self.images["width"].min()), int(self.images["width"].max())] if len(self.images) else [],
@@ -179,6 +180,14 @@ class Dataset:
         return [{"image_id": int(i), "category_id": int(c), "bbox": [float(x), float(y), float(w), float(h)],
                  "score": float(s)}
                 for i, c, x, y, w, h, s in zip(a["image_id"], a["category_id"], a["x"], a["y"], a["w"], a["h"], a["score"])]
+
+
+def category_labels(categories: pd.DataFrame, reserved: Iterable[str] = ()) -> dict[int, str]:
+    """Category id -> label for tables, plots and counts: the name, or ``"name (id 3)"`` where several
+    categories share a name (or a name is ``reserved``), so that no class hides another."""
+    ids, names = [int(c) for c in categories["id"]], [str(n) for n in categories["name"]]
+    taken = set(reserved)
+    return {c: (f"{n} (id {c})" if names.count(n) > 1 or n in taken else n) for c, n in zip(ids, names)}
 
 
 def labels_sha256(ds: Dataset) -> str:

@@ -8,8 +8,17 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SPEC = REPO / "experiments" / "pandas_filtering.toml"
+def _spec_path() -> Path:
+    """experiments/pandas_filtering.toml: in this checkout, else as installed (qualmet.experiment_specs)."""
+    here = Path(__file__).resolve().parents[1] / "experiments" / "pandas_filtering.toml"
+    if here.is_file():
+        return here
+    from importlib import resources
+
+    return Path(str(resources.files("qualmet.experiment_specs").joinpath("pandas_filtering.toml")))
+
+
+SPEC = _spec_path()
 
 
 def _step(title: str) -> float:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ import pandas as pd
 
 from .atomic import atomic_path, write_json, write_text
 from .boxes import iou_matrix, xywh_to_xyxy
-from .dataset import Dataset, empty_annotations
+from .dataset import Dataset, category_labels, empty_annotations
 from .errors import QualmetError
 
 COCO_STATS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
@@ -74,9 +73,7 @@ def check_predictions(gt: Dataset, preds: pd.DataFrame) -> None:
 def class_labels(categories: pd.DataFrame) -> dict[int, str]:
     """Category id -> label for tables and plots: the name, or ``"name (id 3)"`` where several categories
     share a name (or one is called ``background``), so that no class hides another."""
-    ids, names = [int(c) for c in categories["id"]], [str(n) for n in categories["name"]]
-    seen = Counter(names)
-    return {c: (f"{n} (id {c})" if seen[n] > 1 or n == BACKGROUND else n) for c, n in zip(ids, names)}
+    return category_labels(categories, reserved=(BACKGROUND,))
 
 
 def _coverage(a_xywh: np.ndarray, b_xywh: np.ndarray) -> np.ndarray:

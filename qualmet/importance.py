@@ -14,18 +14,28 @@ from .stats import auroc
 
 
 def mutual_information(values: np.ndarray, found: np.ndarray, bins: int = 8) -> float:
-    """Mutual information (bits) between a metric, cut into quantile bins, and a boolean outcome."""
+    """Mutual information (bits) between a metric, cut into quantile bins, and a boolean outcome.
+
+    Equal values always share a bin (the figure does not depend on row order: a constant metric
+    carries no information); small samples get fewer bins (about 5 objects a bin at least), and the
+    plug-in estimate's upward bias, about (bins - 1)(classes - 1) / (2 n ln 2) bits, is subtracted
+    (Miller-Madow), floored at 0: a metric unrelated to the outcome averages 0.06 bits at n = 15 and
+    0.03 at n = 50 (the plain estimate with 8 bins: 0.48 and 0.11)."""
     v = pd.Series(values, dtype="float64")
     keep = v.notna().to_numpy()
-    if keep.sum() < 2:
+    n = int(keep.sum())
+    if n < 2:
         return float("nan")
-    codes = pd.qcut(v[keep].rank(method="first"), q=min(bins, int(keep.sum())), labels=False).to_numpy()
+    q = max(2, min(bins, n // 5))  # at least ~5 objects a bin: fewer bins on small samples
+    codes = pd.qcut(v[keep], q=q, labels=False, duplicates="drop").to_numpy()
     y = np.asarray(found, bool)[keep]
     joint = pd.crosstab(codes, y).to_numpy(dtype=float)
     p = joint / joint.sum()
     px, py = p.sum(1, keepdims=True), p.sum(0, keepdims=True)
     nz = p > 0
-    return float((p[nz] * np.log2(p[nz] / (px @ py)[nz])).sum())
+    plug_in = float((p[nz] * np.log2(p[nz] / (px @ py)[nz])).sum())
+    bias = (joint.shape[0] - 1) * (joint.shape[1] - 1) / (2 * n * np.log(2))
+    return max(0.0, plug_in - bias)
 
 
 def importance_table(objects: pd.DataFrame, gt_flags: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
@@ -54,8 +64,10 @@ def importance(model_dir: str | Path, test_json: str | Path, out: str | Path, im
 
     out = Path(out)
     reg = load_registry()
-    names = metrics or [n for n in reg.metrics if reg[n].level == "object" and "predictions" not in reg[n].needs]
-    unfit = [s.name for s in reg.select(names) if s.level != "object" or s.needs_predictions]
+    specs = reg.select(metrics) if metrics is not None else [
+        s for s in reg.select(None) if s.level == "object" and not s.needs_predictions]
+    names = [s.name for s in specs]  # as select reads them: stripped, each once
+    unfit = [s.name for s in specs if s.level != "object" or s.needs_predictions]
     if unfit:  # checked before the model runs: each box's metric value is related to whether it was found
         raise QualmetError(f"importance relates object metrics to each box: {', '.join(unfit)} "
                            "is a frame metric or needs predictions")

@@ -28,6 +28,9 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((recall_step * precision).sum())
 
 
+TABLE_COLUMNS = ["metric", "type", "level", "positives", "n", "auroc", "ap", "precision_at_k"]
+
+
 def detection_table(objects: pd.DataFrame, frames: pd.DataFrame, manifest: pd.DataFrame,
                     worse: Mapping[str, str]) -> pd.DataFrame:
     """Rows: metric, error type, level, positives, AUROC, AP, precision@k (k = positives)."""
@@ -44,10 +47,16 @@ def detection_table(objects: pd.DataFrame, frames: pd.DataFrame, manifest: pd.Da
         rows.append(_row(m, "any", "annotation", susp.to_numpy(), y_any))
     missing_frames = set(manifest.loc[manifest["type"] == "missing", "image_id"].astype(int))
     if missing_frames:
+        # as for boxes (each type against the clean ones): frames that lost a box against untouched frames;
+        # frames holding only other injected errors are neither
+        touched = set(manifest["image_id"].astype(int))
+        ids = frames["image_id"].astype(int)
+        sel = (ids.isin(missing_frames) | ~ids.isin(touched)).to_numpy()
+        y = ids[sel].isin(missing_frames).to_numpy()
         for m in [c for c in worse if c in frames.columns]:
             susp = frames[m] if worse[m] == "high" else -frames[m]
-            rows.append(_row(m, "missing", "frame", susp.to_numpy(), frames["image_id"].isin(missing_frames).to_numpy()))
-    return pd.DataFrame(rows)
+            rows.append(_row(m, "missing", "frame", susp.to_numpy()[sel], y))
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
 def precision_at_k(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
@@ -76,9 +85,15 @@ def write_label_error_report(objects: pd.DataFrame, frames: pd.DataFrame, manife
     """Write label_errors.csv, .md and an AUROC heat map PNG into ``out``."""
     from .noise import load_manifest
 
+    table = detection_table(objects, frames, load_manifest(manifest_path), worse)
+    write_label_error_table(table, out)
+    return table
+
+
+def write_label_error_table(table: pd.DataFrame, out: str | Path) -> None:
+    """label_errors.csv, .md and the AUROC heat map PNG of a :func:`detection_table` into ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    table = detection_table(objects, frames, load_manifest(manifest_path), worse)
     with atomic_path(out / "label_errors.csv") as tmp:
         table.to_csv(tmp, index=False)
     if len(table):
@@ -86,7 +101,9 @@ def write_label_error_report(objects: pd.DataFrame, frames: pd.DataFrame, manife
         write_text(out / "label_errors.md", "# Finding the injected label errors (AUROC; 0.5 = chance)\n\n```\n"
                    + piv.round(3).to_string() + "\n```\n")
         _heatmap(piv, out / "label_errors.png")
-    return table
+    else:  # nothing was injected (or no metric fits): say so rather than leave an empty table unexplained
+        write_text(out / "label_errors.md", "# Finding the injected label errors\n\nNothing to score: the manifest "
+                   "records no injected error, or no metric of the run is oriented (`worse`).\n")
 
 
 def _heatmap(piv: pd.DataFrame, path: Path) -> None:

@@ -284,7 +284,15 @@ def load_manifest(path: str | os.PathLike) -> pd.DataFrame:
         missing = [c for c in ("annotation_id", "image_id", "type") if r.get(c) is None]
         if missing or r["type"] not in ERROR_TYPES:
             raise QualmetError(f"{p}: record [{n}]: needs annotation_id, image_id and a type in {', '.join(ERROR_TYPES)}")
-    return _manifest_frame(recs)
+        if r["type"] == "missing":  # a deleted box is only known by what the manifest kept of it
+            gone = [c for c in ("orig_x", "orig_y", "orig_w", "orig_h", "orig_category_id")
+                    if not isinstance(r.get(c), (int, float)) or isinstance(r.get(c), bool) or not math.isfinite(r[c])]
+            if gone:
+                raise QualmetError(f"{p}: record [{n}] (annotation {r['annotation_id']}, missing): no {', '.join(gone)}; "
+                                   "a deleted box needs its original box and category")
+    frame = _manifest_frame(recs)
+    frame.attrs["source"] = str(p)  # so a later check can name the file
+    return frame
 
 
 def _read_csv_manifest(p: Path) -> list[dict[str, Any]]:

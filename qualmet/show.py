@@ -21,11 +21,15 @@ LEGEND_H = 28
 GREEN, RED, YELLOW, GREY = (40, 200, 40), (230, 30, 30), (250, 220, 0), (60, 60, 60)  # RGB
 
 
-def grid_size(n: int, cols: int = 5) -> tuple[int, int]:
-    """(width, height) in pixels of a grid of ``n`` frames in ``cols`` columns (legend line included)."""
+def grid_size(n: int, cols: int = 5, noise: bool = False) -> tuple[int, int]:
+    """(width, height) in pixels of a grid of ``n`` frames in ``cols`` columns (legend line included;
+    with ``noise``, at least two cells wide so the three-colour legend fits)."""
     cols = max(1, min(cols, n)) if n else 1
     rows = math.ceil(n / cols) if n else 1
-    return cols * CELL_W, rows * CELL_H + LEGEND_H
+    return max(cols, 2 if noise else 1) * CELL_W, rows * CELL_H + LEGEND_H
+
+
+FORMATS = {".png": ".png", ".jpg": ".jpg", ".jpeg": ".jpg", ".webp": ".webp"}  # --out suffix -> encoder
 
 
 def show_grid(ds: Dataset, out_png: str | os.PathLike, n: int = 20, seed: int = 0,
@@ -42,13 +46,23 @@ def show_grid(ds: Dataset, out_png: str | os.PathLike, n: int = 20, seed: int = 
         raise QualmetError(f"show: n and cols must be at least 1, got n={n}, cols={cols}")
     if not len(ds.images):
         raise QualmetError(f"{ds.source}: no images to show")
+    fmt = FORMATS.get(Path(out_png).suffix.lower())
+    if fmt is None:
+        raise QualmetError(f"{out_png}: the sheet is written as PNG, JPEG or WebP; name it .png, .jpg or .webp")
+    if manifest is not None:
+        from .noise import manifest_mismatch
+
+        why = manifest_mismatch(ds, manifest)
+        if why:  # it would paint other boxes red and draw deletions that are not there
+            raise QualmetError(f"{manifest.attrs.get('source', 'the manifest')}: does not describe {ds.source} "
+                               f"(show the noisy data set it was written with): {why}")
     rng = np.random.default_rng(seed)
     n = min(n, len(ds.images))
     picks = ds.images.iloc[np.sort(rng.choice(len(ds.images), size=n, replace=False))]
     by_image = ds.annotations_by_image()
     names = ds.category_names
     status, deleted = _noise_lookup(manifest)
-    W, H = grid_size(n, cols)
+    W, H = grid_size(n, cols, noise=manifest is not None)
     ncols = max(1, min(cols, n))
     canvas = np.full((H, W, 3), 255, dtype=np.uint8)
     for k, (_, im) in enumerate(picks.iterrows()):
@@ -57,9 +71,9 @@ def show_grid(ds: Dataset, out_png: str | os.PathLike, n: int = 20, seed: int = 
         r, c = divmod(k, ncols)
         canvas[r * CELL_H:(r + 1) * CELL_H, c * CELL_W:(c + 1) * CELL_W] = cell
     _legend(canvas, manifest is not None, ds.source)
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    ok, buf = cv2.imencode(fmt, cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
     if not ok:
-        raise QualmetError(f"{out_png}: PNG encoding failed")
+        raise QualmetError(f"{out_png}: encoding the sheet as {fmt} failed")
     return atomic.write_bytes(out_png, buf.tobytes())
 
 

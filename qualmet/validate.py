@@ -32,6 +32,12 @@ def validate(ds: Dataset, check_images: bool = True, decode: bool = True) -> lis
         problems.append(Problem("error", src, f"images {shown}", f"{len(ids)} image records name the same file {fn!r} "
                                 "(their boxes would mix; exports that name files by stem lose all but one)"))
 
+    cat_names = ds.categories["name"].astype(str)
+    for name, ids in ds.categories.loc[cat_names.duplicated(keep=False), "id"].groupby(cat_names).groups.items():
+        shown = ", ".join(str(int(ds.categories.at[i, "id"])) for i in ids)
+        problems.append(Problem("warning", src, f"categories {shown}", f"{len(ids)} categories share the name "
+                                f"{name!r} (tables and exports that go by name would merge them)"))
+
     def item_name(image_id: int) -> str:
         return f"image {image_id} ({img_by_id.at[image_id, 'file_name']})"
 
@@ -64,6 +70,7 @@ def _check_images(ds: Dataset, decode: bool) -> list[Problem]:
     out: list[Problem] = []
     if ds.image_root is None:
         return [Problem("error", ds.source, "", "no image root: pass --images DIR")]
+    first_of: dict[str, tuple[int, str]] = {}  # the real file -> the first record naming it
     for im in ds.images.itertuples(index=False):
         item = f"image {im.id} ({im.file_name})"
         try:
@@ -71,6 +78,11 @@ def _check_images(ds: Dataset, decode: bool) -> list[Problem]:
         except ImageError as exc:  # unsafe file name: refused, never opened
             out.append(Problem("error", ds.source, item, str(exc)))
             continue
+        real = os.path.realpath(path)
+        other = first_of.setdefault(real, (int(im.id), str(im.file_name)))
+        if other[1] != str(im.file_name):  # same spelling is reported with the records; this is ./a.jpg, a link...
+            out.append(Problem("error", ds.source, item, f"names the same file as image {other[0]} ({other[1]}): "
+                               f"{real} (their boxes would mix)"))
         try:
             if decode:
                 h, w = read_image(path).shape[:2]
@@ -90,12 +102,40 @@ def _check_images(ds: Dataset, decode: bool) -> list[Problem]:
 
 
 def _truncated_jpeg(path: str | os.PathLike) -> bool:
+    """True when a JPEG's main image ends before its end-of-image marker. The markers are walked from the
+    start (an EXIF thumbnail's own end marker lies inside a segment that is skipped whole), so bytes
+    some cameras append after the end marker do not count as truncation."""
     p = Path(path)
     if p.suffix.lower() not in (".jpg", ".jpeg"):
         return False
-    with open(p, "rb") as fh:
-        if fh.read(2) != b"\xff\xd8":
+    data = p.read_bytes()
+    if not data.startswith(b"\xff\xd8"):
+        return False
+    i, n = 2, len(data)
+    while i + 1 < n:
+        if data[i] != 0xFF:
+            return False  # not a marker where one must be: a damaged file, not a short one (decoding says more)
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0xD9:  # end of image
             return False
-        fh.seek(max(0, p.stat().st_size - 64))
-        tail = fh.read().rstrip(b"\x00\r\n ")
-    return not tail.endswith(b"\xff\xd9")
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            i += 2
+            continue
+        if i + 4 > n:
+            return True
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+        if marker == 0xDA:  # start of scan: entropy-coded data runs to the next marker that is not stuffing or RSTn
+            while True:
+                j = data.find(b"\xff", i)
+                if j < 0 or j + 1 >= n:
+                    return True
+                nxt = data[j + 1]
+                if nxt == 0x00 or 0xD0 <= nxt <= 0xD7 or nxt == 0xFF:
+                    i = j + (1 if nxt == 0xFF else 2)
+                    continue
+                i = j
+                break
+    return True

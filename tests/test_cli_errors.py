@@ -90,6 +90,11 @@ def test_errors_checks_the_run_and_the_manifest_against_the_data_set(work, capsy
     assert main(["errors", str(work["noisy"]), "--manifest", str(work["manifest"]), "--run", str(work["run"]),
                  "--out", str(work["root"] / "err3")]) == 2
     assert "this metrics run was computed on another data set" in _err(capsys)
+    # a manifest of nothing (corrupt --rate 0): it printed "Empty DataFrame" and drew an empty heat map
+    assert main(["corrupt", str(work["a"]), "--out", str(work["root"] / "zero.json"), "--rate", "0"]) == 0
+    assert main(["errors", str(work["root"] / "zero.json"), "--manifest", str(work["root"] / "zero.manifest.json"),
+                 "--run", str(work["run"]), "--out", str(work["root"] / "err4")]) == 2
+    assert "zero.manifest.json: records no injected error" in _err(capsys)
 
 
 def test_select_on_an_empty_data_set(work, capsys, tmp_path):

@@ -23,12 +23,15 @@ def test_wheel_installs_builtins_without_a_top_level_metrics_package(tmp_path):
     # -S: no site hooks, so the editable install of this checkout is invisible; only the wheel's copy is.
     probe = ("import qualmet, importlib.resources as r; from qualmet.registry import load_registry; "
              "reg = load_registry(); print(qualmet.__file__); print(','.join(sorted(reg.metrics))); "
-             "print(len(r.files('qualmet.report').joinpath('static/report.js').read_text()))")
+             "print(len(r.files('qualmet.report').joinpath('static/report.js').read_text())); "
+             "from qualmet.demo import SPEC; from qualmet.experiment import load_spec; "
+             "print(SPEC if load_spec(SPEC).name == 'pandas_filtering' else 'no-spec')")
     env = {"PYTHONPATH": f"{site}:{sysconfig.get_paths()['purelib']}:{sysconfig.get_paths()['platlib']}"}
     out = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    where, names, js = out.stdout.split()
+    where, names, js, spec = out.stdout.split()
     assert Path(where).is_relative_to(site)
+    assert Path(spec).is_relative_to(site)  # `qualmet demo` finds its spec in the installed package
     assert {"box_tightness", "black_white_ratio", "aspect_ratio", "max_iou_other", "confidence"} <= set(names.split(","))
     assert int(js) > 1000
 

@@ -89,3 +89,28 @@ def test_cli_show(tmp_path, raccoon, raccoon_dir):
     assert main(["show", str(tmp_path / "noisy.json"), "--images", str(raccoon_dir / "images"), "--n", "7",
                  "--out", str(out), "--manifest", str(tmp_path / "noisy.manifest.json"), "--seed", "3"]) == 0
     assert _read(out).shape == (2 * CELL_H + LEGEND_H, 5 * CELL_W, 3)
+
+
+def test_a_manifest_of_other_labels_is_refused(tmp_path, raccoon):
+    """It painted the clean set's boxes red and drew deletions that were not there, exit 0."""
+    noisy, m = noise.corrupt(raccoon, rate=0.5, seed=0, types=["missing", "shift"])
+    path = tmp_path / "m.json"
+    noise.save_manifest(m, path)
+    with pytest.raises(qualmet.QualmetError, match=r"m\.json: does not describe .* annotation \d+"):
+        show_grid(raccoon, tmp_path / "clean.png", n=4, manifest=noise.load_manifest(path))
+    assert not (tmp_path / "clean.png").exists()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("annotation_id,image_id,type,orig_x\n5,3,missing,1.0\n")
+    with pytest.raises(qualmet.QualmetError, match=r"bad\.csv: record \[0\] \(annotation 5, missing\): no orig_y"):
+        noise.load_manifest(bad)
+
+
+def test_the_legend_fits_a_one_column_sheet_and_the_suffix_picks_the_format(tmp_path, raccoon):
+    noisy, m = noise.corrupt(raccoon, rate=1.0, seed=0, types=["missing", "shift"])
+    one = _read(show_grid(noisy, tmp_path / "one.png", n=1, cols=1, manifest=m))
+    assert one.shape[1] == 2 * CELL_W == grid_size(1, 1, noise=True)[0]
+    assert _count(one[-LEGEND_H:], (250, 220, 0)) > 20  # "yellow dashed: deleted" is drawn, not cut off
+    jpg = show_grid(raccoon, tmp_path / "g.jpg", n=2)
+    assert jpg.read_bytes()[:3] == b"\xff\xd8\xff" and _read(jpg).shape == (CELL_H + LEGEND_H, 2 * CELL_W, 3)
+    with pytest.raises(qualmet.QualmetError, match=r"g\.gif: the sheet is written as PNG, JPEG or WebP"):
+        show_grid(raccoon, tmp_path / "g.gif", n=2)

@@ -57,3 +57,19 @@ def test_precision_at_k_counts_ties_at_the_cut_by_their_hit_rate():
         k = int(y.sum())
         perm = rng.permutation(30)
         assert precision_at_k(s, y, k) == pytest.approx(precision_at_k(s[perm], y[perm], k))
+
+
+def test_frames_that_lost_a_box_are_scored_against_untouched_frames():
+    """Like the per-box rows (each error type against clean boxes): frames holding only other injected
+    errors are not negatives of the 'missing' row (they were, so object_count's AUROC mixed two questions)."""
+    import pandas as pd
+
+    from qualmet.label_errors import detection_table
+
+    frames = pd.DataFrame({"image_id": [1, 2, 3, 4, 5, 6], "object_count": [1.0, 1.0, 3.0, 3.0, 2.0, 2.0]})
+    objects = pd.DataFrame({"annotation_id": [10, 11], "image_id": [3, 4], "object_count_obj": [0.0, 0.0]})
+    manifest = pd.DataFrame({"annotation_id": [90, 91, 10, 11], "image_id": [1, 2, 3, 4],
+                             "type": ["missing", "missing", "spurious", "spurious"]})
+    row = detection_table(objects, frames, manifest, {"object_count": "low"}).set_index("type").loc["missing"]
+    # positives: frames 1, 2 (one box each); negatives: the untouched frames 5, 6 (two each), not 3, 4
+    assert (row["positives"], row["n"], row["auroc"]) == (2, 4, 1.0)

@@ -174,3 +174,54 @@ def test_yolo_label_file_that_is_not_utf8_is_reported_not_a_crash(tmp_path):
     (lab / "f.txt").write_bytes(b"0 0.5 \xff\xfe 0.2 0.2\n")
     ds = load_yolo(lab, images=tmp_path / "images")
     assert any("f.txt" in p.file and "not UTF-8" in p.message for p in ds.skipped)
+
+
+def test_records_naming_one_file_by_other_spellings_or_links_are_errors(tmp_path):
+    """./a.jpg, sub/../a.jpg and a link to a.jpg inside the image folder passed with 0 errors."""
+    root = tmp_path / "images"
+    root.mkdir()
+    (root / "sub").mkdir()
+    cv2.imwrite(str(root / "a.png"), np.full((10, 12, 3), 90, np.uint8))
+    (root / "alias.png").symlink_to(root / "a.png")
+    names = ["a.png", "./a.png", "sub/../a.png", "alias.png"]
+    coco = {"images": [{"id": i + 1, "file_name": n, "width": 12, "height": 10} for i, n in enumerate(names)],
+            "annotations": [], "categories": [{"id": 1, "name": "x"}]}
+    (tmp_path / "d.json").write_text(json.dumps(coco))
+    found = [m for m in _messages(validate(qualmet.load_coco(tmp_path / "d.json"))) if "names the same file" in m]
+    assert len(found) == 3 and all("as image 1 (a.png)" in m for m in found)
+
+
+def test_categories_sharing_a_name_are_a_warning_and_info_keeps_every_category(tmp_path):
+    coco = {"images": [{"id": 1, "file_name": "a.png", "width": 12, "height": 10}],
+            "annotations": [{"id": k, "image_id": 1, "category_id": c, "bbox": [1, 1, 3, 3]} for k, c in ((1, 1), (2, 2), (3, 2))],
+            "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "cat"}, {"id": 3, "name": "dog"}]}
+    (tmp_path / "d.json").write_text(json.dumps(coco))
+    ds = qualmet.load_coco(tmp_path / "d.json")
+    assert ds.summary()["categories"] == {"cat (id 1)": 1, "cat (id 2)": 2, "dog": 0}  # was {"cat": 3}
+    msgs = _messages(validate(ds, check_images=False))
+    assert any("categories 1, 2" in m and "2 categories share the name 'cat'" in m for m in msgs)
+
+
+def test_a_complete_jpeg_with_bytes_after_its_end_is_not_truncated(tmp_path):
+    from qualmet.validate import _truncated_jpeg
+
+    ok, buf = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8))
+    data = buf.tobytes()
+    (tmp_path / "whole.jpg").write_bytes(data)
+    (tmp_path / "trailer.jpg").write_bytes(data + b"SAMSUNG" + bytes(200))  # some phones append data
+    (tmp_path / "short.jpg").write_bytes(data[: len(data) * 2 // 3])
+    (tmp_path / "short_ending_in_ffd9.jpg").write_bytes(data[: len(data) // 2] + b"\xff\x00" * 3)
+    assert [_truncated_jpeg(tmp_path / f) for f in ("whole.jpg", "trailer.jpg", "short.jpg", "short_ending_in_ffd9.jpg")] \
+        == [False, False, True, True]
+
+
+def test_validate_json_prints_only_json_lines_on_stdout(tmp_path):
+    d = make_coco()
+    _write_images(tmp_path / "images", d)
+    d["annotations"][0]["bbox"] = [0, 0, -1, 3]
+    (tmp_path / "d.json").write_text(json.dumps(d))
+    r = subprocess.run([sys.executable, "-m", "qualmet", "validate", str(tmp_path / "d.json"), "--json"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and r.stdout.strip()
+    assert all(isinstance(json.loads(line), dict) for line in r.stdout.splitlines())
+    assert "1 error(s)" in r.stderr

@@ -47,7 +47,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     n_warn = len(problems) - n_err
     s = ds.summary()
     print(f"{args.path}: {s['images']} images, {s['annotations']} boxes, {len(ds.categories)} categories; "
-          f"{n_err} error(s), {n_warn} warning(s)")
+          f"{n_err} error(s), {n_warn} warning(s)", file=sys.stderr if args.json else sys.stdout)  # --json: stdout is JSON lines
     return 1 if n_err else 0
 
 

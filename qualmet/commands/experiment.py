@@ -135,7 +135,11 @@ def cmd_errors(args: argparse.Namespace) -> int:
 
     ds = load_coco(args.dataset, images=args.images)
     objects, frames, worse, _ = _load_run(args.run, ds, args.dataset)
-    why = manifest_mismatch(ds, load_manifest(args.manifest))
+    manifest = load_manifest(args.manifest)
+    if not len(manifest):
+        raise QualmetError(f"{args.manifest}: records no injected error (was it written with --rate 0?): "
+                           "there is nothing to find")
+    why = manifest_mismatch(ds, manifest)
     if why:
         raise QualmetError(f"{args.manifest}: does not describe {args.dataset}: {why}")
     table = write_label_error_report(objects, frames, args.manifest, worse, args.out)
@@ -160,7 +164,7 @@ def cmd_importance(args: argparse.Namespace) -> int:
     from ..importance import importance
 
     table = importance(args.model, args.dataset, args.out, images=args.images,
-                       metrics=args.metrics.split(",") if args.metrics else None)
+                       metrics=args.metrics.split(",") if args.metrics is not None else None)
     print(table.round(3).to_string(index=False))
     print(f"wrote {args.out}/importance.csv and importance.png")
     return 0

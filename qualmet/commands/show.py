@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_dataset_args(p)
     p.add_argument("--n", type=int, default=20, help="number of frames (default 20)")
     p.add_argument("--cols", type=int, default=5, help="frames per row (default 5)")
-    p.add_argument("--out", required=True, help="output PNG")
+    p.add_argument("--out", required=True, help="output image: .png, .jpg or .webp")
     p.add_argument("--manifest", default=None, help="noise manifest (JSON or .csv) from qualmet corrupt; the data set is then the noisy one")
     add_seed(p)
     p.set_defaults(func=cmd_show)
