@@ -27,7 +27,7 @@ def mutual_information(values: np.ndarray, found: np.ndarray, bins: int = 8) -> 
     if n < 2:
         return float("nan")
     q = max(2, min(bins, n // 5))  # at least ~5 objects a bin: fewer bins on small samples
-    codes = pd.qcut(v[keep], q=q, labels=False, duplicates="drop").to_numpy()
+    codes = _tie_bins(v[keep].to_numpy(), q)
     y = np.asarray(found, bool)[keep]
     joint = pd.crosstab(codes, y).to_numpy(dtype=float)
     p = joint / joint.sum()
@@ -36,6 +36,15 @@ def mutual_information(values: np.ndarray, found: np.ndarray, bins: int = 8) -> 
     plug_in = float((p[nz] * np.log2(p[nz] / (px @ py)[nz])).sum())
     bias = (joint.shape[0] - 1) * (joint.shape[1] - 1) / (2 * n * np.log(2))
     return max(0.0, plug_in - bias)
+
+
+def _tie_bins(v: np.ndarray, q: int) -> np.ndarray:
+    """Bin of each value: about ``q`` bins of equal counts, equal values always in one bin. A value's bin
+    is set by how many smaller values there are, so a mass of equal values fills its own bin and the
+    next values start another (quantile edges would merge the values just above a mass into it)."""
+    uniq, inv, counts = np.unique(v, return_inverse=True, return_counts=True)
+    before = np.cumsum(counts) - counts
+    return np.floor(before * q / len(v)).astype(np.int64)[inv]
 
 
 def importance_table(objects: pd.DataFrame, gt_flags: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:

@@ -37,7 +37,8 @@ SMALL_SIDE = 320  # longest side of MetricContext.small
 RESERVED_NAMES = frozenset({"annotation_id", "image_id", "category_id", "x", "y", "w", "h", "file_name", "width", "height"})
 # every decorated function, by the module it was defined in (registration does not depend on the
 # module's globals: a metric defined in a function body, or two functions sharing a Python name, count)
-_DEFINED: dict[str, list[tuple[Callable[..., Any], "MetricSpec"]]] = {}
+_DEFINED: dict[str, dict[tuple[str, str], tuple[Callable[..., Any], "MetricSpec"]]] = {}
+_PLUGIN_FOLDERS: set[Path] = set()  # folders plugin files were loaded from (their helpers live there)
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,10 @@ def metric(name: str, level: str, needs: Iterable[str] = (), worse: str = "low",
                           description=" ".join(description.split()) or _first_line(func.__doc__),
                           version=str(version), vectorised=bool(vectorised), finalize=finalize)
         setattr(func, _SPEC_ATTR, spec)
-        _DEFINED.setdefault(getattr(func, "__module__", None) or "", []).append((func, spec))
+        # keyed by where and what it defines: a module executed again (importlib.reload, %autoreload)
+        # replaces its metrics instead of adding a clashing second copy
+        _DEFINED.setdefault(getattr(func, "__module__", None) or "", {})[
+            (getattr(func, "__qualname__", ""), name)] = (func, spec)
         return func
 
     return deco
@@ -155,21 +159,47 @@ def _read_only(a: np.ndarray) -> np.ndarray:
     return a
 
 
+class _pixel_cache:
+    """Like ``functools.cached_property``, for what is computed from the image: computed at most once per
+    frame and shared, but every access first checks that the running metric declared ``pixels``."""
+
+    def __init__(self, fn: Callable[..., Any]):
+        self.fn, self.name, self.__doc__ = fn, fn.__name__, fn.__doc__
+
+    def __get__(self, ctx: "MetricContext | None", owner: type | None = None) -> Any:
+        if ctx is None:
+            return self
+        ctx._check("pixels")
+        v = ctx._shared.get(self.name)
+        if v is None:
+            v = ctx._shared[self.name] = self.fn(ctx)
+        return v
+
+
 class MetricContext:
     """What a per-frame metric sees: the decoded image (when it needs pixels), the frame's
-    annotations and predictions, and shared intermediates computed at most once per frame."""
+    annotations and predictions, and shared intermediates computed at most once per frame.
+
+    One context serves every metric of a frame. The runner calls :meth:`begin` before each metric, so
+    a metric reads only the image and predictions it declares in ``needs`` (a context made directly,
+    as in tests, allows everything). Arrays are read-only and tables copies: no metric can change
+    what another sees."""
 
     def __init__(self, image_id: int, file_name: str, width: int, height: int, annotations: "pd.DataFrame | tuple",
                  predictions: pd.DataFrame | None = None, image: np.ndarray | None = None,
                  boxes: np.ndarray | None = None):
         self.image_id = int(image_id)
         self.file_name = file_name
+        self._shared: dict[str, Any] = {}  # intermediates computed from the image
+        self._needs: frozenset[str] | None = None  # the running metric's; None: everything allowed
+        self._views: dict[str, pd.DataFrame] = {}  # the running metric's copies of the tables
         if isinstance(annotations, tuple):  # (table, start, stop): the runner's lazy row range
             table, a0, a1 = annotations
             self._ann_rows = (table, int(a0), int(a1))
+            self._annotations: pd.DataFrame | None = None
             self._n_objects = int(a1) - int(a0)
         else:
-            self.__dict__["_annotations"] = annotations
+            self._annotations = annotations
             self._n_objects = len(annotations)
         self._predictions = predictions
         if image is not None and image.flags.writeable:  # shared by every metric of the frame: read-only
@@ -182,20 +212,37 @@ class MetricContext:
             height, width = image.shape[:2]
         self.width, self.height = int(width), int(height)
 
+    def begin(self, needs: frozenset[str]) -> None:
+        """A new metric runs on this frame: it may read what ``needs`` declares, with fresh table copies."""
+        self._needs = needs
+        if self._views:
+            self._views = {}
+
+    def _check(self, need: str) -> None:
+        if self._needs is not None and need not in self._needs:
+            what = "uses pixels" if need == "pixels" else "reads ctx.predictions"
+            raise QualmetError(f"image {self.image_id} ({self.file_name}): metric {what} but does not declare "
+                               f"needs={{'{need}'}}")
+
     @property
     def image(self) -> np.ndarray:
         """(H, W, 3) RGB uint8, read-only (every metric of the frame shares it)."""
+        self._check("pixels")
         if self._image is None:
             raise QualmetError(f"image {self.image_id} ({self.file_name}): metric uses pixels but does not declare needs={{'pixels'}}")
         return self._image
 
     @property
     def predictions(self) -> pd.DataFrame:
-        """The frame's predictions (annotation columns plus ``score``); a copy, so changes stay local."""
+        """The frame's predictions (annotation columns plus ``score``); the running metric's own copy."""
+        self._check("predictions")
         if self._predictions is None:
             raise QualmetError(f"image {self.image_id} ({self.file_name}): metric reads ctx.predictions but does not "
                                "declare needs={'predictions'} (or the run has no --predictions)")
-        return self._predictions.copy(deep=False)
+        v = self._views.get("predictions")
+        if v is None:
+            v = self._views["predictions"] = self._predictions.copy(deep=False)
+        return v
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -203,17 +250,15 @@ class MetricContext:
 
     @property
     def annotations(self) -> pd.DataFrame:
-        """The frame's annotation rows; a copy (cheap: copy-on-write), so a metric that changes it
-        changes nothing another metric sees."""
-        a = self.__dict__.get("_annotations")
-        if a is None:
-            if "annotations" in self.__dict__:  # given as a table
-                a = self.__dict__["annotations"]
-            else:  # the runner's lazy row range of the chunk's table
+        """The frame's annotation rows; the running metric's own copy (cheap: copy-on-write), so a metric
+        that changes it changes nothing another metric sees."""
+        v = self._views.get("annotations")
+        if v is None:
+            if self._annotations is None:  # the runner's lazy row range of the chunk's table
                 table, a0, a1 = self._ann_rows
-                a = table.iloc[a0:a1]
-            self.__dict__["_annotations"] = a
-        return a.copy(deep=False)
+                self._annotations = table.iloc[a0:a1]
+            v = self._views["annotations"] = self._annotations.copy(deep=False)
+        return v
 
     @property
     def n_objects(self) -> int:
@@ -243,14 +288,14 @@ class MetricContext:
             out[:, 2:][flat] = out[:, :2][flat]
         return _read_only(out.astype(int))
 
-    @cached_property
+    @_pixel_cache
     def gray(self) -> np.ndarray:
         """(H, W) uint8 luma (OpenCV's RGB->GRAY)."""
         import cv2
 
         return _read_only(cv2.cvtColor(self.image, cv2.COLOR_RGB2GRAY))
 
-    @cached_property
+    @_pixel_cache
     def hsv(self) -> np.ndarray:
         """(H, W, 3) uint8 HSV (OpenCV ranges: H 0-179, S and V 0-255)."""
         import cv2
@@ -268,7 +313,7 @@ class MetricContext:
         s = self.small_stride
         return -(-self.height // s), -(-self.width // s)
 
-    @cached_property
+    @_pixel_cache
     def small(self) -> np.ndarray:
         """The RGB image sampled on a regular grid (every ``small_stride``-th pixel, no averaging).
 
@@ -279,14 +324,14 @@ class MetricContext:
             return self.image
         return _read_only(_subsample(self.image, s))
 
-    @cached_property
+    @_pixel_cache
     def small_gray(self) -> np.ndarray:
         """Luma of :attr:`small`: ``gray[::s, ::s]`` (sampled from :attr:`gray`, which frame metrics
         usually need anyway, rather than building :attr:`small`)."""
         s = self.small_stride
         return self.gray if s == 1 else _read_only(self.grid(0, 0, self.width, self.height, s, self.gray))
 
-    @cached_property
+    @_pixel_cache
     def small_hsv(self) -> np.ndarray:
         """HSV of :attr:`small`."""
         import cv2
@@ -438,7 +483,7 @@ def _specs_in_module(module: Any, source: str) -> list[MetricSpec]:
     prefix = module.__name__ + "."
     for home in sorted(h for h in _DEFINED if h == module.__name__ or h.startswith(prefix)):
         digest = module_digest(sys.modules.get(home, module))
-        out += [replace(spec, source=source, source_hash=digest) for _, spec in _DEFINED[home]]
+        out += [replace(spec, source=source, source_hash=digest) for _, spec in _DEFINED[home].values()]
     return sorted(out, key=lambda s: s.name)
 
 
@@ -459,8 +504,11 @@ def _import_file(path: Path) -> Any:
     module = importlib.util.module_from_spec(spec)
     sys.modules[mod_name] = module
     _DEFINED.pop(mod_name, None)  # an earlier import's metrics are replaced by this one's
+    _forget_other_folders_helpers(path.parent)
+    _PLUGIN_FOLDERS.add(path.parent)
     folder = str(path.parent)
-    if folder not in sys.path:  # `import _helpers` beside the plugin; appended, so it shadows no installed module
+    added = folder not in sys.path
+    if added:  # `from _shared import X` beside the plugin; appended, so it shadows no installed module
         sys.path.append(folder)
     try:
         spec.loader.exec_module(module)
@@ -470,7 +518,28 @@ def _import_file(path: Path) -> Any:
     except (Exception, SystemExit) as exc:  # sys.exit() in a plugin must not end qualmet silently
         sys.modules.pop(mod_name, None)
         raise QualmetError(f"{path}: plugin failed to import: {type(exc).__name__}: {exc}") from None
+    finally:
+        if added:  # only while the plugin loads: two folders' helpers of one name must not meet
+            sys.path.remove(folder)
     return module
+
+
+def _forget_other_folders_helpers(folder: Path) -> None:
+    """Drop from ``sys.modules`` the helper modules another plugin folder imported under a name this
+    folder also has (two folders' ``_shared.py``): each plugin then imports its own, as a plugin loaded
+    before keeps the module objects it already holds."""
+    try:
+        names = {f.stem for f in folder.glob("*.py")} | {d.name for d in folder.iterdir() if (d / "__init__.py").is_file()}
+    except OSError:
+        return
+    for name in names:
+        m = sys.modules.get(name)
+        f = getattr(m, "__file__", None) if m is not None else None
+        if f:
+            home = Path(f).resolve().parent
+            home = home.parent if Path(f).name == "__init__.py" else home
+            if home != folder and home in _PLUGIN_FOLDERS:
+                del sys.modules[name]
 
 
 def plugin_files(source: str | Path) -> list[Path]:

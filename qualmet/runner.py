@@ -18,6 +18,7 @@ import functools
 import hashlib
 import json
 import math
+import numbers
 import os
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -142,19 +143,11 @@ def compute_chunk(task: ChunkTask) -> ChunkResult:
             except ImageError as exc:
                 skipped.append({"image_id": iid, "file_name": fr["file_name"], "reason": str(exc)})
             seconds["decode"] += time.perf_counter() - t0
-        # one context per distinct `needs` (usually one): a metric sees only the image and predictions it
-        # declares; the frame's annotation rows are sliced out only if a metric reads ctx.annotations
-        ctxs: dict[frozenset, MetricContext] = {}
-
-        def ctx_for(spec: MetricSpec) -> MetricContext:
-            c = ctxs.get(spec.needs)
-            if c is None:
-                c = ctxs[spec.needs] = MetricContext(
-                    iid, fr["file_name"], fr["width"], fr["height"], (anns_all, a0, a1),
-                    preds_by.get(iid, empty_p) if spec.needs_predictions and task.predictions is not None else None,
-                    image if spec.needs_pixels else None, boxes=boxes_all[a0:a1])
-            return c
-
+        # one context for the frame's metrics, each of which (ctx.begin) sees only the inputs it declares;
+        # the frame's annotation rows are sliced out only if a metric reads ctx.annotations
+        ctx = MetricContext(iid, fr["file_name"], fr["width"], fr["height"], (anns_all, a0, a1),
+                            preds_by.get(iid, empty_p) if task.predictions is not None else None, image,
+                            boxes=boxes_all[a0:a1])
         n = a1 - a0
         obj_cols["annotation_id"].extend(ann_ids_all[a0:a1].tolist())
         obj_cols["image_id"].extend([iid] * n)
@@ -167,22 +160,24 @@ def compute_chunk(task: ChunkTask) -> ChunkResult:
                 continue
             t0 = time.perf_counter()
             try:
-                ctx = ctx_for(s)
+                ctx.begin(s.needs)
                 v = s.func(ctx)
-                if isinstance(v, pd.Series):  # values by label: they must be labelled as ctx.annotations is
-                    if not v.index.equals(ctx.annotations.index):
-                        raise ValueError("returned a Series whose index is not ctx.annotations.index; return "
-                                         "one value per object in ctx.annotations order")
+                if isinstance(v, pd.Series) and not v.index.equals(pd.RangeIndex(n)):  # 0..n-1: positions
+                    want = ctx.annotations.index  # else by label, as ctx.annotations is labelled
+                    if not (v.index.is_unique and len(v) == n and v.index.isin(want).all()):
+                        raise ValueError("returned a Series whose index is neither ctx.annotations.index nor "
+                                         "0..n-1; return one value per object in ctx.annotations order")
+                    v = v.reindex(want)
                 arr = _numbers(v)
                 if s.finalize:
                     if arr.ndim != 2 or arr.shape[0] != n:
                         raise ValueError(f"returned shape {arr.shape}; a finalize metric returns (n_objects, k)")
                     col.extend(list(arr))
                 else:
-                    if arr.shape != (n,):
+                    if arr.ndim == 0 or arr.ndim > 2 or arr.size != n or (arr.ndim == 2 and 1 not in arr.shape):
                         raise ValueError(f"returned shape {arr.shape} for {n} object(s); an object metric returns "
                                          "one number per object, in ctx.annotations order")
-                    col.extend(arr.tolist())
+                    col.extend(arr.reshape(-1).tolist())
             except (Exception, SystemExit) as exc:  # one metric failing on one frame never stops the run
                 errors.append(_error(s.name, iid, fr["file_name"], exc))
                 col.extend([None if s.finalize else math.nan] * n)
@@ -195,7 +190,8 @@ def compute_chunk(task: ChunkTask) -> ChunkResult:
                 continue
             t0 = time.perf_counter()
             try:
-                arr = _numbers(s.func(ctx_for(s)))
+                ctx.begin(s.needs)
+                arr = _numbers(s.func(ctx))
                 if arr.size != 1:
                     raise ValueError(f"returned shape {arr.shape}; a frame metric returns one number")
                 col.append(float(arr.reshape(-1)[0]))
@@ -1049,9 +1045,11 @@ def _numbers(v: Any) -> np.ndarray:
     if isinstance(v, (pd.Series, pd.Index)) and pd.api.types.is_numeric_dtype(v.dtype):
         v = v.to_numpy(dtype=np.float64, na_value=np.nan)  # nullable Int64/Float64 included
     arr = np.asarray(v)
+    if arr.dtype.kind == "O" and all(x is None or isinstance(x, numbers.Real) for x in arr.reshape(-1)):
+        arr = np.array([np.nan if x is None else float(x) for x in arr.reshape(-1)]).reshape(arr.shape)  # None -> NaN
     if arr.dtype.kind not in "biuf":
         raise ValueError(f"returned {type(v).__name__} of dtype {arr.dtype}; a metric returns real numbers "
-                         "(NaN where it is not defined)")
+                         "(NaN or None where it is not defined)")
     return _finite(arr.astype(np.float64, copy=False))
 
 

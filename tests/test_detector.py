@@ -310,6 +310,27 @@ def test_cli_predict_says_which_frames_it_could_not_read(trained, tmp_path, caps
     assert preds and int(ds.images["id"].iloc[0]) not in {r["image_id"] for r in preds}
 
 
+def test_a_frame_whose_file_name_leaves_the_image_root_is_skipped_not_the_run(trained, tmp_path):
+    import shutil
+
+    data, res = trained
+    ds = load_coco(data)
+    root = tmp_path / "root"
+    root.mkdir()
+    for fn in ds.images["file_name"].iloc[:2]:
+        shutil.copy(ds.image_path(fn), root / fn)
+    (tmp_path / "outside.png").write_bytes(ds.image_path(ds.images["file_name"].iloc[2]).read_bytes())
+    (root / "escape.png").symlink_to(tmp_path / "outside.png")
+    sub = ds.subset(ds.images["id"].iloc[:3])
+    sub.images.loc[sub.images.index[2], "file_name"] = "escape.png"
+    sub.image_root = root
+    p = res.predictor
+    with pytest.warns(UserWarning, match="1 frame\\(s\\) could not be read"):
+        preds = p.predict_dataset(sub)
+    assert len(p.skipped) == 1 and "escape.png" in p.skipped[0] and "outside the image root" in p.skipped[0]
+    assert set(preds["image_id"]) <= set(int(i) for i in sub.images["id"].iloc[:2]) and len(preds)
+
+
 def test_damaged_model_folders_are_one_line_errors_naming_the_file(trained, tmp_path):
     import shutil
 

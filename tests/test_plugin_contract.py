@@ -134,9 +134,26 @@ def o_complex(ctx):
     return np.ones(ctx.n_objects) * 1j
 
 @qualmet.metric(name="o_series_reversed", level="object")
-def o_series_reversed(ctx):
+def o_series_reversed(ctx):  # labelled: each value belongs to the box its label names
     a = ctx.annotations
     return pd.Series(a["w"].to_numpy(), index=a.index[::-1])
+
+@qualmet.metric(name="o_series_other_labels", level="object")
+def o_series_other_labels(ctx):
+    a = ctx.annotations
+    return pd.Series(a["w"].to_numpy(), index=a["id"].to_numpy() + 1000)
+
+@qualmet.metric(name="o_series_positions", level="object")
+def o_series_positions(ctx):
+    return pd.Series(ctx.annotations["w"].to_numpy())
+
+@qualmet.metric(name="o_column", level="object")
+def o_column(ctx):
+    return ctx.annotations["w"].to_numpy()[:, None]
+
+@qualmet.metric(name="o_nones", level="object")
+def o_nones(ctx):
+    return [None] + list(ctx.annotations["w"].to_numpy()[1:])
 
 @qualmet.metric(name="o_series_ok", level="object")
 def o_series_ok(ctx):
@@ -174,10 +191,11 @@ def test_return_values_are_numbers_one_per_object_or_frame(data, tmp_path):
     p = tmp_path / "returns.py"
     p.write_text("import numpy as np\nimport pandas as pd\nimport qualmet\n" + RETURNS)
     names = ["o_none", "o_scalar", "o_text", "o_complex", "o_series_reversed", "o_series_ok", "f_none", "f_text",
-             "v_by_annotation_id", "v_frames_by_position", "v_frames_some_ids", "v_nullable"]
+             "v_by_annotation_id", "v_frames_by_position", "v_frames_some_ids", "v_nullable", "o_series_other_labels",
+             "o_series_positions", "o_column", "o_nones"]
     run = run_metrics(data, metrics=names, plugins=[p], workers=1, progress=False)
     expect = {"o_none": "returned None", "o_scalar": "returned shape () for", "o_text": "dtype <U3",
-              "o_complex": "dtype complex128", "o_series_reversed": "index is not ctx.annotations.index",
+              "o_complex": "dtype complex128", "o_series_other_labels": "neither ctx.annotations.index nor 0..n-1",
               "f_none": "returned None", "f_text": "returned str",
               "v_by_annotation_id": "not a subset of the annotations table's index (first unknown label: 9)",
               "v_frames_by_position": "not a subset of image ids (first unknown label: 0)"}
@@ -185,12 +203,18 @@ def test_return_values_are_numbers_one_per_object_or_frame(data, tmp_path):
         errs = errors_of(run, name)
         assert errs and all(words in e for e in errs), (name, errs[:1])
         col = run.objects[name] if name in run.objects else run.frames[name]
-        if name != "o_series_reversed":  # reversing one box's index changes nothing: only two-box frames fail
-            assert col.isna().all(), name
-    two = run.objects.groupby("image_id")["w"].transform("size") == 2
-    assert run.objects.loc[two, "o_series_reversed"].isna().all()
-    np.testing.assert_array_equal(run.objects.loc[~two, "o_series_reversed"], run.objects.loc[~two, "w"])
-    n_frames = {"o_none": 6, "o_scalar": 6, "f_none": 6, "v_by_annotation_id": 1, "o_series_reversed": 3}
+        assert col.isna().all(), name
+    n_frames = {"o_none": 6, "o_scalar": 6, "f_none": 6, "v_by_annotation_id": 1, "o_series_other_labels": 6}
+    # a Series is read by its labels, or as positions when its index is the default 0..n-1; (n, 1) columns
+    # and None entries (NaN) are read as they were before the contract was written down
+    o = run.objects
+    swapped = o.groupby("image_id")["w"].transform(lambda w: w.to_numpy()[::-1])
+    np.testing.assert_array_equal(o["o_series_reversed"], swapped)
+    np.testing.assert_array_equal(o["o_series_positions"], o["w"])
+    np.testing.assert_array_equal(o["o_column"], o["w"])
+    first = o.groupby("image_id").cumcount() == 0
+    assert o.loc[first, "o_nones"].isna().all()
+    np.testing.assert_array_equal(o.loc[~first, "o_nones"], o.loc[~first, "w"])
     for name, n in n_frames.items():
         assert len(errors_of(run, name)) == n, name
     np.testing.assert_array_equal(run.objects["o_series_ok"], run.objects["w"] * 2)
@@ -252,6 +276,55 @@ def test_discovery_registers_every_decorated_function_and_helpers_import(tmp_pat
     quits.write_text("import sys\nsys.exit(3)\n")
     with pytest.raises(QualmetError, match="quits.py: plugin failed to import: SystemExit: 3"):
         load_registry([quits], entry_points=False)
+
+
+def test_two_plugin_folders_each_import_their_own_helper(tmp_path):
+    """Both folders' _shared.py were imported as one module: the second plugin computed with the first's."""
+    for name, factor in (("a", 1.0), ("b", 2.0)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "_shared.py").write_text(f"FACTOR = {factor}\n")
+        plugin(d / f"{name}.py", f'''
+            from _shared import FACTOR
+
+            @qualmet.metric(name="{name}_factor", level="object", vectorised=True)
+            def {name}_factor(annotations, images):
+                return annotations["w"] * 0 + FACTOR
+            ''')
+    data = write_dataset(tmp_path / "ds", n=2)
+    run = run_metrics(data, metrics=["a_factor", "b_factor"], plugins=[tmp_path / "a", tmp_path / "b"], workers=1,
+                      progress=False)
+    assert run.objects["a_factor"].eq(1.0).all() and run.objects["b_factor"].eq(2.0).all()
+
+
+def test_a_reloaded_metric_module_does_not_clash_with_itself():
+    import importlib
+
+    import qualmet.builtin_metrics.brightness as b
+
+    importlib.reload(b)
+    assert "brightness" in load_registry(entry_points=False).metrics
+
+
+def test_intermediates_are_shared_by_metrics_with_different_needs(data, tmp_path, monkeypatch):
+    import cv2
+
+    p = plugin(tmp_path / "hsv.py", '''
+        @qualmet.metric(name="hsv_a", level="frame", needs={"pixels"})
+        def hsv_a(ctx):
+            return float(ctx.hsv[..., 2].mean())
+
+        @qualmet.metric(name="hsv_b", level="frame", needs={"pixels", "predictions"})
+        def hsv_b(ctx):
+            return float(ctx.hsv[..., 1].mean()) + len(ctx.predictions)
+        ''')
+    preds = tmp_path / "preds.json"
+    preds.write_text(json.dumps([{"image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5], "score": 0.9}]))
+    calls = []
+    real = cv2.cvtColor
+    monkeypatch.setattr(cv2, "cvtColor", lambda a, code, *r: (calls.append(code), real(a, code, *r))[1])
+    run = run_metrics(data, metrics=["hsv_a", "hsv_b"], plugins=[p], predictions=preds, workers=1, progress=False)
+    assert run.exit_code == 0 and calls.count(cv2.COLOR_RGB2HSV) == 6  # once per frame, not once per needs
 
 
 def test_a_broken_installed_plugin_is_a_warning_not_the_end(data, tmp_path, monkeypatch, capsys):

@@ -148,7 +148,7 @@ class Predictor:
             try:
                 paths.append(ds.image_path(fn))
                 ids.append(int(img_id))
-            except ValueError as exc:  # a file name that leaves the image root
+            except (ImageError, ValueError) as exc:  # a file name that leaves the image root (PathSafetyError)
                 unsafe.append(str(exc))
         dets = self._predict(tqdm(paths, desc="predict", unit="img", disable=not progress), score_threshold, batch_size)
         self.skipped = unsafe + [d["error"] for d in dets if "error" in d]
