@@ -174,10 +174,7 @@ def compute_chunk(task: ChunkTask) -> ChunkResult:
                         raise ValueError(f"returned shape {arr.shape}; a finalize metric returns (n_objects, k)")
                     col.extend(list(arr))
                 else:
-                    if arr.ndim == 0 or arr.ndim > 2 or arr.size != n or (arr.ndim == 2 and 1 not in arr.shape):
-                        raise ValueError(f"returned shape {arr.shape} for {n} object(s); an object metric returns "
-                                         "one number per object, in ctx.annotations order")
-                    col.extend(arr.reshape(-1).tolist())
+                    col.extend(_vector(arr, n, f"{n} object(s) need one number each, in ctx.annotations order").tolist())
             except (Exception, SystemExit) as exc:  # one metric failing on one frame never stops the run
                 errors.append(_error(s.name, iid, fr["file_name"], exc))
                 col.extend([None if s.finalize else math.nan] * n)
@@ -1024,17 +1021,19 @@ def _call_vectorised(s: MetricSpec, anns: pd.DataFrame, images_df: pd.DataFrame,
             raise ValueError(f"returned a Series whose index is not a subset of {what}{first}; index it by "
                              f"{what}, or return an array in their order")
         v = v.reindex(want)
-    arr = _numbers(v)
-    if arr.shape != (n,):
-        raise ValueError(f"vectorised metric returned shape {arr.shape}, expected ({n},)")
-    return arr
+    return _vector(_numbers(v), n, f"expected {n} values, one per {'frame' if s.level == 'frame' else 'object'}")
 
 
 def _call_finalize(s: MetricSpec, mat: np.ndarray, anns: pd.DataFrame) -> np.ndarray:
-    arr = _numbers(s.finalize(mat, anns.reset_index(drop=True)))
-    if arr.shape != (len(mat),):
-        raise ValueError(f"finalize returned shape {arr.shape}, expected ({len(mat)},)")
-    return arr
+    return _vector(_numbers(s.finalize(mat, anns.reset_index(drop=True))), len(mat),
+                   f"finalize must return {len(mat)} values, one per object")
+
+
+def _vector(arr: np.ndarray, n: int, what: str) -> np.ndarray:
+    """``arr`` as ``n`` values when it is a 1-D array of them, or a row or a column; else a ValueError."""
+    if arr.ndim in (1, 2) and arr.size == n and (arr.ndim == 1 or 1 in arr.shape):
+        return arr.reshape(-1)
+    raise ValueError(f"returned shape {arr.shape}; {what}")
 
 
 def _numbers(v: Any) -> np.ndarray:

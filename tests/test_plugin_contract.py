@@ -179,6 +179,10 @@ def v_frames_by_position(annotations, images):
 def v_frames_some_ids(annotations, images):
     return annotations[annotations["w"] > 35].groupby("image_id").size()
 
+@qualmet.metric(name="v_column", level="object", vectorised=True)
+def v_column(annotations, images):
+    return annotations["w"].to_numpy()[:, None]
+
 @qualmet.metric(name="v_nullable", level="object", vectorised=True)
 def v_nullable(annotations, images):
     return annotations["w"].astype("Int64")
@@ -192,9 +196,9 @@ def test_return_values_are_numbers_one_per_object_or_frame(data, tmp_path):
     p.write_text("import numpy as np\nimport pandas as pd\nimport qualmet\n" + RETURNS)
     names = ["o_none", "o_scalar", "o_text", "o_complex", "o_series_reversed", "o_series_ok", "f_none", "f_text",
              "v_by_annotation_id", "v_frames_by_position", "v_frames_some_ids", "v_nullable", "o_series_other_labels",
-             "o_series_positions", "o_column", "o_nones"]
+             "o_series_positions", "o_column", "o_nones", "v_column"]
     run = run_metrics(data, metrics=names, plugins=[p], workers=1, progress=False)
-    expect = {"o_none": "returned None", "o_scalar": "returned shape () for", "o_text": "dtype <U3",
+    expect = {"o_none": "returned None", "o_scalar": "returned shape (); ", "o_text": "dtype <U3",
               "o_complex": "dtype complex128", "o_series_other_labels": "neither ctx.annotations.index nor 0..n-1",
               "f_none": "returned None", "f_text": "returned str",
               "v_by_annotation_id": "not a subset of the annotations table's index (first unknown label: 9)",
@@ -212,6 +216,7 @@ def test_return_values_are_numbers_one_per_object_or_frame(data, tmp_path):
     np.testing.assert_array_equal(o["o_series_reversed"], swapped)
     np.testing.assert_array_equal(o["o_series_positions"], o["w"])
     np.testing.assert_array_equal(o["o_column"], o["w"])
+    np.testing.assert_array_equal(o["v_column"], o["w"])
     first = o.groupby("image_id").cumcount() == 0
     assert o.loc[first, "o_nones"].isna().all()
     np.testing.assert_array_equal(o.loc[~first, "o_nones"], o.loc[~first, "w"])
