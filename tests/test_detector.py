@@ -286,7 +286,8 @@ def test_predict_inputs_one_bad_file_and_array_forms(trained, tmp_path):
     d_grey, d_grey3, d_rgba, d_rgb = p.predict([grey, np.dstack([grey] * 3), rgba, rgb], score_threshold=0.05)
     np.testing.assert_array_equal(d_grey["scores"], d_grey3["scores"])
     np.testing.assert_array_equal(d_rgba["boxes"], d_rgb["boxes"])
-    for wrong, words in ((rgb / 255.0, "dtype float64"), (rgb.astype(np.uint16) * 257, "dtype uint16"),
+    for wrong, words in ((rgb / 255.0, r"dtype float64; convert it, e.g. \(a \* 255\)"),
+                         (rgb.astype(np.uint16) * 257, r"dtype uint16; convert it, e.g. \(a >> 8\)"),
                          (rgb[:, :, :2], "got shape")):
         with pytest.raises(QualmetError, match=words):
             p.predict([wrong])
@@ -351,7 +352,12 @@ def test_damaged_model_folders_are_one_line_errors_naming_the_file(trained, tmp_
     d = folder("new_field", lambda c: c["recipe"].update(mosaic=0.5))
     with pytest.raises(QualmetError, match=r"new_field/config.json: .*unknown field\(s\) mosaic"):
         Predictor.load(d, "cpu")
+    d = folder("renamed", lambda c: c["categories"][0].update(name="not_what_it_learned"))
+    with pytest.raises(QualmetError, match=r"renamed/config.json: .*categories differ from categories.json"):
+        Predictor.load(d, "cpu")
     d = folder("more_cats", lambda c: c["categories"].append({"id": 9, "name": "x"}))
+    cats = json.loads((d / "categories.json").read_text()) + [{"id": 9, "name": "x"}]
+    (d / "categories.json").write_text(json.dumps(cats))  # both say 3 classes; the weights know 2
     with pytest.raises(QualmetError, match=r"more_cats/model.pt: does not fit the model config.json describes"):
         Predictor.load(d, "cpu")
     d = folder("old_truncated", lambda c: c.pop("outputs"))  # a folder from before checksums, weights cut short

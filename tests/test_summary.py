@@ -89,3 +89,13 @@ def test_arm_name_with_a_pipe_stays_in_its_cell(tmp_path):
     row = next(line for line in (tmp_path / "summary.md").read_text().splitlines() if line.startswith("| combined"))
     assert row.startswith("| combined:a\\|b |")
     assert len(row.replace("\\|", "").split("|")) == len("| arm | seeds | AP | AP50 | AR | dAP | dAR | p |".split("|"))
+
+
+def test_equal_differences_up_to_float_rounding_give_no_p():
+    """0.0375 better on both seeds, differing by 7e-18 of rounding: p was shown as 8.3e-17."""
+    base = pd.Series([0.5125, 0.4625], index=[0, 1])
+    arm = pd.Series([0.55, 0.5], index=[0, 1])
+    d = (arm - base).to_numpy()
+    assert 0 < np.ptp(d) < 1e-15  # the rounding is really there
+    assert np.isnan(paired(base, arm)["p"])
+    assert paired(base, arm + pd.Series([0.0, 0.01], index=[0, 1]))["p"] > 0  # a real spread still gets a p

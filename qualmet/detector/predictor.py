@@ -60,6 +60,12 @@ class Predictor:
             cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
             recipe = Recipe.from_dict(cfg["recipe"])
             categories = [{"id": int(c["id"]), "name": str(c["name"])} for c in cfg["categories"]]
+            if (d / "categories.json").is_file():  # written with the weights: the labels they were trained for
+                written = [{"id": int(c["id"]), "name": str(c["name"])}
+                           for c in json.loads((d / "categories.json").read_text(encoding="utf-8"))]
+                if written != categories:
+                    raise ValueError(f"its categories differ from categories.json's ({written[:3]}...), which "
+                                     "the weights were trained for")
             outputs = cfg.get("outputs", {})  # absent in folders from before checksums
             if not isinstance(outputs, dict):
                 raise TypeError(f"'outputs' must be a table of checksums, not {type(outputs).__name__}")
@@ -175,8 +181,9 @@ def _rgb_array(a: np.ndarray, k: int) -> np.ndarray:
     """An image array as (H, W, 3) uint8 RGB: grey is repeated, an alpha channel dropped; anything else
     (floats, 16 bits, other shapes) is refused rather than cast into wrong pixels."""
     if a.dtype != np.uint8:
-        raise QualmetError(f"image {k}: expected a uint8 RGB array, got dtype {a.dtype}; scale it to 0-255 "
-                           "and convert (e.g. (a * 255).round().astype(np.uint8) for floats in [0, 1])")
+        how = ("(a * 255).round().astype(np.uint8) for floats in [0, 1]" if a.dtype.kind == "f" else
+               "(a >> 8).astype(np.uint8) for 16-bit values" if a.dtype == np.uint16 else "scale it to 0-255 first")
+        raise QualmetError(f"image {k}: expected a uint8 RGB array, got dtype {a.dtype}; convert it, e.g. {how}")
     if a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 1):
         return np.repeat(a.reshape(a.shape[0], a.shape[1], 1), 3, axis=2)
     if a.ndim == 3 and a.shape[2] in (3, 4) and a.shape[0] > 0 and a.shape[1] > 0:

@@ -362,7 +362,8 @@ def train(dataset: str | os.PathLike | Dataset, out_dir: str | os.PathLike, val_
         _set_rng_state(ck["rng"])
         start, log_rows, window, elapsed0 = ck["iter"], ck["log"], ck["window"], ck["elapsed_s"]
         if progress:
-            print(f"resuming {out} from iteration {start}/{rec.iters}", flush=True)
+            print(f"{out}: already trained ({rec.iters} iterations); nothing to do" if start >= rec.iters
+                  else f"resuming {out} from iteration {start}/{rec.iters}", flush=True)
 
     train_data = DetectionData(train_ds, rec.input_size)
     val_data = DetectionData(val_ds, rec.input_size) if val_ds is not None and len(val_ds.images) else None
