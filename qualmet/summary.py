@@ -13,12 +13,17 @@ COCO_STATS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100",
 HEADLINE = ("AP", "AR100")
 
 
+def _shared_seeds(base: pd.Series, arm: pd.Series) -> pd.DataFrame:
+    """Columns ``b`` (baseline) and ``a`` (arm), one row per seed both have a value for."""
+    return pd.concat([base, arm], axis=1, keys=["b", "a"]).dropna()
+
+
 def paired(base: pd.Series, arm: pd.Series, n_boot: int = 2000, seed: int = 0) -> dict:
     """Paired comparison over the seeds both have: mean difference, 95% bootstrap CI, paired t-test p.
 
     ``p`` is NaN with fewer than two seeds or when every seed differs by the same amount, up to float
     rounding (a t-test is undefined there; two identical gains are not certainty)."""
-    both = pd.concat([base, arm], axis=1, keys=["b", "a"]).dropna()
+    both = _shared_seeds(base, arm)
     d = (both["a"] - both["b"]).to_numpy()
     out = {"n": int(len(d)), "diff": float(d.mean()) if len(d) else np.nan, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan}
     if len(d) >= 2:
@@ -37,7 +42,7 @@ def relative_change(base: pd.Series, arm: pd.Series) -> tuple[float, int]:
 
     Means over different seeds would compare different random draws: an arm that beats random on
     every seed it has could show a loss. NaN when no seed is shared or the baseline's mean is 0."""
-    both = pd.concat([base, arm], axis=1, keys=["b", "a"]).dropna()
+    both = _shared_seeds(base, arm)
     bmean = float(both["b"].mean()) if len(both) else np.nan
     if not np.isfinite(bmean) or bmean == 0:
         return np.nan, int(len(both))
@@ -79,12 +84,24 @@ def _cell(text: object) -> str:
     return str(text).replace("|", "\\|")
 
 
+def n_seeds(summary: pd.DataFrame) -> int:
+    """The experiment's number of seeds as a summary shows it: the most any arm has."""
+    return int(pd.to_numeric(summary["seeds"], errors="coerce").max()) if "seeds" in summary and len(summary) else 0
+
+
+def seeds_note(paired_seeds: float | None, seeds: int) -> str:
+    """'1 of 3 seeds' when a change against random rests on fewer seeds than the experiment's, else ''."""
+    if paired_seeds is None or not np.isfinite(paired_seeds) or int(paired_seeds) >= seeds:
+        return ""
+    return f"{int(paired_seeds)} of {seeds} seeds"
+
+
 def _delta(rel: float, paired_seeds: float, seeds: int) -> str:
     """'+6.7%', with the seeds it rests on when fewer than the experiment's; 'n/a' without a baseline."""
     if not np.isfinite(rel):
         return "n/a"
-    partial = np.isfinite(paired_seeds) and int(paired_seeds) < seeds
-    return f"{rel:+.1f}%" + (f" ({int(paired_seeds)} of {seeds} seeds)" if partial else "")
+    note = seeds_note(paired_seeds, seeds)
+    return f"{rel:+.1f}%" + (f" ({note})" if note else "")
 
 
 def _is_oracle(arm: str, oracle_arms: set[str] | None) -> bool:
@@ -98,14 +115,14 @@ def summary_markdown(summary: pd.DataFrame, title: str, baseline: str = "random"
     lines = [f"# {title}", "", notes.strip(), "" if notes else "",
              "| arm | seeds | AP (mAP@[.5:.95]) | AP50 | AR@100 | ΔAP vs random | ΔAR vs random | paired p (AP / AR) |",
              "|---|---|---|---|---|---|---|---|"]
-    n_seeds = int(summary["seeds"].max()) if len(summary) else 0
+    seeds = n_seeds(summary)
     for r in summary.itertuples(index=False):
         r = r._asdict()
         if r["arm"] == baseline:
             rel_ap = rel_ar = "baseline"
             pvals = ""
         else:
-            rel_ap, rel_ar = (_delta(r.get(f"{k}_rel", np.nan), r.get(f"{k}_paired_seeds", np.nan), n_seeds)
+            rel_ap, rel_ar = (_delta(r.get(f"{k}_rel", np.nan), r.get(f"{k}_paired_seeds", np.nan), seeds)
                               for k in HEADLINE)
             pvals = " / ".join(_p(r.get(k, np.nan)) for k in ("AP_p", "AR100_p"))
         lines.append(f"| {_cell(r['arm'])} | {r['seeds']} | {_fmt(r['AP_mean'], r['AP_std'])} | {_fmt(r['AP50_mean'], r['AP50_std'])} | "

@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pandas as pd
 
+from ..summary import n_seeds, seeds_note
 from .html import esc, img, num, section, table
 from .inputs import ExperimentData
 from .output import Output
@@ -24,8 +25,8 @@ def _rel(v, paired_seeds=None, seeds: int = 0) -> tuple[str, str]:
     """A relative change as text and CSS class, with the seeds it rests on when fewer than the experiment's."""
     if v is None or not np.isfinite(v):
         return "–", ""
-    partial = paired_seeds is not None and np.isfinite(paired_seeds) and int(paired_seeds) < seeds
-    note = f" <span class='muted'>({int(paired_seeds)} of {seeds} seeds)</span>" if partial else ""
+    note = seeds_note(paired_seeds, seeds)
+    note = f" <span class='muted'>({note})</span>" if note else ""
     return f"{v:+.1f}%{note}", "pos" if v > 0 else ("neg" if v < 0 else "")
 
 
@@ -35,11 +36,11 @@ def summary_table(summary: pd.DataFrame, baseline: str = "random") -> str:
     heads = ["arm", "seeds", "AP (mAP@[.5:.95])", "AP50", "AR@100", "ΔAP vs random", "ΔAR@100 vs random"]
     heads += ["paired p (AP / AR)"] if has_p else []
     body = []
-    n_seeds = int(pd.to_numeric(summary["seeds"], errors="coerce").max()) if "seeds" in summary and len(summary) else 0
+    seeds = n_seeds(summary)
     for r in summary.to_dict("records"):
         base = r["arm"] == baseline
-        ap, ap_c = ("baseline", "") if base else _rel(r.get("AP_rel"), r.get("AP_paired_seeds"), n_seeds)
-        ar, ar_c = ("baseline", "") if base else _rel(r.get("AR100_rel"), r.get("AR100_paired_seeds"), n_seeds)
+        ap, ap_c = ("baseline", "") if base else _rel(r.get("AP_rel"), r.get("AP_paired_seeds"), seeds)
+        ar, ar_c = ("baseline", "") if base else _rel(r.get("AR100_rel"), r.get("AR100_paired_seeds"), seeds)
         cells = [f"<td><b>{esc(r['arm'])}</b></td>", f"<td class='num'>{num(r.get('seeds'))}</td>",
                  f"<td class='num'>{_pm(r.get('AP_mean'), r.get('AP_std'))}</td>",
                  f"<td class='num'>{_pm(r.get('AP50_mean'), r.get('AP50_std'))}</td>",
