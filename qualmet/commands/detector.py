@@ -79,13 +79,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import warnings
 
     from ..atomic import write_json
-    from ..detector.predictor import Predictor, to_results
+    from ..detector.predictor import Predictor, SkippedFramesWarning, to_results
     from ..formats import load_coco
 
     ds = load_coco(args.dataset, images=args.images)
     predictor = Predictor.load(args.model, args.device)
     with warnings.catch_warnings():  # said below as one line, with the exit code
-        warnings.filterwarnings("ignore", message=r".* frame\(s\) could not be read")
+        warnings.simplefilter("ignore", SkippedFramesWarning)
         preds = predictor.predict_dataset(ds, args.score_threshold, args.batch_size, progress=True)
     write_json(args.out, to_results(preds))
     skipped = predictor.skipped

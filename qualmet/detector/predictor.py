@@ -172,9 +172,13 @@ class Predictor:
         return df
 
 
+class SkippedFramesWarning(UserWarning):
+    """Some images could not be read and have no detections (``Predictor.skipped`` lists them)."""
+
+
 def _warn_skipped(skipped: list[str], what: str) -> None:
     if skipped:
-        warnings.warn(f"{len(skipped)} {what}: {'; '.join(skipped[:3])}", stacklevel=3)
+        warnings.warn(f"{len(skipped)} {what}: {'; '.join(skipped[:3])}", SkippedFramesWarning, stacklevel=3)
 
 
 def _rgb_array(a: np.ndarray, k: int) -> np.ndarray:
@@ -198,14 +202,3 @@ def to_results(preds: pd.DataFrame) -> list[dict[str, Any]]:
              "score": round(float(s), 5)}
             for i, c, x, y, w, h, s in zip(preds["image_id"], preds["category_id"], preds["x"], preds["y"],
                                            preds["w"], preds["h"], preds["score"])]
-
-
-def predict(model_dir: str | os.PathLike, dataset: Dataset, out: str | os.PathLike | None = None,
-            score_threshold: float = 0.001, batch_size: int = 16, device: str = "auto") -> pd.DataFrame:
-    """Predict every frame of ``dataset`` with a saved model; with ``out``, write COCO results JSON."""
-    from ..atomic import write_json
-
-    preds = Predictor.load(model_dir, device).predict_dataset(dataset, score_threshold, batch_size, progress=True)
-    if out is not None:
-        write_json(out, to_results(preds))
-    return preds
