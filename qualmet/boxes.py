@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["xywh_to_xyxy", "xyxy_to_xywh", "xywh_to_yolo", "yolo_to_xywh", "iou_matrix", "clip_xywh", "iou_pairs",
-           "frame_pairs"]
+__all__ = ["xywh_to_xyxy", "xyxy_to_xywh", "xywh_to_yolo", "yolo_to_xywh", "iou_matrix", "coverage_matrix", "clip_xywh",
+           "iou_pairs", "frame_pairs"]
 
 
 def _arr(b) -> np.ndarray:
@@ -44,12 +44,8 @@ def yolo_to_xywh(b, width, height) -> np.ndarray:
     return np.stack([a[:, 0] * w - bw / 2, a[:, 1] * h - bh / 2, bw, bh], axis=1)
 
 
-def iou_matrix(a_xywh, b_xywh) -> np.ndarray:
-    """Pairwise IoU between two sets of xywh boxes, shape (len(a), len(b)). Empty boxes give 0."""
-    a = xywh_to_xyxy(a_xywh)
-    b = xywh_to_xyxy(b_xywh)
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
+def _overlaps(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For xyxy boxes: (pairwise intersection areas (len(a), len(b)), areas of a, areas of b)."""
     ix1 = np.maximum(a[:, None, 0], b[None, :, 0])
     iy1 = np.maximum(a[:, None, 1], b[None, :, 1])
     ix2 = np.minimum(a[:, None, 2], b[None, :, 2])
@@ -57,10 +53,32 @@ def iou_matrix(a_xywh, b_xywh) -> np.ndarray:
     inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
     area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
     area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    return inter, area_a, area_b
+
+
+def iou_matrix(a_xywh, b_xywh) -> np.ndarray:
+    """Pairwise IoU between two sets of xywh boxes, shape (len(a), len(b)). Empty boxes give 0."""
+    a = xywh_to_xyxy(a_xywh)
+    b = xywh_to_xyxy(b_xywh)
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)))
+    inter, area_a, area_b = _overlaps(a, b)
     union = area_a[:, None] + area_b[None, :] - inter
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where(union > 0, inter / union, 0.0)
     return np.clip(iou, 0.0, 1.0)
+
+
+def coverage_matrix(a_xywh, b_xywh) -> np.ndarray:
+    """Share of each ``a`` box covered by each ``b`` box (intersection over the ``a`` box's area), shape
+    (len(a), len(b)): COCO's overlap of a detection with a crowd region. Empty ``a`` boxes give 0."""
+    a = xywh_to_xyxy(a_xywh)
+    b = xywh_to_xyxy(b_xywh)
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)))
+    inter, area_a, _ = _overlaps(a, b)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.clip(np.where(area_a[:, None] > 0, inter / area_a[:, None], 0.0), 0.0, 1.0)
 
 
 def clip_xywh(b, width: float, height: float) -> np.ndarray:

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path, write_json, write_text
-from .boxes import iou_matrix, xywh_to_xyxy
+from .boxes import coverage_matrix, iou_matrix
 from .dataset import Dataset, category_labels, empty_annotations
 from .errors import QualmetError
 
@@ -74,19 +74,6 @@ def class_labels(categories: pd.DataFrame) -> dict[int, str]:
     """Category id -> label for tables and plots: the name, or ``"name (id 3)"`` where several categories
     share a name (or one is called ``background``), so that no class hides another."""
     return category_labels(categories, reserved=(BACKGROUND,))
-
-
-def _coverage(a_xywh: np.ndarray, b_xywh: np.ndarray) -> np.ndarray:
-    """Intersection of each ``a`` box with each ``b`` box over the ``a`` box's area, shape (len(a), len(b)):
-    COCO's overlap of a detection with a crowd region."""
-    if len(a_xywh) == 0 or len(b_xywh) == 0:
-        return np.zeros((len(a_xywh), len(b_xywh)))
-    a, b = xywh_to_xyxy(a_xywh), xywh_to_xyxy(b_xywh)
-    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    area_a = (np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None))[:, None]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.clip(np.where(area_a > 0, iw * ih / area_a, 0.0), 0.0, 1.0)
 
 
 def predictions_frame(preds: pd.DataFrame | list | Dataset | None) -> pd.DataFrame:
@@ -201,7 +188,7 @@ def match(gt: Dataset, preds: pd.DataFrame, iou_threshold: float = 0.5) -> tuple
         same = p["category_id"].to_numpy()[:, None] == g["category_id"].to_numpy()[None, :]
         iou_same = np.where(same, iou, 0.0)
         same_cr = p["category_id"].to_numpy()[:, None] == cr["category_id"].to_numpy()[None, :]
-        cover = np.where(same_cr, _coverage(p_boxes, cr[["x", "y", "w", "h"]].to_numpy()), 0.0)
+        cover = np.where(same_cr, coverage_matrix(p_boxes, cr[["x", "y", "w", "h"]].to_numpy()), 0.0)
         cr_ids = cr["id"].to_numpy()
         g_pred = np.full(len(g), -1, dtype=np.int64)
         g_score = np.full(len(g), np.nan)
