@@ -25,7 +25,8 @@ RACCOON_SPEC = REPO / "experiments" / "raccoon_filtering.toml"
 PROBE = """
 import sys, numpy as np, cv2
 from qualmet.formats import load_coco
-from qualmet.runner import FRAME_BASE, OBJECT_BASE, run_metrics
+from qualmet.metric_tables import FRAME_BASE, OBJECT_BASE
+from qualmet.runner import run_metrics
 out = {}
 for path in sys.argv[2:]:
     r = run_metrics(load_coco(path), workers=1, progress=False, entry_points=False)

@@ -614,10 +614,10 @@ def load_plugin_source(reg: Registry, source: str | Path, loaded: set[Path] | No
 _CACHE: dict[tuple[str, ...], Registry] = {}
 
 
-# What a metric's values depend on besides its own file: the context (this module) and how the
-# runner fills it and calls vectorised and finalize functions, the box helpers plugins may import,
-# and how images are decoded. Part of every cache key.
-PLUGIN_API_MODULES = ("qualmet.registry", "qualmet.runner", "qualmet.boxes", "qualmet.imageio")
+# What a metric's values depend on besides its own file: the context (this module), the code that
+# fills it, calls plugins and checks what they return (qualmet.compute), the box helpers plugins may
+# import, and how images are decoded. Part of every cache key.
+PLUGIN_API_MODULES = ("qualmet.registry", "qualmet.compute", "qualmet.boxes", "qualmet.imageio")
 
 
 @functools.cache

@@ -107,7 +107,7 @@ def metric_level(metric: str, objects: pd.DataFrame, frames: pd.DataFrame) -> st
         return "object"
     if metric in frames.columns:
         return "frame"
-    from .runner import FRAME_BASE, OBJECT_BASE  # the tables' id and box columns, not metrics
+    from .metric_tables import FRAME_BASE, OBJECT_BASE  # the tables' id and box columns, not metrics
 
     base = set(OBJECT_BASE) | set(FRAME_BASE)
     raise QualmetError(f"metric {metric!r} is not in the metrics run; computed metrics: "

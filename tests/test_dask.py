@@ -13,7 +13,8 @@ import pytest
 
 from qualmet.cli import main
 from qualmet.errors import QualmetError
-from qualmet.runner import LocalExecutor, run_metrics
+from qualmet.executors import LocalExecutor
+from qualmet.runner import run_metrics
 
 distributed = pytest.importorskip("distributed")
 

@@ -16,7 +16,8 @@ import pytest
 import qualmet.imageio
 from qualmet.atomic import sha256_file
 from qualmet.cli import main
-from qualmet.runner import OBJECT_BASE, run_metrics
+from qualmet.metric_tables import OBJECT_BASE
+from qualmet.runner import run_metrics
 
 from .metric_helpers import write_dataset
 
@@ -156,7 +157,6 @@ def test_a_change_in_the_plugin_api_code_recomputes_every_metric(data, tmp_path,
     changes them must not reuse old values)."""
     import qualmet.boxes
     import qualmet.registry
-    import qualmet.runner
 
     out = tmp_path / "run"
     names = ["black_white_ratio", "brightness", "aspect_ratio"]
@@ -215,12 +215,12 @@ def test_killed_run_resumes(data, tmp_path):
     out = tmp_path / "run"
     code = f"""
 import os, signal, qualmet.runner as r
-orig = r._write_chunk
+orig = r.write_chunk
 n = [0]
 def w(*a, **k):
     orig(*a, **k); n[0] += 1
     if n[0] == 2: os.kill(os.getpid(), signal.SIGKILL)
-r._write_chunk = w
+r.write_chunk = w
 r.run_metrics({str(data)!r}, metrics=["brightness", "aspect_ratio"], out={str(out)!r}, workers=1, chunk_size=2, progress=False)
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
@@ -288,7 +288,7 @@ def _kill_on_three(t):
 
 
 def test_local_executor_reports_only_the_task_that_kills_its_worker():
-    from qualmet.runner import LocalExecutor, WorkerDied
+    from qualmet.executors import LocalExecutor, WorkerDied
 
     ex = LocalExecutor(2)
     try:

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 
 from qualmet.errors import QualmetError
-from qualmet.runner import ChunkTask, LocalExecutor, compute_chunk, run_metrics
+from qualmet.compute import ChunkTask, compute_chunk
+from qualmet.executors import LocalExecutor
+from qualmet.runner import run_metrics
 
 from .metric_helpers import write_dataset
 
@@ -231,7 +233,7 @@ def test_an_empty_plugin_folder_is_an_error(data, tmp_path):
 
 
 def test_chunks_are_id_ranges_so_adding_or_removing_a_frame_recomputes_only_its_chunk(tmp_path):
-    from qualmet.runner import chunk_bounds
+    from qualmet.chunks import chunk_bounds
 
     assert chunk_bounds(np.arange(1, 7), 2).tolist() == [0, 2, 4, 6]
     assert chunk_bounds(np.arange(1, 101), 32).tolist() == [0, 32, 64, 96, 100]
@@ -282,7 +284,7 @@ def test_an_image_extra_key_read_by_a_vectorised_metric_is_in_its_key(data, tmp_
 
 
 def test_chunk_bounds_of_ids_spread_over_the_whole_int64_range():
-    from qualmet.runner import chunk_bounds
+    from qualmet.chunks import chunk_bounds
 
     ids = np.array([12345, 3 * 10 ** 18, 6 * 10 ** 18, 9 * 10 ** 18], dtype=np.int64)
     b = chunk_bounds(ids, 32)

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from qualmet.formats import load_coco
-from qualmet.runner import LocalExecutor, SerialExecutor, run_metrics
+from qualmet.executors import LocalExecutor, SerialExecutor
+from qualmet.runner import run_metrics
 
 from .metric_helpers import write_dataset
 

@@ -1,0 +1,284 @@
+"""Calling metric plugins: the pure per-chunk function and the whole-data-set calls, with every
+return value checked.
+
+:func:`compute_chunk` (frames + metric names + plugin sources -> partial tables) is what executors
+run, in this process, a worker process or a Dask worker; it depends on nothing but its task, so any
+executor that can map a function over picklable tasks can run it. This module is part of
+``plugin_api_digest`` (it builds the context and reads what plugins return), so a change here
+recomputes cached values.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import imageio as _imageio
+from .errors import ImageError, QualmetError
+from .paths import safe_join
+from .registry import MetricContext, MetricSpec, load_registry, plugin_api_digest
+
+PARTIAL = "__partial__"  # prefix of per-object vector columns awaiting a finalize step
+
+_HEAP_PAD = 16 << 20  # bytes of freed heap glibc keeps at the top instead of returning to the OS
+
+
+@functools.cache  # once per process
+def _keep_freed_heap() -> None:
+    """Every frame allocates and frees a few image-sized buffers; by default glibc hands the freed
+    top of the heap back to the OS and page-faults it in again for the next frame. Keeping 16 MB
+    (M_TOP_PAD) makes the per-frame work ~15% faster. glibc only; elsewhere nothing happens."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-2, _HEAP_PAD)  # -2 = M_TOP_PAD
+    except (OSError, AttributeError):  # not glibc: the allocator's own policy stands
+        pass
+
+
+@dataclass
+class ChunkTask:
+    """Everything needed to compute some metrics on some frames; picklable, no functions inside."""
+
+    index: int
+    frames: list[dict]  # image_id, file_name, width, height
+    annotations: pd.DataFrame  # the annotations of these frames
+    predictions: pd.DataFrame | None
+    metric_names: list[str]
+    plugin_sources: tuple[str, ...]
+    image_root: str | None
+    entry_points: bool = True
+    metric_keys: dict[str, str] = field(default_factory=dict)  # name -> MetricSpec.key the caller loaded
+    api_digest: str = ""  # the caller's plugin_api_digest()
+
+
+@dataclass
+class ChunkResult:
+    """Partial tables for one chunk plus what went wrong and how long it took."""
+
+    index: int
+    objects: pd.DataFrame  # annotation_id, image_id, one column per object metric (and partial vectors)
+    frames: pd.DataFrame  # image_id, one column per frame metric
+    errors: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    decodes: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def compute_chunk(task: ChunkTask) -> ChunkResult:
+    """Compute ``task.metric_names`` on ``task.frames``: each image decoded at most once, a metric
+    that raises gives NaN and an error record, an undecodable image gives NaN pixel metrics."""
+    _keep_freed_heap()
+    specs = _current_specs(task)
+    obj_specs = [s for s in specs if s.level == "object"]
+    frame_specs = [s for s in specs if s.level == "frame"]
+    need_pixels = any(s.needs_pixels for s in specs)
+    anns_all = task.annotations.sort_values("image_id", kind="stable")
+    boxes_all = anns_all[["x", "y", "w", "h"]].to_numpy(dtype=np.float64)
+    ids_all = anns_all["image_id"].to_numpy()
+    ann_ids_all = anns_all["id"].to_numpy(dtype=np.int64)
+    anns_by = {}
+    if len(ids_all):
+        cut = np.flatnonzero(np.diff(ids_all)) + 1
+        starts, ends = np.r_[0, cut], np.r_[cut, len(ids_all)]
+        anns_by = {int(ids_all[a]): (a, b) for a, b in zip(starts, ends)}
+    preds_by: dict[int, pd.DataFrame] = {}
+    empty_p = None
+    if task.predictions is not None:
+        preds_by = {int(k): g for k, g in task.predictions.groupby("image_id", sort=False)}
+        empty_p = task.predictions.iloc[0:0]
+    obj_cols: dict[str, list] = {"annotation_id": [], "image_id": []}
+    for s in obj_specs:
+        obj_cols[PARTIAL + s.name if s.finalize else s.name] = []
+    frame_cols: dict[str, list] = {"image_id": []}
+    for s in frame_specs:
+        frame_cols[s.name] = []
+    errors: list[dict] = []
+    skipped: list[dict] = []
+    seconds: dict[str, float] = {s.name: 0.0 for s in specs}
+    seconds["decode"] = 0.0
+    decodes = 0
+
+    path_cache: dict = {}  # resolved image folders, for this chunk
+    for fr in task.frames:
+        iid = int(fr["image_id"])
+        a0, a1 = anns_by.get(iid, (0, 0))
+        image = None
+        if need_pixels:
+            t0 = time.perf_counter()
+            try:
+                if task.image_root is None:
+                    raise ImageError(f"image {iid} ({fr['file_name']}): data set has no image root")
+                image = _imageio.read_image(safe_join(task.image_root, fr["file_name"], cache=path_cache))
+                decodes += 1  # images decoded, not tried: a run whose images are all missing says 0
+            except ImageError as exc:
+                skipped.append({"image_id": iid, "file_name": fr["file_name"], "reason": str(exc)})
+            seconds["decode"] += time.perf_counter() - t0
+        # one context for the frame's metrics, each of which (ctx.begin) sees only the inputs it declares;
+        # the frame's annotation rows are sliced out only if a metric reads ctx.annotations
+        ctx = MetricContext(iid, fr["file_name"], fr["width"], fr["height"], (anns_all, a0, a1),
+                            preds_by.get(iid, empty_p) if task.predictions is not None else None, image,
+                            boxes=boxes_all[a0:a1])
+        n = a1 - a0
+        obj_cols["annotation_id"].extend(ann_ids_all[a0:a1].tolist())
+        obj_cols["image_id"].extend([iid] * n)
+        for s in obj_specs:
+            col = obj_cols[PARTIAL + s.name if s.finalize else s.name]
+            if n == 0:
+                continue
+            if s.needs_pixels and image is None:
+                col.extend([None if s.finalize else math.nan] * n)
+                continue
+            t0 = time.perf_counter()
+            try:
+                ctx.begin(s.needs)
+                col.extend(_object_values(s, s.func(ctx), ctx, n))
+            except (Exception, SystemExit) as exc:  # one metric failing on one frame never stops the run
+                errors.append(error_record(s.name, iid, fr["file_name"], exc))
+                col.extend([None if s.finalize else math.nan] * n)
+            seconds[s.name] += time.perf_counter() - t0
+        frame_cols["image_id"].append(iid)
+        for s in frame_specs:
+            col = frame_cols[s.name]
+            if s.needs_pixels and image is None:
+                col.append(math.nan)
+                continue
+            t0 = time.perf_counter()
+            try:
+                ctx.begin(s.needs)
+                col.append(_frame_value(s.func(ctx)))
+            except (Exception, SystemExit) as exc:
+                errors.append(error_record(s.name, iid, fr["file_name"], exc))
+                col.append(math.nan)
+            seconds[s.name] += time.perf_counter() - t0
+    objects = pd.DataFrame(obj_cols)
+    objects["annotation_id"] = objects["annotation_id"].astype("int64")
+    objects["image_id"] = objects["image_id"].astype("int64")
+    frames = pd.DataFrame(frame_cols)
+    frames["image_id"] = frames["image_id"].astype("int64")
+    return ChunkResult(task.index, objects, frames, errors, skipped, decodes, seconds)
+
+
+def _object_values(s: MetricSpec, v: Any, ctx: MetricContext, n: int) -> list:
+    """An object metric's return value on one frame as its ``n`` values (vectors, for a finalize
+    metric), or a ValueError saying what is wrong with it. A Series with the default 0..n-1 index is
+    read by position, one indexed like ``ctx.annotations`` by label."""
+    if isinstance(v, pd.Series) and not v.index.equals(pd.RangeIndex(n)):
+        want = ctx.annotations.index
+        if not (v.index.is_unique and len(v) == n and v.index.isin(want).all()):
+            raise ValueError("returned a Series whose index is neither ctx.annotations.index nor "
+                             "0..n-1; return one value per object in ctx.annotations order")
+        v = v.reindex(want)
+    arr = _numbers(v)
+    if s.finalize:
+        if arr.ndim != 2 or arr.shape[0] != n:
+            raise ValueError(f"returned shape {arr.shape}; a finalize metric returns (n_objects, k)")
+        return list(arr)
+    return _vector(arr, n, f"{n} object(s) need one number each, in ctx.annotations order").tolist()
+
+
+def _frame_value(v: Any) -> float:
+    """A frame metric's return value as one float, or a ValueError saying what came back instead."""
+    arr = _numbers(v)
+    if arr.size != 1:
+        raise ValueError(f"returned shape {arr.shape}; a frame metric returns one number")
+    return float(arr.reshape(-1)[0])
+
+
+def _current_specs(task: ChunkTask) -> list[MetricSpec]:
+    """The task's metrics as the caller loaded them. A process that outlives a run (a Dask worker)
+    keeps the plugins it imported: when a plugin file changed since, it is loaded again; code that
+    still differs (an edited built-in, another qualmet) is an error, never values cached as current."""
+    def stale(reg) -> list[str]:
+        return [n for n in task.metric_names if n not in reg or reg[n].key != task.metric_keys.get(n, reg[n].key)]
+
+    reg = load_registry(task.plugin_sources, entry_points=task.entry_points, cached=True)
+    if stale(reg):
+        reg = load_registry(task.plugin_sources, entry_points=task.entry_points)
+    differ = stale(reg)
+    if task.api_digest and plugin_api_digest() != task.api_digest:
+        differ.append("qualmet itself")
+    if differ:
+        raise QualmetError(f"this worker process runs other code than the caller for {', '.join(differ)} (it was "
+                           "started before the code changed): restart the workers")
+    return [reg[n] for n in task.metric_names]
+
+
+def error_record(metric: str, image_id: int | None, file_name: str | None, exc: BaseException) -> dict:
+    return {"metric": metric, "image_id": image_id, "file_name": file_name,
+            "error": f"{type(exc).__name__}: {exc}"}
+
+
+def split_task(task: ChunkTask) -> list[ChunkTask]:
+    """The chunk as one task per frame (same index, metrics and plugins)."""
+    a_ids = task.annotations["image_id"].to_numpy()
+    p_ids = task.predictions["image_id"].to_numpy() if task.predictions is not None else None
+    return [ChunkTask(task.index, [fr], task.annotations[a_ids == fr["image_id"]],
+                      task.predictions[p_ids == fr["image_id"]] if task.predictions is not None else None,
+                      task.metric_names, task.plugin_sources, task.image_root, task.entry_points)
+            for fr in task.frames]
+
+
+
+def call_vectorised(s: MetricSpec, anns: pd.DataFrame, images_df: pd.DataFrame, preds: pd.DataFrame | None) -> np.ndarray:
+    """One vectorised metric over the whole data set. It gets copies (cheap: copy-on-write), so one that
+    changes a table in place changes nothing the next metric or the output tables see."""
+    args = [anns.copy(deep=False), images_df.copy(deep=False)]
+    if s.needs_predictions:
+        args.append(preds.copy(deep=False))
+    v = s.func(*args)
+    n = len(anns) if s.level == "object" else len(images_df)
+    if isinstance(v, pd.Series):  # by label: image ids (frame level) or the annotations' index; missing -> NaN
+        want = pd.Index(images_df["id"].to_numpy()) if s.level == "frame" else anns.index
+        what = "image ids" if s.level == "frame" else "the annotations table's index"
+        unknown = v.index.difference(want)
+        if len(unknown) or not v.index.is_unique:
+            first = f" (first unknown label: {unknown.tolist()[0]!r})" if len(unknown) else " (a label appears twice)"
+            raise ValueError(f"returned a Series whose index is not a subset of {what}{first}; index it by "
+                             f"{what}, or return an array in their order")
+        v = v.reindex(want)
+    return _vector(_numbers(v), n, f"expected {n} values, one per {'frame' if s.level == 'frame' else 'object'}")
+
+
+def call_finalize(s: MetricSpec, mat: np.ndarray, anns: pd.DataFrame) -> np.ndarray:
+    return _vector(_numbers(s.finalize(mat, anns.reset_index(drop=True))), len(mat),
+                   f"finalize must return {len(mat)} values, one per object")
+
+
+def _vector(arr: np.ndarray, n: int, what: str) -> np.ndarray:
+    """``arr`` as ``n`` values when it is a 1-D array of them, or a row or a column; else a ValueError."""
+    if arr.ndim in (1, 2) and arr.size == n and (arr.ndim == 1 or 1 in arr.shape):
+        return arr.reshape(-1)
+    raise ValueError(f"returned shape {arr.shape}; {what}")
+
+
+def _numbers(v: Any) -> np.ndarray:
+    """A metric's return value as a float64 array, or a ValueError that says what came back instead:
+    real numbers only (integers and booleans count), NaN where a metric is not defined, never infinity."""
+    if v is None:
+        raise ValueError("returned None; return NaN where the metric is not defined")
+    if isinstance(v, (pd.Series, pd.Index)) and pd.api.types.is_numeric_dtype(v.dtype):
+        v = v.to_numpy(dtype=np.float64, na_value=np.nan)  # nullable Int64/Float64 included
+    arr = np.asarray(v)
+    if arr.dtype.kind == "O" and all(x is None or isinstance(x, numbers.Real) for x in arr.reshape(-1)):
+        arr = np.array([np.nan if x is None else float(x) for x in arr.reshape(-1)]).reshape(arr.shape)  # None -> NaN
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"returned {type(v).__name__} of dtype {arr.dtype}; a metric returns real numbers "
+                         "(NaN or None where it is not defined)")
+    return _finite(arr.astype(np.float64, copy=False))
+
+
+def _finite(arr: np.ndarray) -> np.ndarray:
+    """``arr`` if it holds no infinity: a metric value is a number or NaN ("not defined here"); an
+    infinite one would break every fence, bin and rank downstream, so it is an error like a raise."""
+    k = int(np.isinf(arr).sum())
+    if k:
+        raise ValueError(f"returned {k} infinite value(s); return NaN where the metric is not defined")
+    return arr
+
