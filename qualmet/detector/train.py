@@ -276,6 +276,34 @@ def _write_outputs(out: Path, model: torch.nn.Module, config: dict[str, Any], ca
     write_json(out / "config.json", {**config, "outputs": outputs}, indent=2)
 
 
+def _checked_recipe(recipe: str | Recipe, overrides: dict[str, Any]) -> Recipe:
+    """The recipe with ``overrides`` applied (None values ignored), refused when a field is out of range."""
+    rec = recipe if isinstance(recipe, Recipe) else get_recipe(recipe)
+    rec = rec.replace(**{k: v for k, v in overrides.items() if v is not None})
+    for name in ("iters", "checkpoint_every", "eval_every", "batch_size"):
+        if getattr(rec, name) < 1:
+            raise QualmetError(f"{name} must be at least 1, got {getattr(rec, name)}")
+    if rec.input_size < 32:
+        raise QualmetError(f"input_size must be at least 32 px, got {rec.input_size}")
+    if not rec.lr > 0:
+        raise QualmetError(f"lr must be positive, got {rec.lr}")
+    if rec.arch == "ssdlite" and rec.input_size >= 256 and rec.iters < MIN_USEFUL_ITERS:
+        warnings.warn(f"{rec.iters} iterations: the from-scratch {rec.name} recipe detects nothing before "
+                      f"~{MIN_USEFUL_ITERS} iterations", stacklevel=3)
+    return rec
+
+
+def _validate(model: torch.nn.Module, rec: Recipe, train_data: DetectionData, val_ds: Dataset,
+              val_data: DetectionData, dev: torch.device, use_amp: bool, seed: int) -> dict[str, float]:
+    """Validation loss, AP and AP50 of a copy of ``model`` whose batch-norm statistics are recalibrated
+    on the training frames (the training model itself is left as it is)."""
+    ev_model = copy.deepcopy(model)
+    recalibrate_bn(ev_model, train_data, rec.batch_size, dev, use_amp, rec.bn_recalib_images, seed)
+    loss = val_loss(ev_model, val_data, rec.batch_size, dev, use_amp)
+    stats, _, _ = coco_eval(val_ds, detect(ev_model, val_data, 16, dev, use_amp))
+    return {"val_loss": loss, **{f"val_{k}": np.nan if stats[k] is None else stats[k] for k in ("AP", "AP50")}}
+
+
 def train(dataset: str | os.PathLike | Dataset, out_dir: str | os.PathLike, val_fraction: float = 0.2,
           iters: int | None = None, seed: int = 0, device: str = "auto", recipe: str | Recipe = "ssdlite256",
           images: str | os.PathLike | None = None, val_dataset: Dataset | None = None, progress: bool = True,
@@ -291,18 +319,7 @@ def train(dataset: str | os.PathLike | Dataset, out_dir: str | os.PathLike, val_
     if not (isinstance(val_fraction, (int, float)) and 0 <= val_fraction < 1):  # NaN fails too
         raise QualmetError(f"val_fraction must be at least 0 and below 1, got {val_fraction}")
     ds = _load_dataset(dataset, images)
-    rec = recipe if isinstance(recipe, Recipe) else get_recipe(recipe)
-    rec = rec.replace(**{k: v for k, v in {"iters": iters, **overrides}.items() if v is not None})
-    for name in ("iters", "checkpoint_every", "eval_every", "batch_size"):
-        if getattr(rec, name) < 1:
-            raise QualmetError(f"{name} must be at least 1, got {getattr(rec, name)}")
-    if rec.input_size < 32:
-        raise QualmetError(f"input_size must be at least 32 px, got {rec.input_size}")
-    if not rec.lr > 0:
-        raise QualmetError(f"lr must be positive, got {rec.lr}")
-    if rec.arch == "ssdlite" and rec.input_size >= 256 and rec.iters < MIN_USEFUL_ITERS:
-        warnings.warn(f"{rec.iters} iterations: the from-scratch {rec.name} recipe detects nothing before "
-                      f"~{MIN_USEFUL_ITERS} iterations", stacklevel=2)
+    rec = _checked_recipe(recipe, {"iters": iters, **overrides})
     if not len(ds.images):
         raise QualmetError(f"{ds.source}: no images to train on")
     if not len(ds.categories):
@@ -404,12 +421,7 @@ def train(dataset: str | os.PathLike | Dataset, out_dir: str | os.PathLike, val_
                        "val_loss": np.nan, "val_AP": np.nan, "val_AP50": np.nan,
                        "elapsed_s": elapsed0 + time.perf_counter() - t0}
                 if val_data is not None:
-                    ev_model = copy.deepcopy(model)  # recalibrated BN for evaluation only
-                    recalibrate_bn(ev_model, train_data, rec.batch_size, dev, use_amp, rec.bn_recalib_images, seed)
-                    row["val_loss"] = val_loss(ev_model, val_data, rec.batch_size, dev, use_amp)
-                    stats, _, _ = coco_eval(val_ds, detect(ev_model, val_data, 16, dev, use_amp))
-                    del ev_model
-                    row["val_AP"], row["val_AP50"] = (np.nan if stats[k] is None else stats[k] for k in ("AP", "AP50"))
+                    row.update(_validate(model, rec, train_data, val_ds, val_data, dev, use_amp, seed))
                 log_rows.append(row)
                 window = [0.0, 0]
                 log = pd.DataFrame(log_rows, columns=LOG_COLUMNS)
