@@ -132,7 +132,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", default="1000,10000", help="comma-separated frame counts (default 1000,10000)")
     ap.add_argument("--workers", type=int, default=2, help="metric worker processes (default 2)")
-    ap.add_argument("--chunk-size", type=int, default=None, help="frames per task (default: the runner's, 16)")
+    ap.add_argument("--chunk-size", type=int, default=None, help="frames per task (default: the runner's DEFAULT_CHUNK_SIZE, 32)")
     ap.add_argument("--metrics", default=None, help="comma-separated metric names (default: every built-in "
                     "that needs no predictions)")
     ap.add_argument("--size", type=int, default=256, help="frame side in pixels (default 256)")

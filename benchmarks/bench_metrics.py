@@ -6,7 +6,8 @@ qualmet's time to the decode-only time (target <= 1.5x; on one process, and on a
 decoding with as many processes), the same metric functions called directly
 without the runner (what the definitions themselves cost), the same for the reference's six metrics
 alone, and cleanvision's frames/s for the issue types both compute (dark, light, blurry, low
-information, odd aspect ratio), measured in the same run.
+information, odd aspect ratio), measured in the same run; then where a frame's time goes, metric by
+metric, and which metrics fit the target (that set timed on its own).
 Each figure is the best of --repeat (3) interleaved timings; on a shared machine they are still noisy,
 so run it alone for figures you quote.
 
@@ -166,6 +167,7 @@ def bench(name: str, ds, use_cleanvision: bool, repeat: int = 3) -> None:
     print(f"qualmet, cleanvision-like subset  {n / t_same:8.1f} frames/s (brightness, sharpness, image_entropy, aspect_ratio; 1 process)")
     print(f"qualmet, the reference's 6 metrics {n / t_seed:7.1f} frames/s   time / decode time = {t_seed / t_dec:.2f}x "
           f"({', '.join(SEED_METRICS)} without confidence, which needs a model; 1 process)")
+    print_cost_per_metric(ds, t_dec, repeat)
     if use_cleanvision:
         t_cv = cleanvision_time(paths, 1)
         if t_cv is None:
@@ -173,6 +175,39 @@ def bench(name: str, ds, use_cleanvision: bool, repeat: int = 3) -> None:
         else:
             print(f"cleanvision (dark, light, blurry, low_information, odd_aspect_ratio), 1 job {n / t_cv:8.1f} frames/s")
             print(f"qualmet / cleanvision throughput: all built-ins {t_cv / t_q1:.2f}x, cleanvision-like subset {t_cv / t_same:.2f}x")
+
+
+def print_cost_per_metric(ds, t_dec: float, repeat: int) -> None:
+    """Where a frame's time goes (one run on one process, run.json's seconds per metric), and which
+    metrics fit the 1.5x target: the cheapest first, while decode + bookkeeping + their sum stays
+    within 1.5x the decode-only time. For whoever chooses between a smaller default set and a
+    different plugin model."""
+    from qualmet.runner import run_metrics
+
+    n = len(ds.images)
+    t = time.perf_counter()
+    run = run_metrics(ds, workers=1, progress=False)
+    total = time.perf_counter() - t
+    sec = dict(run.info["timings"]["seconds_in_workers"])
+    decode = sec.pop("decode", 0.0)
+    other = max(0.0, total - decode - sum(sec.values()))  # planning, tables, the context, bookkeeping
+    ms = lambda s: 1000 * s / n  # noqa: E731
+    print(f"per frame, 1 process: decode {ms(decode):.3f} ms (decode-only run: {ms(t_dec):.3f} ms), "
+          f"runner bookkeeping {ms(other):.3f} ms, metrics:")
+    for name, s in sorted(sec.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:24s} {ms(s):7.3f} ms")
+    budget = 1.5 * t_dec - decode - other
+    fits, used = [], 0.0
+    for name, s in sorted(sec.items(), key=lambda kv: kv[1]):
+        if used + s > budget:
+            break
+        fits.append(name)
+        used += s
+    print(f"within 1.5x the decode time ({ms(budget):.3f} ms per frame left after decode and bookkeeping): "
+          f"{len(fits)} of {len(sec)} metrics, the cheapest first: {', '.join(fits) or 'none'}")
+    if fits:  # a metric's seconds include the shared intermediates it computed first (ctx.gray, ...): check
+        t_fit = min(qualmet_time(ds, 1, fits) for _ in range(repeat))
+        print(f"  those {len(fits)} alone, 1 process: {n / t_fit:.1f} frames/s, time / decode time = {t_fit / t_dec:.2f}x")
 
 
 def main() -> int:

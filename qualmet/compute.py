@@ -13,7 +13,7 @@ import functools
 import math
 import numbers
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ import pandas as pd
 from . import imageio as _imageio
 from .errors import ImageError, QualmetError
 from .paths import safe_join
-from .registry import MetricContext, MetricSpec, load_registry, plugin_api_digest
+from .registry import MetricContext, MetricSpec, load_registry, plugin_api_digest, private_copy
 
 PARTIAL = "__partial__"  # prefix of per-object vector columns awaiting a finalize step
 
@@ -216,12 +216,12 @@ def error_record(metric: str, image_id: int | None, file_name: str | None, exc: 
 
 
 def split_task(task: ChunkTask) -> list[ChunkTask]:
-    """The chunk as one task per frame (same index, metrics and plugins)."""
+    """The chunk as one task per frame (same index, metrics, plugins, and the metric keys and code
+    digest its caller loaded, so a worker running other code still refuses each frame)."""
     a_ids = task.annotations["image_id"].to_numpy()
     p_ids = task.predictions["image_id"].to_numpy() if task.predictions is not None else None
-    return [ChunkTask(task.index, [fr], task.annotations[a_ids == fr["image_id"]],
-                      task.predictions[p_ids == fr["image_id"]] if task.predictions is not None else None,
-                      task.metric_names, task.plugin_sources, task.image_root, task.entry_points)
+    return [replace(task, frames=[fr], annotations=task.annotations[a_ids == fr["image_id"]],
+                    predictions=task.predictions[p_ids == fr["image_id"]] if task.predictions is not None else None)
             for fr in task.frames]
 
 
@@ -229,9 +229,9 @@ def split_task(task: ChunkTask) -> list[ChunkTask]:
 def call_vectorised(s: MetricSpec, anns: pd.DataFrame, images_df: pd.DataFrame, preds: pd.DataFrame | None) -> np.ndarray:
     """One vectorised metric over the whole data set. It gets copies (cheap: copy-on-write), so one that
     changes a table in place changes nothing the next metric or the output tables see."""
-    args = [anns.copy(deep=False), images_df.copy(deep=False)]
+    args = [private_copy(anns), private_copy(images_df)]
     if s.needs_predictions:
-        args.append(preds.copy(deep=False))
+        args.append(private_copy(preds))
     v = s.func(*args)
     n = len(anns) if s.level == "object" else len(images_df)
     if isinstance(v, pd.Series):  # by label: image ids (frame level) or the annotations' index; missing -> NaN

@@ -159,6 +159,13 @@ def _read_only(a: np.ndarray) -> np.ndarray:
     return a
 
 
+def private_copy(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` that a plugin may change in place without touching ``df``: shallow (cheap)
+    under copy-on-write (always on from pandas 3), deep where it is off (pandas 2's default)."""
+    major = int(pd.__version__.split(".")[0])
+    return df.copy(deep=not (major >= 3 or pd.get_option("mode.copy_on_write") is True))
+
+
 class _pixel_cache:
     """Like ``functools.cached_property``, for what is computed from the image: computed at most once per
     frame and shared, but every access first checks that the running metric declared ``pixels``."""
@@ -241,7 +248,7 @@ class MetricContext:
                                "declare needs={'predictions'} (or the run has no --predictions)")
         v = self._views.get("predictions")
         if v is None:
-            v = self._views["predictions"] = self._predictions.copy(deep=False)
+            v = self._views["predictions"] = private_copy(self._predictions)
         return v
 
     @property
@@ -257,7 +264,7 @@ class MetricContext:
             if self._annotations is None:  # the runner's lazy row range of the chunk's table
                 table, a0, a1 = self._ann_rows
                 self._annotations = table.iloc[a0:a1]
-            v = self._views["annotations"] = self._annotations.copy(deep=False)
+            v = self._views["annotations"] = private_copy(self._annotations)
         return v
 
     @property

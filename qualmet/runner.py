@@ -169,12 +169,14 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
 
     objects = got.tables.objects(anns)
     frames = got.tables.frames(images_df)
+    ds_hash = dataset_hash(ds)  # identifies the data set in run.json (select and errors check it); taken
+    # before any vectorised plugin holds the tables
     _run_vectorised([s for s in specs if s.vectorised], anns, images_df, preds, chunk_dir, libs, got, objects, frames)
     _run_finalize(per_frame, anns, got, objects)
     objects = objects[OBJECT_BASE + [s.name for s in specs if s.level == "object"]]
     frames = frames[FRAME_BASE + [s.name for s in specs if s.level == "frame"]]
 
-    info = _manifest(ds, preds, src, reg, specs, env, got, workers=workers, chunk_size=chunk_size,
+    info = _manifest(ds, ds_hash, preds, src, reg, specs, env, got, workers=workers, chunk_size=chunk_size,
                      timings={"total_s": round(time.perf_counter() - t_start, 4), "compute_s": round(compute_s, 4)})
     if out_dir is not None:
         for name, df in (("objects.parquet", objects), ("frames.parquet", frames)):
@@ -431,7 +433,7 @@ def _run_finalize(per_frame: list[MetricSpec], anns: pd.DataFrame, got: _Gathere
         got.took(s.name, time.perf_counter() - t0)
 
 
-def _manifest(ds: Dataset, preds: pd.DataFrame | None, src: dict, reg: Registry, specs: list[MetricSpec], env: dict,
+def _manifest(ds: Dataset, ds_hash: str, preds: pd.DataFrame | None, src: dict, reg: Registry, specs: list[MetricSpec], env: dict,
               got: _Gathered, workers: int, chunk_size: int, timings: dict) -> dict[str, Any]:
     """run.json's content: inputs and their hashes, metrics and their sources, counters, timings, errors."""
     errors = sorted(got.errors, key=lambda e: (e["metric"], -1 if e["image_id"] is None else e["image_id"]))
@@ -439,7 +441,7 @@ def _manifest(ds: Dataset, preds: pd.DataFrame | None, src: dict, reg: Registry,
         "qualmet_version": __version__,
         "environment": env,
         "plugin_api_digest": plugin_api_digest(),
-        "dataset": {"path": src["dataset_path"], "sha256": src.get("dataset_sha256"), "hash": dataset_hash(ds),
+        "dataset": {"path": src["dataset_path"], "sha256": src.get("dataset_sha256"), "hash": ds_hash,
                     "images": len(ds.images), "annotations": len(ds.annotations),
                     "image_root": str(Path(ds.image_root).resolve()) if ds.image_root is not None else None,
                     "skipped_items": [p.to_dict() for p in ds.skipped]},

@@ -18,8 +18,9 @@ import pytest
 
 from qualmet.cli import main
 from qualmet.errors import QualmetError
-from qualmet.registry import MetricContext, load_registry
-from qualmet.runner import run_metrics
+from qualmet.formats import load_coco
+from qualmet.registry import MetricContext, load_registry, private_copy
+from qualmet.runner import dataset_hash, run_metrics
 
 from .metric_helpers import write_dataset
 
@@ -75,6 +76,20 @@ def test_a_plugin_cannot_change_what_other_metrics_see(data, clean, tmp_path):
         pd.testing.assert_frame_equal(getattr(run, table)[cols], getattr(clean, table)[cols])
     np.testing.assert_allclose(run.objects["aaa_vec"], run.objects["w"] / 100)  # its own copy changed, nothing else
     np.testing.assert_allclose(run.objects["aaa_table"], run.objects["w"] / 100)
+    assert run.info["dataset"]["hash"] == dataset_hash(load_coco(data))  # run.json names the data set as it is
+
+
+def test_table_copies_are_private_without_copy_on_write_too(monkeypatch):
+    """pandas 2 (allowed by pyproject) has copy-on-write off by default: there a shallow copy shares
+    the columns, and a plugin's in-place change reached every later metric and run.json's hash."""
+    df = pd.DataFrame({"w": [10.0, 20.0], "h": [1.0, 2.0]})
+    c = private_copy(df)
+    c.loc[c["w"] > 15, "w"] = 0.0
+    assert df["w"].tolist() == [10.0, 20.0]
+    monkeypatch.setattr(pd, "__version__", "2.3.3")
+    monkeypatch.setattr(pd, "get_option", lambda key: False)  # pandas 2's default for mode.copy_on_write
+    c = private_copy(df)
+    assert not np.shares_memory(c["w"].to_numpy(), df["w"].to_numpy())
 
 
 def test_a_metric_sees_only_the_inputs_it_declares(data, tmp_path):

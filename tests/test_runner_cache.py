@@ -142,6 +142,26 @@ def test_a_worker_running_other_qualmet_code_refuses_the_chunk(data):
     assert len(compute_chunk(task).frames) == len(frames)  # the same task, no expectation: computed
 
 
+def test_a_chunk_split_after_a_worker_death_keeps_the_code_check(data):
+    """The one-frame tasks a chunk is split into after its worker died carry the caller's metric
+    keys and code digest (they lost them, so a stale worker computed those frames unchecked)."""
+    from qualmet.compute import split_task
+    from qualmet.formats import load_coco
+
+    ds = load_coco(data)
+    frames = [{"file_name": r.file_name, "width": r.width, "height": r.height, "image_id": r.id}
+              for r in ds.images.itertuples()]
+    task = ChunkTask(0, frames, ds.annotations, None, ["brightness"], (), str(ds.image_root), True,
+                     metric_keys={"brightness": "k1"}, api_digest="not-this-qualmet")
+    parts = split_task(task)
+    assert [p.frames for p in parts] == [[fr] for fr in frames]
+    assert [sorted(p.annotations["id"]) for p in parts] == [
+        sorted(ds.annotations.loc[ds.annotations.image_id == fr["image_id"], "id"]) for fr in frames]
+    assert all(p.metric_keys == {"brightness": "k1"} and p.api_digest == "not-this-qualmet" for p in parts)
+    with pytest.raises(QualmetError, match="runs other code than the caller"):
+        compute_chunk(parts[0])
+
+
 SLOW = '''
 import time
 import qualmet
