@@ -292,7 +292,10 @@ def _compute(ex: Executor, tasks: Iterable[ChunkTask], n_frames: int, plan: list
     try:
         _Computation(ex, plan, chunk_dir, got, bar).run(tasks)
     except BaseException:
-        ex.close(cancel=True)
+        try:
+            ex.close(cancel=True)
+        except BaseException:  # noqa: BLE001 - a failing shutdown must not hide the Ctrl-C or error that caused it
+            pass
         raise
     finally:
         bar.close()

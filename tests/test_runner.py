@@ -346,3 +346,24 @@ def test_summary_of_a_label_only_run_with_a_failing_vectorised_metric(data, tmp_
     assert "error: metric vbad failed on the whole data set: KeyError: 'no such column'" in err
     objs = pd.read_parquet(tmp_path / "run" / "objects.parquet")
     assert objs["vbad"].isna().all() and objs["aspect_ratio"].notna().all()
+
+
+class _InterruptedExecutor:
+    """Ctrl-C arrives while chunks run, and shutting the executor down then fails too (a Dask cluster
+    under load can): the interruption is what the run reports."""
+
+    closed: list = []
+
+    def map_unordered(self, fn, tasks):
+        yield from ()
+        raise KeyboardInterrupt
+
+    def close(self, cancel=False):
+        self.closed.append(cancel)
+        raise RuntimeError("cluster close failed")
+
+
+def test_a_failing_shutdown_does_not_hide_the_interrupt(data, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        run_metrics(data, metrics=["brightness"], out=tmp_path / "run", executor=_InterruptedExecutor(), progress=False)
+    assert _InterruptedExecutor.closed == [True]  # cancelled once, not closed again
