@@ -210,8 +210,7 @@ class MetricContext:
             self._n_objects = len(annotations)
         self._predictions = predictions
         if image is not None and image.flags.writeable:  # shared by every metric of the frame: read-only
-            image = image.view()
-            image.flags.writeable = False
+            image = _read_only(image.view())
         self._image = image
         if boxes is not None:  # the runner passes them precomputed (cheaper than from the DataFrame)
             self.__dict__["boxes"] = _read_only(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))

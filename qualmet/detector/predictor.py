@@ -42,7 +42,7 @@ class Predictor:
         self.device = device if isinstance(device, torch.device) else pick_device(device)
         self.model = model.to(self.device).eval()
         self.recipe = recipe
-        self.categories = [{"id": int(c["id"]), "name": str(c["name"])} for c in categories]
+        self.categories = _category_list(categories)
         self.cat_ids = np.array([c["id"] for c in self.categories], dtype=np.int64)
         self.skipped: list[str] = []  # frames predict_dataset could not read, with why
 
@@ -59,10 +59,9 @@ class Predictor:
         try:
             cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
             recipe = Recipe.from_dict(cfg["recipe"])
-            categories = [{"id": int(c["id"]), "name": str(c["name"])} for c in cfg["categories"]]
+            categories = _category_list(cfg["categories"])
             if (d / "categories.json").is_file():  # written with the weights: the labels they were trained for
-                written = [{"id": int(c["id"]), "name": str(c["name"])}
-                           for c in json.loads((d / "categories.json").read_text(encoding="utf-8"))]
+                written = _category_list(json.loads((d / "categories.json").read_text(encoding="utf-8")))
                 if written != categories:
                     raise ValueError(f"its categories differ from categories.json's ({written[:3]}...), which "
                                      "the weights were trained for")
@@ -170,6 +169,11 @@ class Predictor:
         df["area"] = df["w"] * df["h"]
         df["iscrowd"] = 0
         return df
+
+
+def _category_list(categories: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Categories as ``[{"id": int, "name": str}, ...]``, the form config.json and categories.json hold."""
+    return [{"id": int(c["id"]), "name": str(c["name"])} for c in categories]
 
 
 class SkippedFramesWarning(UserWarning):
