@@ -8,6 +8,7 @@ function objects), so worker processes can load the same registry themselves.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib
@@ -426,16 +427,17 @@ def _file_hash(path: str | Path | None) -> str:
         return ""
 
 
-def _local_imports(module: Any) -> list[Path]:
+def _local_imports(module: Any, root: Path | None = None) -> list[Path]:
     """The .py files of modules that ``module`` imports itself (``import helper``, ``from helper import
-    f, CONSTANT``, read from its source) or whose objects it holds, and that lie in its own folder or
-    below: a plugin's helpers. Installed packages are not; nor are the helpers' own imports."""
+    f, CONSTANT``, read from its source) or whose objects it holds, and that lie in ``root`` (default:
+    its own folder) or below: a plugin's helpers. Installed packages are not."""
     import ast
 
     own = getattr(module, "__file__", None)
     if not own:
         return []
     own = Path(own).resolve()
+    root = own.parent if root is None else root
     def home(v: Any) -> Any:
         try:
             return v if inspect.ismodule(v) else sys.modules.get(getattr(v, "__module__", None) or "")
@@ -458,18 +460,43 @@ def _local_imports(module: Any) -> list[Path]:
         if not f:
             continue
         f = Path(f).resolve()
-        if (f != own and f.suffix == ".py" and f.is_relative_to(own.parent)
+        if (f != own and f.suffix == ".py" and f.is_relative_to(root)
                 and not {"site-packages", "dist-packages"} & set(f.parts)):
             found.add(f)
     return sorted(found)
 
 
+def _helpers(module: Any) -> list[Path]:
+    """:func:`_local_imports` of ``module``, then of those helpers, and so on (a helper's helper
+    counts too), all within the plugin's own folder."""
+    own = Path(module.__file__).resolve()
+    root = own.parent
+    by_file: dict[Path, Any] = {}  # loaded modules under root, by file; built when a helper is found
+    seen: set[Path] = set()
+    todo = [module]
+    while todo:
+        for f in _local_imports(todo.pop(), root):
+            if f in seen or f == own:
+                continue
+            seen.add(f)
+            if not by_file:
+                for m in list(sys.modules.values()):
+                    mf = getattr(m, "__file__", None)
+                    if mf and str(mf).endswith(".py"):
+                        with contextlib.suppress(OSError, ValueError, RuntimeError):
+                            by_file.setdefault(Path(mf).resolve(), m)
+            if f in by_file:
+                todo.append(by_file[f])
+    return sorted(seen)
+
+
 def module_digest(module: Any) -> str:
     """A metric's ``source_hash``: its file's hash, combined with those of the local helper modules
-    it imports (:func:`_local_imports`), so that editing a helper recomputes its metrics too."""
+    it imports, directly or through other helpers (:func:`_helpers`), so that editing a helper
+    recomputes its metrics too."""
     own = getattr(module, "__file__", None)
     digest = _file_hash(own)
-    helpers = _local_imports(module)
+    helpers = _helpers(module) if own else []
     if not helpers:
         return digest
     h = hashlib.sha256(digest.encode())
@@ -502,7 +529,7 @@ def _import_file(path: Path) -> Any:
         raise QualmetError(f"{path}: cannot load as a Python plugin file")
     earlier = sys.modules.get(mod_name)
     if earlier is not None:  # loaded before, maybe from an older version: its helpers are imported afresh too
-        stale = {str(f) for f in _local_imports(earlier)}
+        stale = {str(f) for f in _helpers(earlier)}
         for name, m in list(sys.modules.items()):
             f = getattr(m, "__file__", None)
             if f and str(Path(f).resolve()) in stale:

@@ -60,6 +60,20 @@ def test_editing_a_helper_module_the_plugin_imports_recomputes(data, tmp_path):
     assert np.allclose(again.objects["scaled_w"], 2 * first.objects["scaled_w"])
 
 
+def test_editing_a_helpers_own_helper_recomputes(data, tmp_path):
+    """helper_mod takes FACTOR from base_mod: an edit two imports away still reaches the cache key."""
+    folder = tmp_path / "plugs"
+    plugin = _plugin(folder, SCALED)
+    (folder / "helper_mod.py").write_text("from base_mod import BASE\nFACTOR = BASE\n")
+    (folder / "base_mod.py").write_text("BASE = 1.0\n")
+    out = tmp_path / "run"
+    first = run_metrics(data, metrics=["scaled_w"], plugins=[plugin], out=out, workers=1, chunk_size=2, progress=False)
+    (folder / "base_mod.py").write_text("BASE = 3.0\n")
+    again = run_metrics(data, metrics=["scaled_w"], plugins=[plugin], out=out, workers=1, chunk_size=2, progress=False)
+    assert again.info["counters"]["computed"]["scaled_w"] == 6
+    assert np.allclose(again.objects["scaled_w"], 3 * first.objects["scaled_w"])
+
+
 CROWD = '''
 import numpy as np
 import qualmet
