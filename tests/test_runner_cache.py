@@ -74,6 +74,20 @@ def test_editing_a_helpers_own_helper_recomputes(data, tmp_path):
     assert np.allclose(again.objects["scaled_w"], 3 * first.objects["scaled_w"])
 
 
+def test_helpers_that_import_each_other_are_hashed_once(tmp_path):
+    """A cycle between helpers (helper_mod <-> base_mod) ends; each file counts once and an edit to
+    either changes the plugin's source hash."""
+    from qualmet.registry import load_registry
+
+    folder = tmp_path / "plugs"
+    plugin = _plugin(folder, SCALED)
+    (folder / "helper_mod.py").write_text("import base_mod\nFACTOR = 1.0\n")
+    (folder / "base_mod.py").write_text("import helper_mod\nOTHER = 1\n")
+    first = load_registry([plugin])["scaled_w"].source_hash
+    (folder / "base_mod.py").write_text("import helper_mod\nOTHER = 2\n")
+    assert load_registry([plugin])["scaled_w"].source_hash != first
+
+
 CROWD = '''
 import numpy as np
 import qualmet
