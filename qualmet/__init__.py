@@ -8,11 +8,11 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .dataset import Dataset  # noqa: E402
-from .errors import DatasetError, ImageError, PathSafetyError, Problem, QualmetError  # noqa: E402
+from .errors import DatasetError, ImageError, PathSafetyError, PredictionsWarning, Problem, QualmetError  # noqa: E402
 from .formats import (load_coco, load_csv, load_dataset, load_predictions, load_voc, load_yolo,  # noqa: E402
                       save_coco, save_yolo)
 
-__all__ = ["__version__", "Dataset", "DatasetError", "ImageError", "PathSafetyError", "Problem", "QualmetError",
+__all__ = ["__version__", "Dataset", "DatasetError", "ImageError", "PathSafetyError", "PredictionsWarning", "Problem", "QualmetError",
            "load_coco", "load_csv", "load_dataset", "load_predictions", "load_voc", "load_yolo", "save_coco",
            "save_yolo"]
 

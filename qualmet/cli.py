@@ -10,9 +10,10 @@ import argparse
 import importlib
 import pkgutil
 import sys
+import warnings
 
 from . import __version__
-from .errors import QualmetError
+from .errors import PredictionsWarning, QualmetError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +46,17 @@ def describe_os_error(exc: OSError) -> str:
     return f"{name}: {exc.strerror or exc}"
 
 
+def _one_line_warnings(show):  # noqa: ANN001, ANN202
+    """``warnings.showwarning`` that prints qualmet's own warnings (which name the file and item
+    already) as one line, like its errors, and passes anything else to ``show``."""
+    def one_line(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
+        if issubclass(category, PredictionsWarning):
+            print(f"qualmet: warning: {message}", file=file or sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+    return one_line
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -52,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        rc = args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings(warnings.showwarning)
+            rc = args.func(args)
     except QualmetError as exc:
         print(f"qualmet: error: {exc}", file=sys.stderr)
         return 2

@@ -22,6 +22,10 @@ class PathSafetyError(ImageError):
     """A file name resolves outside the folder it must stay in."""
 
 
+class PredictionsWarning(UserWarning):
+    """Predictions that load but look made for other images (boxes wholly outside their frame)."""
+
+
 from dataclasses import dataclass  # noqa: E402
 
 

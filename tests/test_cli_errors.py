@@ -120,3 +120,14 @@ def test_select_relabel_by_a_frame_metric_writes_relabel_json(work, capsys):
     rel = json.loads((out / "relabel.json").read_text())
     assert len(rel["images"]) == 2 and not any(a.get("suspicious") for a in rel["annotations"])
     assert "2 frames to relabel, 0 suspicious boxes marked" in capsys.readouterr().out
+
+
+def test_predictions_for_other_images_are_a_one_line_warning(work, tmp_path, capsys):
+    """Predictions far outside the 120x96 frames (made on bigger images): the run goes on, and says so."""
+    preds = [{"image_id": 1, "category_id": 1, "bbox": [300, 200, 40, 30], "score": 0.9}]
+    (tmp_path / "p.json").write_text(json.dumps(preds))
+    assert main(["metrics", "run", str(work["a"]), "--predictions", str(tmp_path / "p.json"), "--metrics",
+                 "confidence", "--out", str(tmp_path / "r"), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "PredictionsWarning" not in err
+    assert "qualmet: warning: " + str(tmp_path / "p.json") + ": 1 of 1 predictions lie wholly outside" in err

@@ -126,6 +126,27 @@ def test_subset_keeps_its_images_annotations_and_category_ids():
     assert sub.categories.equals(ds.categories)
 
 
+def test_predictions_wholly_outside_their_image_are_a_warning(tmp_path):
+    """A detector cannot predict outside the frame: such boxes mean predictions for other images."""
+    import warnings
+
+    ds = parse_coco(make_coco())  # 64x48 frames
+    inside = [{"image_id": 1, "category_id": 1, "bbox": [60, 44, 30, 30], "score": 0.9},  # overlaps the frame
+              {"image_id": 2, "category_id": 1, "bbox": [-5, -5, 6, 6], "score": 0.5}]
+    (tmp_path / "ok.json").write_text(json.dumps(inside))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(qualmet.load_predictions(tmp_path / "ok.json", ds.images)) == 2
+    outside = inside + [{"image_id": 3, "category_id": 1, "bbox": [64, 10, 5, 5], "score": 0.7},
+                        {"image_id": 1, "category_id": 1, "bbox": [5, -20, 5, 20], "score": 0.7}]
+    (tmp_path / "other.json").write_text(json.dumps(outside))
+    with pytest.warns(qualmet.PredictionsWarning,
+                      match=r"other.json: 2 of 4 predictions lie wholly outside their image \(first: prediction \[2\], "
+                            r"image 3, box \[64, 10, 5, 5\] in a 64x48 frame\)"):
+        df = qualmet.load_predictions(tmp_path / "other.json", ds.images)
+    assert len(df) == 4  # loaded all the same
+
+
 def test_predictions_load_into_annotation_shape(tmp_path):
     ds = parse_coco(make_coco())
     preds = [{"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.9},

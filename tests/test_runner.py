@@ -243,7 +243,7 @@ def test_parallel_equals_serial(data, tmp_path):
 
 def test_predictions_metrics(data, tmp_path):
     preds = [{"image_id": 1, "category_id": 2, "bbox": [13, 12, 40, 30], "score": 0.8},
-             {"image_id": 1, "category_id": 1, "bbox": [200, 200, 10, 10], "score": 0.9}]
+             {"image_id": 1, "category_id": 1, "bbox": [80, 60, 10, 10], "score": 0.9}]
     p = tmp_path / "preds.json"
     p.write_text(json.dumps(preds))
     run = run_metrics(data, predictions=p, metrics=["confidence", "missed_by_labels"], workers=1, progress=False)

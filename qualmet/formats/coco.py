@@ -11,7 +11,7 @@ import pandas as pd
 
 from .. import atomic
 from ..dataset import Dataset, empty_annotations, is_int64
-from ..errors import DatasetError, Problem
+from ..errors import DatasetError, PredictionsWarning, Problem
 
 
 SIDECAR = ".images"  # NAME.images beside NAME.json: the image root, when it is not the default
@@ -280,4 +280,27 @@ def load_predictions(path: str | os.PathLike, images: pd.DataFrame | None = None
         recs.append({"id": n + 1, "image_id": int(r["image_id"]), "category_id": int(r["category_id"]),
                      "x": float(b[0]), "y": float(b[1]), "w": float(b[2]), "h": float(b[3]),
                      "area": float(b[2]) * float(b[3]), "iscrowd": 0, "score": float(r["score"])})
-    return pd.DataFrame(recs) if recs else empty_annotations(with_score=True)
+    if not recs:
+        return empty_annotations(with_score=True)
+    df = pd.DataFrame(recs)
+    if images is not None and {"width", "height"} <= set(images.columns):
+        _warn_outside(p, df, images)
+    return df
+
+
+def _warn_outside(path: Path, preds: pd.DataFrame, images: pd.DataFrame) -> None:
+    """Warn when predictions lie wholly outside their image: a detector cannot predict there, so they
+    were most likely made on other images (another data set, or these images at another size)."""
+    import warnings
+
+    size = images.drop_duplicates("id").set_index("id")[["width", "height"]].astype(float)
+    wh = size.reindex(preds["image_id"]).to_numpy()
+    x, y = preds["x"].to_numpy(), preds["y"].to_numpy()
+    out = (x >= wh[:, 0]) | (y >= wh[:, 1]) | (x + preds["w"].to_numpy() <= 0) | (y + preds["h"].to_numpy() <= 0)
+    if out.any():
+        k = int(out.argmax())
+        r = preds.iloc[k]
+        warnings.warn(f"{path}: {int(out.sum())} of {len(preds)} predictions lie wholly outside their image (first: "
+                      f"prediction [{k}], image {int(r['image_id'])}, box [{r['x']:g}, {r['y']:g}, {r['w']:g}, "
+                      f"{r['h']:g}] in a {wh[k, 0]:g}x{wh[k, 1]:g} frame): were they made on this data set, at its "
+                      "image size?", PredictionsWarning, stacklevel=3)
