@@ -24,6 +24,11 @@ _RGB_FLAG = getattr(cv2, "IMREAD_COLOR_RGB", None)
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Decode an image file to an (H, W, 3) RGB uint8 array or raise ImageError naming the file."""
+    return decode_image(read_file(path), path)
+
+
+def read_file(path: str | os.PathLike) -> np.ndarray:
+    """An image file's bytes (uint8), or ImageError naming the file: missing, a folder, unreadable, empty."""
     p = Path(path)
     try:
         data = np.fromfile(p, dtype=np.uint8)
@@ -35,22 +40,57 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageError(f"{p}: cannot read image file ({exc.strerror or exc})") from None
     if data.size == 0:
         raise ImageError(f"{p}: image file is empty (0 bytes)")
+    return data
+
+
+def decode_image(data: np.ndarray, path: str | os.PathLike) -> np.ndarray:
+    """:func:`read_image` on bytes already read (``path`` names them in errors)."""
     flag = cv2.IMREAD_COLOR if _RGB_FLAG is None else _RGB_FLAG
     img = cv2.imdecode(data, flag)
-    if img is None and _is_truncated_jpeg(data):
+    if img is None and truncated_jpeg(data):
         # OpenCV refuses a JPEG cut short; with the end-of-image marker appended it decodes what is
         # there (the missing rows come out grey), as image viewers do. validate() warns about these.
         img = cv2.imdecode(np.concatenate([data, np.frombuffer(b"\xff\xd9", np.uint8)]), flag)
     if img is None:
-        raise ImageError(f"{p}: not a decodable image ({data.size} bytes)")
+        raise ImageError(f"{Path(path)}: not a decodable image ({data.size} bytes)")
     return img if _RGB_FLAG is not None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def _is_truncated_jpeg(data: np.ndarray) -> bool:
-    """JPEG signature at the start but no end-of-image marker at the end."""
-    head = data[:2].tobytes()
-    tail = data[-64:].tobytes().rstrip(b"\x00\r\n ")
-    return head == b"\xff\xd8" and not tail.endswith(b"\xff\xd9")
+def truncated_jpeg(data: bytes | np.ndarray) -> bool:
+    """True when ``data`` is a JPEG whose main image ends before its end-of-image marker. The markers
+    are walked from the start (an EXIF thumbnail's own end marker lies inside a segment that is skipped
+    whole), so bytes some cameras append after the end marker do not count as truncation."""
+    data = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
+    if not data.startswith(b"\xff\xd8"):
+        return False
+    i, n = 2, len(data)
+    while i + 1 < n:
+        if data[i] != 0xFF:
+            return False  # not a marker where one must be: a damaged file, not a short one (decoding says more)
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0xD9:  # end of image
+            return False
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            i += 2
+            continue
+        if i + 4 > n:
+            return True
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+        if marker == 0xDA:  # start of scan: entropy-coded data runs to the next marker that is not stuffing or RSTn
+            while True:
+                j = data.find(b"\xff", i)
+                if j < 0 or j + 1 >= n:
+                    return True
+                nxt = data[j + 1]
+                if nxt == 0x00 or 0xD0 <= nxt <= 0xD7 or nxt == 0xFF:
+                    i = j + (1 if nxt == 0xFF else 2)
+                    continue
+                i = j
+                break
+    return True
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
 from .dataset import Dataset
 from .errors import ImageError, Problem
-from .imageio import read_image
+from .imageio import decode_image, read_file, truncated_jpeg
 
 
 def validate(ds: Dataset, check_images: bool = True, decode: bool = True) -> list[Problem]:
@@ -85,8 +84,9 @@ def _check_images(ds: Dataset, decode: bool) -> list[Problem]:
                                f"{real} (their boxes would mix)"))
         try:
             if decode:
-                h, w = read_image(path).shape[:2]
-                if _truncated_jpeg(path):
+                data = read_file(path)
+                h, w = decode_image(data, path).shape[:2]
+                if truncated_jpeg(data):
                     out.append(Problem("warning", str(path), item, "JPEG has no end-of-image marker (truncated); "
                                        "it decodes only partly"))
             else:
@@ -99,43 +99,3 @@ def _check_images(ds: Dataset, decode: bool) -> list[Problem]:
             out.append(Problem("error", ds.source, item,
                                f"recorded size {im.width}x{im.height} disagrees with the image file's {w}x{h}"))
     return out
-
-
-def _truncated_jpeg(path: str | os.PathLike) -> bool:
-    """True when a JPEG's main image ends before its end-of-image marker. The markers are walked from the
-    start (an EXIF thumbnail's own end marker lies inside a segment that is skipped whole), so bytes
-    some cameras append after the end marker do not count as truncation."""
-    p = Path(path)
-    if p.suffix.lower() not in (".jpg", ".jpeg"):
-        return False
-    data = p.read_bytes()
-    if not data.startswith(b"\xff\xd8"):
-        return False
-    i, n = 2, len(data)
-    while i + 1 < n:
-        if data[i] != 0xFF:
-            return False  # not a marker where one must be: a damaged file, not a short one (decoding says more)
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker == 0xD9:  # end of image
-            return False
-        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
-            i += 2
-            continue
-        if i + 4 > n:
-            return True
-        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
-        if marker == 0xDA:  # start of scan: entropy-coded data runs to the next marker that is not stuffing or RSTn
-            while True:
-                j = data.find(b"\xff", i)
-                if j < 0 or j + 1 >= n:
-                    return True
-                nxt = data[j + 1]
-                if nxt == 0x00 or 0xD0 <= nxt <= 0xD7 or nxt == 0xFF:
-                    i = j + (1 if nxt == 0xFF else 2)
-                    continue
-                i = j
-                break
-    return True

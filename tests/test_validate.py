@@ -203,7 +203,7 @@ def test_categories_sharing_a_name_are_a_warning_and_info_keeps_every_category(t
 
 
 def test_a_complete_jpeg_with_bytes_after_its_end_is_not_truncated(tmp_path):
-    from qualmet.validate import _truncated_jpeg
+    from qualmet.imageio import truncated_jpeg
 
     ok, buf = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8))
     data = buf.tobytes()
@@ -211,7 +211,7 @@ def test_a_complete_jpeg_with_bytes_after_its_end_is_not_truncated(tmp_path):
     (tmp_path / "trailer.jpg").write_bytes(data + b"SAMSUNG" + bytes(200))  # some phones append data
     (tmp_path / "short.jpg").write_bytes(data[: len(data) * 2 // 3])
     (tmp_path / "short_ending_in_ffd9.jpg").write_bytes(data[: len(data) // 2] + b"\xff\x00" * 3)
-    assert [_truncated_jpeg(tmp_path / f) for f in ("whole.jpg", "trailer.jpg", "short.jpg", "short_ending_in_ffd9.jpg")] \
+    assert [truncated_jpeg((tmp_path / f).read_bytes()) for f in ("whole.jpg", "trailer.jpg", "short.jpg", "short_ending_in_ffd9.jpg")] \
         == [False, False, True, True]
 
 
