@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warnings(warnings.showwarning)
             rc = args.func(args)
-    except QualmetError as exc:
+    except (QualmetError, PredictionsWarning) as exc:  # the warning is raised when warnings are errors (-W error)
         print(f"qualmet: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `qualmet metrics list | head`: the reader left, nothing is wrong

@@ -8,7 +8,6 @@ function objects), so worker processes can load the same registry themselves.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import importlib
@@ -427,66 +426,82 @@ def _file_hash(path: str | Path | None) -> str:
         return ""
 
 
-def _local_imports(module: Any, root: Path | None = None) -> list[Path]:
-    """The .py files of modules that ``module`` imports itself (``import helper``, ``from helper import
-    f, CONSTANT``, read from its source) or whose objects it holds, and that lie in ``root`` (default:
-    its own folder) or below: a plugin's helpers. Installed packages are not."""
+def _module_files(name: str, base: Path) -> list[Path]:
+    """The files below ``base`` that importing the dotted ``name`` from there runs: each package's
+    ``__init__.py`` on the way (none for a namespace folder) and the module's own file."""
+    out, d = [], base
+    parts = name.split(".")
+    for i, part in enumerate(parts):
+        if (d / part / "__init__.py").is_file():
+            out.append(d / part / "__init__.py")
+        elif i == len(parts) - 1 and (d / f"{part}.py").is_file():
+            out.append(d / f"{part}.py")
+        elif not (d / part).is_dir():
+            break
+        d = d / part
+    return out
+
+
+def _imported_files(file: Path, root: Path) -> list[Path]:
+    """The files of the modules that ``file``'s import statements name (absolute ones looked up in
+    ``root``, the folder on ``sys.path`` while its plugin loads; relative ones from ``file``'s package),
+    found on disk rather than in ``sys.modules``, which may hold another folder's module of that name."""
     import ast
 
-    own = getattr(module, "__file__", None)
-    if not own:
+    try:
+        tree = ast.parse(file.read_bytes())
+    except (OSError, SyntaxError, ValueError):
         return []
-    own = Path(own).resolve()
-    root = own.parent if root is None else root
+    out: list[Path] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                out += _module_files(a.name, root)
+        elif isinstance(node, ast.ImportFrom):
+            base = root
+            if node.level:
+                base = file.parent
+                for _ in range(node.level - 1):
+                    base = base.parent
+            mod = node.module or ""
+            if mod:
+                out += _module_files(mod, base)
+            for a in node.names:  # `from pkg import submodule`
+                out += _module_files(f"{mod}.{a.name}" if mod else a.name, base)
+    return out
+
+
+def _is_helper(f: Path, root: Path) -> bool:
+    return f.suffix == ".py" and f.is_relative_to(root) and not {"site-packages", "dist-packages"} & set(f.parts)
+
+
+def _helpers(module: Any) -> list[Path]:
+    """A plugin module's helpers: the .py files in its folder or below that it imports (``import
+    helper``, ``from helper import f, CONSTANT``, ``from pkg.sub import g``), that those import in turn
+    (relative imports inside a helper package included), and those of objects it holds. Installed
+    packages are not helpers."""
+    own = Path(module.__file__).resolve()
+    root = own.parent
+
     def home(v: Any) -> Any:
         try:
             return v if inspect.ismodule(v) else sys.modules.get(getattr(v, "__module__", None) or "")
         except Exception:  # an object whose attribute lookup itself fails: not a helper we can name
             return None
 
-    mods = [home(v) for v in list(vars(module).values())]
-    try:
-        tree = ast.parse(own.read_bytes())
-    except (OSError, SyntaxError, ValueError):
-        tree = None
-    for node in ast.walk(tree) if tree is not None else ():
-        if isinstance(node, ast.Import):
-            mods += [sys.modules.get(a.name) for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            mods += [sys.modules.get(node.module)] + [sys.modules.get(f"{node.module}.{a.name}") for a in node.names]
-    found = set()
-    for m in mods:
-        f = getattr(m, "__file__", None) if m is not None else None
-        if not f:
-            continue
-        f = Path(f).resolve()
-        if (f != own and f.suffix == ".py" and f.is_relative_to(root)
-                and not {"site-packages", "dist-packages"} & set(f.parts)):
-            found.add(f)
-    return sorted(found)
-
-
-def _helpers(module: Any) -> list[Path]:
-    """:func:`_local_imports` of ``module``, then of those helpers, and so on (a helper's helper
-    counts too), all within the plugin's own folder."""
-    own = Path(module.__file__).resolve()
-    root = own.parent
-    by_file: dict[Path, Any] = {}  # loaded modules under root, by file; built when a helper is found
+    held = [getattr(home(v), "__file__", None) for v in list(vars(module).values())]
+    todo = [Path(f) for f in held if f] + _imported_files(own, root)
     seen: set[Path] = set()
-    todo = [module]
     while todo:
-        for f in _local_imports(todo.pop(), root):
-            if f in seen or f == own:
-                continue
-            seen.add(f)
-            if not by_file:
-                for m in list(sys.modules.values()):
-                    mf = getattr(m, "__file__", None)
-                    if mf and str(mf).endswith(".py"):
-                        with contextlib.suppress(OSError, ValueError, RuntimeError):
-                            by_file.setdefault(Path(mf).resolve(), m)
-            if f in by_file:
-                todo.append(by_file[f])
+        f = todo.pop()
+        try:
+            f = f.resolve()
+        except (OSError, RuntimeError):
+            continue
+        if f in seen or f == own or not _is_helper(f, root):
+            continue
+        seen.add(f)
+        todo += _imported_files(f, root)
     return sorted(seen)
 
 

@@ -131,3 +131,11 @@ def test_predictions_for_other_images_are_a_one_line_warning(work, tmp_path, cap
     err = capsys.readouterr().err
     assert "Traceback" not in err and "PredictionsWarning" not in err
     assert "qualmet: warning: " + str(tmp_path / "p.json") + ": 1 of 1 predictions lie wholly outside" in err
+    # with warnings made errors (python -W error), the same is a one-line error, exit code 2
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["metrics", "run", str(work["a"]), "--predictions", str(tmp_path / "p.json"), "--metrics",
+                     "confidence", "--out", str(tmp_path / "r2"), "--no-progress"]) == 2
+    assert _err(capsys).startswith("qualmet: error: " + str(tmp_path / "p.json") + ": 1 of 1 predictions lie wholly")

@@ -145,6 +145,9 @@ def test_predictions_wholly_outside_their_image_are_a_warning(tmp_path):
                             r"image 3, box \[64, 10, 5, 5\] in a 64x48 frame\)"):
         df = qualmet.load_predictions(tmp_path / "other.json", ds.images)
     assert len(df) == 4  # loaded all the same
+    unknown = ds.images.assign(width=np.nan, height=np.nan)  # sizes unknown: only the origin side can be told
+    with pytest.warns(qualmet.PredictionsWarning, match=r"1 of 4 predictions .* in a frame of unknown size\)"):
+        qualmet.load_predictions(tmp_path / "other.json", unknown)
 
 
 def test_predictions_load_into_annotation_shape(tmp_path):

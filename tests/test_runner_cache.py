@@ -88,6 +88,64 @@ def test_helpers_that_import_each_other_are_hashed_once(tmp_path):
     assert load_registry([plugin])["scaled_w"].source_hash != first
 
 
+PACKAGED = '''
+import os, sys
+sys.path.insert(0, os.path.dirname(__file__))
+import qualmet
+from hp.core import scale
+
+@qualmet.metric(name="pkg_w", level="object", worse="low")
+def pkg_w(ctx):
+    return scale(ctx.boxes[:, 2])
+'''
+
+
+def test_editing_a_module_a_helper_package_imports_relatively_recomputes(data, tmp_path):
+    """hp/core.py takes BASE with ``from .consts import BASE``: editing hp/consts.py reaches the key
+    and the values."""
+    folder = tmp_path / "plugs"
+    plugin = _plugin(folder, PACKAGED)
+    (folder / "hp").mkdir()
+    (folder / "hp" / "__init__.py").write_text("")
+    (folder / "hp" / "core.py").write_text("from .consts import BASE\n\ndef scale(x):\n    return x * BASE\n")
+    (folder / "hp" / "consts.py").write_text("BASE = 1.0\n")
+    out = tmp_path / "run"
+    first = run_metrics(data, metrics=["pkg_w"], plugins=[plugin], out=out, workers=1, chunk_size=2, progress=False)
+    (folder / "hp" / "consts.py").write_text("BASE = 3.0\n")
+    again = run_metrics(data, metrics=["pkg_w"], plugins=[plugin], out=out, workers=1, chunk_size=2, progress=False)
+    assert again.info["counters"]["computed"]["pkg_w"] == 6
+    assert np.allclose(again.objects["pkg_w"], 3 * first.objects["pkg_w"])
+
+
+OTHER_FOLDER = '''
+import qualmet
+from helper_mod import FACTOR
+
+@qualmet.metric(name="other_w", level="object", worse="low")
+def other_w(ctx):
+    return ctx.boxes[:, 2] * FACTOR
+'''
+
+
+def test_a_helpers_helper_is_reloaded_after_another_folder_used_the_same_helper_name(data, tmp_path):
+    """Folder b's helper_mod displaced folder a's from sys.modules; an edit to a's base_mod must still
+    give new values under the new key (stale values were cached under it)."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    plugin_a = _plugin(a, SCALED)
+    (a / "helper_mod.py").write_text("from base_mod import BASE\nFACTOR = BASE\n")
+    (a / "base_mod.py").write_text("BASE = 1.0\n")
+    b.mkdir()
+    (b / "other.py").write_text(OTHER_FOLDER)
+    (b / "helper_mod.py").write_text("FACTOR = 5.0\n")
+    out = tmp_path / "run"
+    first = run_metrics(data, metrics=["scaled_w"], plugins=[plugin_a], out=out, workers=1, chunk_size=2, progress=False)
+    run_metrics(data, metrics=["other_w"], plugins=[b / "other.py"], workers=1, chunk_size=2, progress=False)
+    (a / "base_mod.py").write_text("BASE = 3.0\n")
+    again = run_metrics(data, metrics=["scaled_w"], plugins=[plugin_a], out=out, workers=1, chunk_size=2, progress=False)
+    assert again.info["counters"]["computed"]["scaled_w"] == 6
+    assert np.allclose(again.objects["scaled_w"], 3 * first.objects["scaled_w"])
+
+
 CROWD = '''
 import numpy as np
 import qualmet

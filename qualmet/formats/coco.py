@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .. import atomic
@@ -300,7 +301,8 @@ def _warn_outside(path: Path, preds: pd.DataFrame, images: pd.DataFrame) -> None
     if out.any():
         k = int(out.argmax())
         r = preds.iloc[k]
+        frame = f"a {wh[k, 0]:g}x{wh[k, 1]:g} frame" if np.isfinite(wh[k]).all() else "a frame of unknown size"
         warnings.warn(f"{path}: {int(out.sum())} of {len(preds)} predictions lie wholly outside their image (first: "
                       f"prediction [{k}], image {int(r['image_id'])}, box [{r['x']:g}, {r['y']:g}, {r['w']:g}, "
-                      f"{r['h']:g}] in a {wh[k, 0]:g}x{wh[k, 1]:g} frame): were they made on this data set, at its "
+                      f"{r['h']:g}] in {frame}): were they made on this data set, at its "
                       "image size?", PredictionsWarning, stacklevel=3)
