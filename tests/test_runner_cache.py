@@ -46,18 +46,33 @@ def scaled_w(ctx):
 '''
 
 
+def _edit_recomputes(data, out, metric, plugin, edit, factor, between=lambda: None) -> None:
+    """Run ``metric``, call ``between`` and ``edit``, run again: every frame is recomputed, with the
+    values multiplied by ``factor`` (the new code's, not a stale import's)."""
+    def run():
+        return run_metrics(data, metrics=[metric], plugins=[plugin], out=out, workers=1, chunk_size=2, progress=False)
+
+    first = run()
+    between()
+    edit()
+    again = run()
+    assert again.info["counters"]["computed"][metric] == 6
+    assert np.allclose(again.objects[metric], factor * first.objects[metric])
+
+
 def test_editing_a_helper_module_the_plugin_imports_recomputes(data, tmp_path):
     folder = tmp_path / "plugs"
     plugin = _plugin(folder, SCALED)
     (folder / "helper_mod.py").write_text("FACTOR = 1.0\n")
     out = tmp_path / "run"
-    first = run_metrics(data, metrics=["scaled_w"], plugins=[plugin], out=out, workers=1, chunk_size=2, progress=False)
-    assert run_metrics(data, metrics=["scaled_w"], plugins=[plugin], out=out, workers=1, chunk_size=2,
-                       progress=False).info["counters"]["computed"]["scaled_w"] == 0
-    (folder / "helper_mod.py").write_text("FACTOR = 2.0\n")  # this process imported the old one
-    again = run_metrics(data, metrics=["scaled_w"], plugins=[plugin], out=out, workers=1, chunk_size=2, progress=False)
-    assert again.info["counters"]["computed"]["scaled_w"] == 6
-    assert np.allclose(again.objects["scaled_w"], 2 * first.objects["scaled_w"])
+
+    def unchanged_rerun_is_cached():
+        assert run_metrics(data, metrics=["scaled_w"], plugins=[plugin], out=out, workers=1, chunk_size=2,
+                           progress=False).info["counters"]["computed"]["scaled_w"] == 0
+
+    # this process imported the old helper
+    _edit_recomputes(data, out, "scaled_w", plugin, lambda: (folder / "helper_mod.py").write_text("FACTOR = 2.0\n"), 2,
+                     between=unchanged_rerun_is_cached)
 
 
 def test_editing_a_helpers_own_helper_recomputes(data, tmp_path):
@@ -66,12 +81,7 @@ def test_editing_a_helpers_own_helper_recomputes(data, tmp_path):
     plugin = _plugin(folder, SCALED)
     (folder / "helper_mod.py").write_text("from base_mod import BASE\nFACTOR = BASE\n")
     (folder / "base_mod.py").write_text("BASE = 1.0\n")
-    out = tmp_path / "run"
-    first = run_metrics(data, metrics=["scaled_w"], plugins=[plugin], out=out, workers=1, chunk_size=2, progress=False)
-    (folder / "base_mod.py").write_text("BASE = 3.0\n")
-    again = run_metrics(data, metrics=["scaled_w"], plugins=[plugin], out=out, workers=1, chunk_size=2, progress=False)
-    assert again.info["counters"]["computed"]["scaled_w"] == 6
-    assert np.allclose(again.objects["scaled_w"], 3 * first.objects["scaled_w"])
+    _edit_recomputes(data, tmp_path / "run", "scaled_w", plugin, lambda: (folder / "base_mod.py").write_text("BASE = 3.0\n"), 3)
 
 
 def test_helpers_that_import_each_other_are_hashed_once(tmp_path):
@@ -109,12 +119,8 @@ def test_editing_a_module_a_helper_package_imports_relatively_recomputes(data, t
     (folder / "hp" / "__init__.py").write_text("")
     (folder / "hp" / "core.py").write_text("from .consts import BASE\n\ndef scale(x):\n    return x * BASE\n")
     (folder / "hp" / "consts.py").write_text("BASE = 1.0\n")
-    out = tmp_path / "run"
-    first = run_metrics(data, metrics=["pkg_w"], plugins=[plugin], out=out, workers=1, chunk_size=2, progress=False)
-    (folder / "hp" / "consts.py").write_text("BASE = 3.0\n")
-    again = run_metrics(data, metrics=["pkg_w"], plugins=[plugin], out=out, workers=1, chunk_size=2, progress=False)
-    assert again.info["counters"]["computed"]["pkg_w"] == 6
-    assert np.allclose(again.objects["pkg_w"], 3 * first.objects["pkg_w"])
+    _edit_recomputes(data, tmp_path / "run", "pkg_w", plugin,
+                     lambda: (folder / "hp" / "consts.py").write_text("BASE = 3.0\n"), 3)
 
 
 OTHER_FOLDER = '''
@@ -137,13 +143,9 @@ def test_a_helpers_helper_is_reloaded_after_another_folder_used_the_same_helper_
     b.mkdir()
     (b / "other.py").write_text(OTHER_FOLDER)
     (b / "helper_mod.py").write_text("FACTOR = 5.0\n")
-    out = tmp_path / "run"
-    first = run_metrics(data, metrics=["scaled_w"], plugins=[plugin_a], out=out, workers=1, chunk_size=2, progress=False)
-    run_metrics(data, metrics=["other_w"], plugins=[b / "other.py"], workers=1, chunk_size=2, progress=False)
-    (a / "base_mod.py").write_text("BASE = 3.0\n")
-    again = run_metrics(data, metrics=["scaled_w"], plugins=[plugin_a], out=out, workers=1, chunk_size=2, progress=False)
-    assert again.info["counters"]["computed"]["scaled_w"] == 6
-    assert np.allclose(again.objects["scaled_w"], 3 * first.objects["scaled_w"])
+    _edit_recomputes(data, tmp_path / "run", "scaled_w", plugin_a, lambda: (a / "base_mod.py").write_text("BASE = 3.0\n"), 3,
+                     between=lambda: run_metrics(data, metrics=["other_w"], plugins=[b / "other.py"], workers=1,
+                                                 progress=False))
 
 
 CROWD = '''
