@@ -12,8 +12,10 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import os
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +24,7 @@ import pandas as pd
 from . import imageio as _imageio
 from .errors import ImageError, QualmetError
 from .paths import safe_join
-from .registry import MetricContext, MetricSpec, load_registry, plugin_api_digest, private_copy
+from .registry import BUILTIN_PACKAGE, MetricContext, MetricSpec, load_registry, plugin_api_digest, private_copy
 
 PARTIAL = "__partial__"  # prefix of per-object vector columns awaiting a finalize step
 
@@ -211,8 +213,41 @@ def _current_specs(task: ChunkTask) -> list[MetricSpec]:
 
 
 def error_record(metric: str, image_id: int | None, file_name: str | None, exc: BaseException) -> dict:
+    """One recorded failure: the metric, the frame (None for a whole-data-set call), the exception,
+    and ``where`` in the plugin's own code it was raised (see :func:`plugin_frame`)."""
     return {"metric": metric, "image_id": image_id, "file_name": file_name,
-            "error": f"{type(exc).__name__}: {exc}"}
+            "error": f"{type(exc).__name__}: {exc}", "where": plugin_frame(exc)}
+
+
+@functools.cache
+def _code_folders() -> tuple[str, tuple[str, ...], str]:
+    """qualmet's own folder, the standard library's and installed packages' folders, and the built-in
+    metrics' folder (plugin code wherever it is installed); each ending in a separator."""
+    import importlib
+    import sysconfig
+
+    def folder(p: str) -> str:
+        return os.path.join(os.path.realpath(p), "")
+
+    libs = tuple({folder(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib")})
+    return folder(str(Path(__file__).parent)), libs, folder(importlib.import_module(BUILTIN_PACKAGE).__path__[0])
+
+
+def plugin_frame(exc: BaseException) -> str | None:
+    """``FILE:LINE in FUNCTION`` where a plugin's code raised ``exc``: the innermost frame, from the
+    metric's own function inward, that is not in qualmet, the standard library or an installed library
+    (the metric's function itself if all deeper frames are, as for an installed entry-point plugin).
+    None when the exception came from qualmet's own checks of a returned value."""
+    import traceback
+
+    own, libs, builtin = _code_folders()
+    frames = [(fs, os.path.realpath(fs.filename)) for fs in traceback.extract_tb(exc.__traceback__)]
+    start = next((k for k, (_, f) in enumerate(frames) if f.startswith(builtin) or not f.startswith(own)), None)
+    if start is None:
+        return None
+    mine = [fs for fs, f in frames[start:] if f.startswith(builtin) or not (f.startswith(own) or f.startswith(libs))]
+    fs = mine[-1] if mine else frames[start][0]
+    return f"{fs.filename}:{fs.lineno} in {fs.name}"
 
 
 def split_task(task: ChunkTask) -> list[ChunkTask]:

@@ -462,6 +462,12 @@ def _manifest(ds: Dataset, ds_hash: str, preds: pd.DataFrame | None, src: dict, 
     }
 
 
+def _at(error: dict) -> str:
+    """" (at FILE:LINE in FUNCTION)" for an error raised in a plugin's code (records cached before
+    qualmet recorded the place have none)."""
+    return f" (at {error['where']})" if error.get("where") else ""
+
+
 def summarise(run: MetricRun, out: str | os.PathLike | None = None) -> str:
     """Human summary printed at the end of ``qualmet metrics run``."""
     i = run.info
@@ -485,10 +491,10 @@ def summarise(run: MetricRun, out: str | os.PathLike | None = None) -> str:
         if per_frame:  # the frames' own errors first: a finalize failing after them is usually their consequence
             first = per_frame[0]
             lines.append(f"error: metric {m} failed on {len(per_frame)} frame(s); first: image {first['image_id']} "
-                         f"({first['file_name']}): {first['error']}")
+                         f"({first['file_name']}): {first['error']}{_at(first)}")
         for e in errs:
             if e["image_id"] is None:  # a vectorised or finalize call: one error for the whole data set
-                lines.append(f"error: metric {m} failed on the whole data set: {e['error']}")
+                lines.append(f"error: metric {m} failed on the whole data set: {e['error']}{_at(e)}")
     if i["skipped_frames"]:
         sk = i["skipped_frames"][0]
         lines.append(f"skipped: {len(i['skipped_frames'])} frame(s) without pixel metrics; first: image {sk['image_id']}: {sk['reason']}")
