@@ -166,7 +166,7 @@ def _known_metrics(spec: Spec):
     reg = load_registry()
     unknown = [m for m in spec.metrics_needed() if m not in reg]
     if unknown:
-        raise QualmetError(f"{spec.path}: unknown metric(s) {', '.join(unknown)}; see `qualmet metrics list`")
+        raise QualmetError(f"{spec.path}: unknown metric(s) {reg.hint(unknown)}; see `qualmet metrics list`")
     return reg
 
 

@@ -76,10 +76,13 @@ class MetricSpec:
                 "source": self.source}
 
 
-def metric(name: str, level: str, needs: Iterable[str] = (), worse: str = "low", description: str = "",
+def metric(name: str, level: str | None = None, needs: Iterable[str] = (), worse: str = "low", description: str = "",
            version: str = "1", vectorised: bool = False, finalize: Callable[..., Any] | None = None
            ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a metric plugin.
+
+    ``worse`` ("low", the default, or "high") is the suspicious end of the scale, read by every
+    filter and ranking: set it to "high" for a metric whose large values are the bad ones.
 
     Per-frame form (default): ``func(ctx: MetricContext)`` returns one float per object of the frame
     (``level="object"``, in ``ctx.annotations`` order) or one float (``level="frame"``); NaN means
@@ -88,6 +91,9 @@ def metric(name: str, level: str, needs: Iterable[str] = (), worse: str = "low",
     indexed by image id (frame level). ``finalize(partials, annotations)`` turns per-object vectors
     computed per frame into the final values once all frames are done (a data-set-wide pass).
     """
+    if callable(name):  # @qualmet.metric on a function, without the call
+        raise QualmetError(f"@qualmet.metric needs its arguments: write @qualmet.metric(name=..., level=..., "
+                           f"worse=...) above {getattr(name, '__name__', 'the function')}")
     if not isinstance(name, str) or not name.isidentifier():
         raise QualmetError(f"metric name {name!r} must be a Python identifier (letters, digits, _)")
     if name in RESERVED_NAMES or name.startswith("__"):
@@ -407,8 +413,17 @@ class Registry:
         unknown = [n for n in names if n not in self.metrics]
         if unknown:
             broken = f" ({'; '.join(self.problems)})" if self.problems else ""
-            raise QualmetError(f"unknown metric(s) {', '.join(unknown)}; available: {', '.join(sorted(self.metrics))}{broken}")
+            raise QualmetError(f"unknown metric(s) {self.hint(unknown)}; available: {', '.join(sorted(self.metrics))}"
+                               f"{broken} (a plugin's metric needs its file in --plugins)")
         return [self.metrics[n] for n in names]
+
+    def hint(self, unknown: Iterable[str]) -> str:
+        """Unknown metric names, each with the closest known name: "'box_tightnes' (did you mean
+        'box_tightness'?)"."""
+        import difflib
+
+        return ", ".join(f"{n!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(n, self.metrics, 1))
+                         else repr(n) for n in unknown)
 
     def __contains__(self, name: str) -> bool:
         return name in self.metrics

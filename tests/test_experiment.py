@@ -89,7 +89,7 @@ def test_quick_mode_and_spec_errors(tmp_path):
     ('[data]\ntrian = 4\n', r"unknown key\(s\) trian in \[data\]"),
     ('budget = "half"\n', r"budget must be a frame count >= 1 or a fraction in \(0, 1\], got 'half'"),
     ('budget = 1.5\n', r"budget must be"),
-    ('metrics = ["box_tightnes"]\n', r"unknown metric\(s\) box_tightnes; see `qualmet metrics list`"),
+    ('metrics = ["box_tightnes"]\n', r"unknown metric\(s\) 'box_tightnes' \(did you mean 'box_tightness'\?\); see `qualmet metrics list`"),
     ('seeds = [0, 1, 0]\n', r"'seeds' lists 0 more than once"),
     ('seeds = [0, -1]\n', r"'seeds' must be whole numbers from 0 up, got -1"),
     ('seeds = [0, 1.5]\n', r"'seeds' must be whole numbers from 0 up, got 1.5"),

@@ -133,11 +133,20 @@ def test_decorator_refuses_bad_declarations():
         metric(name="m", level="object", description=None)
     with pytest.raises(QualmetError, match="metric 'm': finalize must be a function"):
         metric(name="m", level="object", finalize=3)
+    with pytest.raises(QualmetError, match=r"@qualmet.metric needs its arguments: .* above f$"):
+        @metric  # noqa: the mistake under test: the decorator without its call
+        def f(ctx):
+            return 1.0
+    with pytest.raises(QualmetError, match=r"metric 'm': level must be one of \('object', 'frame'\), got None"):
+        metric(name="m")
 
 
 def test_unknown_metric_and_missing_plugin(tmp_path):
     with pytest.raises(QualmetError, match="unknown metric.*nope.*available"):
         load_registry(entry_points=False).select(["nope"])
+    with pytest.raises(QualmetError, match=r"unknown metric\(s\) 'sharpnes' \(did you mean 'sharpness'\?\), 'zzz';"
+                                           r" available: .* \(a plugin's metric needs its file in --plugins\)"):
+        load_registry(entry_points=False).select(["sharpnes", "zzz"])
     with pytest.raises(QualmetError, match="does not exist"):
         load_registry([tmp_path / "missing.py"], entry_points=False)
     bad = tmp_path / "bad.py"
