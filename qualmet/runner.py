@@ -478,8 +478,13 @@ def summarise(run: MetricRun, out: str | os.PathLike | None = None) -> str:
         work = f"{c['chunks']} chunks: {c['chunks_computed']} computed, {cached} from the cache" \
             + (f", {failed} failed" if failed else "") + f", {c['decodes']} images decoded"
     else:
-        work = "label-only metrics, no per-frame work"
-    lines = [f"{c['frames']} frames, {len(run.objects)} objects, {len(i['metrics'])} metrics; {work}; "
+        work = "no per-frame work"
+    vec = [m["name"] for m in i["metrics"] if m.get("vectorised")]
+    if vec:
+        done = sum(1 for n in vec if c["computed"].get(n))
+        work += f"; label-only metrics: {done} computed, {len(vec) - done} from the cache"
+    n = len(i["metrics"])
+    lines = [f"{c['frames']} frames, {len(run.objects)} objects, {n} metric{'s' if n != 1 else ''}; {work}; "
              f"{i['timings']['total_s']:.1f} s"]
     if i["dataset"]["skipped_items"]:
         lines.append(f"data set: {len(i['dataset']['skipped_items'])} record(s) could not be loaded and were skipped (see run.json)")
@@ -490,8 +495,10 @@ def summarise(run: MetricRun, out: str | os.PathLike | None = None) -> str:
         per_frame = [e for e in errs if e["image_id"] is not None]
         if per_frame:  # the frames' own errors first: a finalize failing after them is usually their consequence
             first = per_frame[0]
+            again = "" if c["computed"].get(m) else (" [recorded with cached values: bump the metric's version, "
+                                                      "or delete the run's chunks/ folder, to try again]")
             lines.append(f"error: metric {m} failed on {len(per_frame)} frame(s); first: image {first['image_id']} "
-                         f"({first['file_name']}): {first['error']}{_at(first)}")
+                         f"({first['file_name']}): {first['error']}{_at(first)}{again}")
         for e in errs:
             if e["image_id"] is None:  # a vectorised or finalize call: one error for the whole data set
                 lines.append(f"error: metric {m} failed on the whole data set: {e['error']}{_at(e)}")

@@ -104,6 +104,14 @@ def test_raising_plugin_gives_nan_error_and_exit_code(data, tmp_path, capsys):
                                "error": "RuntimeError: cannot handle frame two", "where": f"{plugin}:9 in fragile"}]
     assert info["errors_by_metric"] == {"fragile": 1}
     assert info["plugin_sources"] == [str(plugin.resolve())]
+    assert "recorded with cached values" not in err
+    # the same run again: the error comes from the cache, and the summary says how to retry
+    assert main(["metrics", "run", str(data), "--plugins", str(plugin), "--metrics", "fragile,aspect_ratio",
+                 "--out", str(out), "--workers", "1", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("6 frames, 9 objects, 2 metrics; 1 chunks: 0 computed, 1 from the cache, 0 images decoded; "
+                          "label-only metrics: 1 computed, 0 from the cache;")
+    assert "[recorded with cached values: bump the metric's version, or delete the run's chunks/ folder" in err
 
 
 def test_an_error_names_the_line_in_the_plugins_code_that_raised_it(data, tmp_path):
@@ -373,7 +381,8 @@ def test_summary_of_a_label_only_run_with_a_failing_vectorised_metric(data, tmp_
                "--out", str(tmp_path / "run"), "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 1
-    assert "label-only metrics, no per-frame work" in err and "chunks" not in err
+    assert "; no per-frame work; label-only metrics: 2 computed, 0 from the cache;" in err
+    assert "chunks" not in err
     assert "error: metric vbad failed on the whole data set: KeyError: 'no such column'" in err
     objs = pd.read_parquet(tmp_path / "run" / "objects.parquet")
     assert objs["vbad"].isna().all() and objs["aspect_ratio"].notna().all()
