@@ -139,3 +139,12 @@ def test_predictions_for_other_images_are_a_one_line_warning(work, tmp_path, cap
         assert main(["metrics", "run", str(work["a"]), "--predictions", str(tmp_path / "p.json"), "--metrics",
                      "confidence", "--out", str(tmp_path / "r2"), "--no-progress"]) == 2
     assert _err(capsys).startswith("qualmet: error: " + str(tmp_path / "p.json") + ": 1 of 1 predictions lie wholly")
+
+
+def test_a_data_set_folder_where_a_coco_json_goes_says_how_to_convert_it(tmp_path, capsys):
+    voc = tmp_path / "annotations"  # e.g. a VOC folder
+    voc.mkdir()
+    assert main(["metrics", "run", str(voc), "--metrics", "aspect_ratio", "--out", str(tmp_path / "r"),
+                 "--no-progress"]) == 2
+    assert _err(capsys) == (f"qualmet: error: {voc}: is a folder, not a JSON file (for a VOC, YOLO or CSV data set, "
+                            f"`qualmet convert {voc} --out data.json` writes the COCO JSON this command takes)")

@@ -72,6 +72,9 @@ def read_json(path: str | os.PathLike) -> Any:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DatasetError(f"{p}: file not found") from None
+    except IsADirectoryError:
+        raise DatasetError(f"{p}: is a folder, not a JSON file (for a VOC, YOLO or CSV data set, `qualmet convert "
+                           f"{p} --out data.json` writes the COCO JSON this command takes)") from None
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{p}: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
