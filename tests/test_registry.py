@@ -182,6 +182,32 @@ def test_documented_plugin_example_runs_and_measures_what_it_says(tmp_path, doc)
     assert run.objects.sort_values("annotation_id")["red_share"].tolist() == [1.0, 0.0]
 
 
+def test_documented_frame_and_vectorised_examples_run_and_measure_what_they_say(tmp_path):
+    """docs/metrics.md's saturation (frame) and box_share (vectorised) examples, run as a plugin file."""
+    import json
+    import re
+
+    import cv2
+    import numpy as np
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()
+    code = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "box_share" in b)
+    plugin = tmp_path / "examples.py"
+    plugin.write_text("import qualmet\n" + code)
+    img = np.zeros((50, 100, 3), np.uint8)
+    img[:, :50] = (255, 0, 0)  # half pure red (saturation 1), half black (saturation 0)
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "f.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps({"images": [{"id": 1, "file_name": "f.png", "width": 100, "height": 50}],
+                                "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 50, 25]}],
+                                "categories": [{"id": 1, "name": "thing"}]}))
+    run = run_metrics(data, metrics=["saturation", "box_share"], plugins=[plugin], workers=1, progress=False)
+    assert run.errors == []
+    assert run.frames["saturation"].item() == pytest.approx(0.5)
+    assert run.objects["box_share"].item() == pytest.approx(0.25)
+
+
 def test_an_entry_point_naming_a_package_finds_metrics_in_its_submodules(tmp_path, monkeypatch):
     site = tmp_path / "site"
     (site / "qm_pkg").mkdir(parents=True)
