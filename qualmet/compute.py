@@ -304,8 +304,9 @@ def _numbers(v: Any) -> np.ndarray:
     if arr.dtype.kind == "O" and all(x is None or isinstance(x, numbers.Real) for x in arr.reshape(-1)):
         arr = np.array([np.nan if x is None else float(x) for x in arr.reshape(-1)]).reshape(arr.shape)  # None -> NaN
     if arr.dtype.kind not in "biuf":
-        raise ValueError(f"returned {type(v).__name__} of dtype {arr.dtype}; a metric returns real numbers "
-                         "(NaN or None where it is not defined)")
+        what = (f"the text {v!r}" if isinstance(v, str) and len(v) <= 40 else type(v).__name__ if arr.ndim == 0
+                else f"{type(v).__name__} of text" if arr.dtype.kind in "US" else f"{type(v).__name__} of dtype {arr.dtype}")
+        raise ValueError(f"returned {what}; a metric returns real numbers (NaN or None where it is not defined)")
     return _finite(arr.astype(np.float64, copy=False))
 
 

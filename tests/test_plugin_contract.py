@@ -213,9 +213,9 @@ def test_return_values_are_numbers_one_per_object_or_frame(data, tmp_path):
              "v_by_annotation_id", "v_frames_by_position", "v_frames_some_ids", "v_nullable", "o_series_other_labels",
              "o_series_positions", "o_column", "o_nones", "v_column"]
     run = run_metrics(data, metrics=names, plugins=[p], workers=1, progress=False)
-    expect = {"o_none": "returned None", "o_scalar": "returned shape (); ", "o_text": "dtype <U3",
+    expect = {"o_none": "returned None", "o_scalar": "returned shape (); ", "o_text": "returned list of text; a metric returns real numbers",
               "o_complex": "dtype complex128", "o_series_other_labels": "neither ctx.annotations.index nor 0..n-1",
-              "f_none": "returned None", "f_text": "returned str",
+              "f_none": "returned None", "f_text": "returned the text '1.5'; a metric returns real numbers",
               "v_by_annotation_id": "not a subset of the annotations table's index (first unknown label: 9)",
               "v_frames_by_position": "not a subset of image ids (first unknown label: 0)"}
     for name, words in expect.items():
