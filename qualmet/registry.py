@@ -399,7 +399,8 @@ class Registry:
     def add(self, spec: MetricSpec) -> None:
         old = self.metrics.get(spec.name)
         if old is not None and old.func is not spec.func:
-            raise QualmetError(f"metric name clash: {spec.name!r} is defined by {old.source} and by {spec.source}")
+            raise QualmetError(f"metric name clash: {spec.name!r} is defined by {old.source} and by {spec.source}; "
+                               "rename one (name=...), or leave one source out")
         self.metrics[spec.name] = spec
 
     def select(self, names: Iterable[str] | None) -> list[MetricSpec]:

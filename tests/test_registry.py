@@ -83,7 +83,7 @@ def test_folder_of_plugins(tmp_path):
     both = load_registry([d, d / "a.py"], entry_points=False)
     assert both["box_height"].source == str((d / "a.py").resolve())
     (d / "b.py").write_text(USER_PLUGIN)  # a second file defining the same names still clashes
-    with pytest.raises(QualmetError, match=r"'(box_height|red_mean)' is defined by .*a\.py and by .*b\.py"):
+    with pytest.raises(QualmetError, match=r"'(box_height|red_mean)' is defined by .*a\.py and by .*b\.py; rename one"):
         load_registry([d, d / "a.py"], entry_points=False)
 
 
