@@ -233,6 +233,12 @@ def _code_folders() -> tuple[str, tuple[str, ...], str]:
     return folder(str(Path(__file__).parent)), libs, folder(importlib.import_module(BUILTIN_PACKAGE).__path__[0])
 
 
+@functools.lru_cache(maxsize=4096)
+def _realpath(f: str) -> str:
+    """``os.path.realpath``, cached: a metric failing on every frame names the same few files."""
+    return os.path.realpath(f)
+
+
 def plugin_frame(exc: BaseException) -> str | None:
     """``FILE:LINE in FUNCTION`` where a plugin's code raised ``exc``: the innermost frame, from the
     metric's own function inward, that is not in qualmet, the standard library or an installed library
@@ -241,7 +247,7 @@ def plugin_frame(exc: BaseException) -> str | None:
     import traceback
 
     own, libs, builtin = _code_folders()
-    frames = [(fs, os.path.realpath(fs.filename)) for fs in traceback.extract_tb(exc.__traceback__)]
+    frames = [(fs, _realpath(fs.filename)) for fs in traceback.extract_tb(exc.__traceback__)]
     start = next((k for k, (_, f) in enumerate(frames) if f.startswith(builtin) or not f.startswith(own)), None)
     if start is None:
         return None
