@@ -14,8 +14,8 @@ import math
 import numbers
 import os
 import time
+import traceback
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,7 @@ import pandas as pd
 from . import imageio as _imageio
 from .errors import ImageError, QualmetError
 from .paths import safe_join
-from .registry import BUILTIN_PACKAGE, MetricContext, MetricSpec, load_registry, plugin_api_digest, private_copy
+from .registry import MetricContext, MetricSpec, load_registry, plugin_api_digest, private_copy
 
 PARTIAL = "__partial__"  # prefix of per-object vector columns awaiting a finalize step
 
@@ -142,7 +142,7 @@ def compute_chunk(task: ChunkTask) -> ChunkResult:
                 ctx.begin(s.needs)
                 col.extend(_object_values(s, s.func(ctx), ctx, n))
             except (Exception, SystemExit) as exc:  # one metric failing on one frame never stops the run
-                errors.append(error_record(s.name, iid, fr["file_name"], exc))
+                errors.append(error_record(s.name, iid, fr["file_name"], exc, s.func))
                 col.extend([None if s.finalize else math.nan] * n)
             seconds[s.name] += time.perf_counter() - t0
         frame_cols["image_id"].append(iid)
@@ -156,7 +156,7 @@ def compute_chunk(task: ChunkTask) -> ChunkResult:
                 ctx.begin(s.needs)
                 col.append(_frame_value(s.func(ctx)))
             except (Exception, SystemExit) as exc:
-                errors.append(error_record(s.name, iid, fr["file_name"], exc))
+                errors.append(error_record(s.name, iid, fr["file_name"], exc, s.func))
                 col.append(math.nan)
             seconds[s.name] += time.perf_counter() - t0
     objects = pd.DataFrame(obj_cols)
@@ -212,25 +212,13 @@ def _current_specs(task: ChunkTask) -> list[MetricSpec]:
     return [reg[n] for n in task.metric_names]
 
 
-def error_record(metric: str, image_id: int | None, file_name: str | None, exc: BaseException) -> dict:
+def error_record(metric: str, image_id: int | None, file_name: str | None, exc: BaseException,
+                 func: Any = None) -> dict:
     """One recorded failure: the metric, the frame (None for a whole-data-set call), the exception,
-    and ``where`` in the plugin's own code it was raised (see :func:`plugin_frame`)."""
+    and ``where`` in the plugin's code ``func`` (the metric's function, or its finalize) raised it
+    (see :func:`plugin_frame`; None without ``func``, e.g. a chunk whose worker died)."""
     return {"metric": metric, "image_id": image_id, "file_name": file_name,
-            "error": f"{type(exc).__name__}: {exc}", "where": plugin_frame(exc)}
-
-
-@functools.cache
-def _code_folders() -> tuple[str, tuple[str, ...], str]:
-    """qualmet's own folder, the standard library's and installed packages' folders, and the built-in
-    metrics' folder (plugin code wherever it is installed); each ending in a separator."""
-    import importlib
-    import sysconfig
-
-    def folder(p: str) -> str:
-        return os.path.join(os.path.realpath(p), "")
-
-    libs = tuple({folder(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib")})
-    return folder(str(Path(__file__).parent)), libs, folder(importlib.import_module(BUILTIN_PACKAGE).__path__[0])
+            "error": f"{type(exc).__name__}: {exc}", "where": plugin_frame(exc, func) if func is not None else None}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -239,21 +227,36 @@ def _realpath(f: str) -> str:
     return os.path.realpath(f)
 
 
-def plugin_frame(exc: BaseException) -> str | None:
-    """``FILE:LINE in FUNCTION`` where a plugin's code raised ``exc``: the innermost frame, from the
-    metric's own function inward, that is not in qualmet, the standard library or an installed library
-    (the metric's function itself if all deeper frames are, as for an installed entry-point plugin).
-    None when the exception came from qualmet's own checks of a returned value."""
-    import traceback
+@functools.cache
+def _library_roots() -> frozenset[str]:
+    """Folders that hold installed packages (sysconfig's, site's, the user site's): a plugin module
+    lying directly in one has only its own file as plugin code, not its neighbours."""
+    import site
+    import sysconfig
 
-    own, libs, builtin = _code_folders()
-    frames = [(fs, _realpath(fs.filename)) for fs in traceback.extract_tb(exc.__traceback__)]
-    start = next((k for k, (_, f) in enumerate(frames) if f.startswith(builtin) or not f.startswith(own)), None)
-    if start is None:
+    roots = [sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")]
+    roots += list(getattr(site, "getsitepackages", list)()) + [site.getusersitepackages()]
+    return frozenset(_realpath(r) for r in roots)
+
+
+def plugin_frame(exc: BaseException, func: Any) -> str | None:
+    """``FILE:LINE in FUNCTION`` where the plugin's code raised ``exc``: the innermost traceback frame,
+    from the call of ``func`` inward, whose file lies in ``func``'s own folder or below (its helpers;
+    just its file when that folder holds installed packages). None when ``func`` is not in the
+    traceback: qualmet's own check of a returned value raised it, or a worker died."""
+    code = getattr(func, "__code__", None)
+    if code is None:
         return None
-    mine = [fs for fs, f in frames[start:] if f.startswith(builtin) or not (f.startswith(own) or f.startswith(libs))]
-    fs = mine[-1] if mine else frames[start][0]
-    return f"{fs.filename}:{fs.lineno} in {fs.name}"
+    home = _realpath(code.co_filename)
+    folder = os.path.dirname(home)
+    mine = (lambda f: f == home) if folder in _library_roots() else (lambda f: f.startswith(os.path.join(folder, "")))
+    found = None
+    for frame, lineno in traceback.walk_tb(exc.__traceback__):
+        if found is None and frame.f_code is not code:
+            continue
+        if found is None or mine(_realpath(frame.f_code.co_filename)):
+            found = (frame.f_code.co_filename, lineno, frame.f_code.co_name)
+    return None if found is None else f"{found[0]}:{found[1]} in {found[2]}"
 
 
 def split_task(task: ChunkTask) -> list[ChunkTask]:

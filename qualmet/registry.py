@@ -662,8 +662,8 @@ def load_plugin_source(reg: Registry, source: str | Path, loaded: set[Path] | No
     found = 0
     for f in plugin_files(source):
         r = Path(f).resolve()
-        if r in loaded:
-            found += 1
+        if r in loaded:  # loaded already (through its folder, say): what it registered then counts
+            found += sum(1 for spec in reg.metrics.values() if spec.source == str(r))
             continue
         loaded.add(r)
         specs = _specs_in_module(_import_file(f), str(r))

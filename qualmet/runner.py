@@ -277,7 +277,7 @@ def _read_cached(plan: list[_Chunk], index: dict[str, Path], reg: Registry, got:
             ocols = [col for n in wanted for col in (n, PARTIAL + n) if col in o.columns]
             fcols = [n for n in wanted if n in f.columns]
             got.absorb(ci, o[["annotation_id", "image_id"] + ocols], f[["image_id"] + fcols],
-                       {"errors": [e for e in meta["errors"] if e["metric"] in wanted],
+                       {"errors": [{**e, "cached": True} for e in meta["errors"] if e["metric"] in wanted],
                         "skipped": meta["skipped"] if any(reg[n].needs_pixels for n in wanted) else []})
         del o, f
 
@@ -412,7 +412,7 @@ def _run_vectorised(vectorised: list[MetricSpec], anns: pd.DataFrame, images_df:
             try:
                 values = call_vectorised(s, anns, images_df, preds)
             except (Exception, SystemExit) as exc:
-                got.errors.append(error_record(s.name, None, None, exc))
+                got.errors.append(error_record(s.name, None, None, exc, s.func))
             got.took(s.name, time.perf_counter() - t0)
             got.counters["computed"][s.name] += len(images_df)
             if values is not None and cache is not None:
@@ -431,7 +431,7 @@ def _run_finalize(per_frame: list[MetricSpec], anns: pd.DataFrame, got: _Gathere
         try:
             objects[s.name] = call_finalize(s, got.tables.partials(s.name), anns)
         except (Exception, SystemExit) as exc:
-            got.errors.append(error_record(s.name, None, None, exc))
+            got.errors.append(error_record(s.name, None, None, exc, s.finalize))
             objects[s.name] = math.nan
         got.took(s.name, time.perf_counter() - t0)
 
@@ -495,8 +495,10 @@ def summarise(run: MetricRun, out: str | os.PathLike | None = None) -> str:
         per_frame = [e for e in errs if e["image_id"] is not None]
         if per_frame:  # the frames' own errors first: a finalize failing after them is usually their consequence
             first = per_frame[0]
-            again = "" if c["computed"].get(m) else (" [recorded with cached values: bump the metric's version, "
-                                                      "or delete the run's chunks/ folder, to try again]")
+            cached = sum(1 for e in per_frame if e.get("cached"))
+            again = "" if not cached else (f" [{'all' if cached == len(per_frame) else cached} of them recorded with "
+                                           "cached values: bump the metric's version, or delete the run's chunks/ "
+                                           "folder, to try again]")
             lines.append(f"error: metric {m} failed on {len(per_frame)} frame(s); first: image {first['image_id']} "
                          f"({first['file_name']}): {first['error']}{_at(first)}{again}")
         for e in errs:

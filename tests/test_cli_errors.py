@@ -148,3 +148,8 @@ def test_a_data_set_folder_where_a_coco_json_goes_says_how_to_convert_it(tmp_pat
                  "--no-progress"]) == 2
     assert _err(capsys) == (f"qualmet: error: {voc}: is a folder, not a JSON file (for a VOC, YOLO or CSV data set, "
                             f"`qualmet convert {voc} --out data.json` writes the COCO JSON this command takes)")
+    (tmp_path / "preds").mkdir()  # predictions are no data set: no conversion advice
+    data = write_dataset(tmp_path / "ds", n=2)
+    assert main(["metrics", "run", str(data), "--predictions", str(tmp_path / "preds"), "--metrics", "confidence",
+                 "--out", str(tmp_path / "r2"), "--no-progress"]) == 2
+    assert _err(capsys) == f"qualmet: error: {tmp_path / 'preds'}: is a folder, not a JSON file"

@@ -82,6 +82,10 @@ def test_folder_of_plugins(tmp_path):
     # the same file reached through its folder and by name is loaded once, not a clash with itself
     both = load_registry([d, d / "a.py"], entry_points=False)
     assert both["box_height"].source == str((d / "a.py").resolve())
+    (d / "empty.py").write_text("X = 1\n")  # named on its own, a file without a metric is an error, folder or not
+    with pytest.raises(QualmetError, match=r"empty\.py: defines no metric"):
+        load_registry([d, d / "empty.py"], entry_points=False)
+    (d / "empty.py").unlink()
     (d / "b.py").write_text(USER_PLUGIN)  # a second file defining the same names still clashes
     with pytest.raises(QualmetError, match=r"'(box_height|red_mean)' is defined by .*a\.py and by .*b\.py; rename one"):
         load_registry([d, d / "a.py"], entry_points=False)

@@ -111,13 +111,15 @@ def test_raising_plugin_gives_nan_error_and_exit_code(data, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("6 frames, 9 objects, 2 metrics; 1 chunks: 0 computed, 1 from the cache, 0 images decoded; "
                           "label-only metrics: 1 computed, 0 from the cache;")
-    assert "[recorded with cached values: bump the metric's version, or delete the run's chunks/ folder" in err
+    assert "[all of them recorded with cached values: bump the metric's version, or delete the run's chunks/" in err
+    assert json.loads((out / "run.json").read_text())["errors"][0]["cached"] is True
 
 
 def test_an_error_names_the_line_in_the_plugins_code_that_raised_it(data, tmp_path):
     """The innermost frame of the plugin's own code, through a helper and past numpy; none for a
     wrong return value, which qualmet's check finds after the plugin returned."""
-    plugin = tmp_path / "where.py"
+    (tmp_path / "plug").mkdir()
+    plugin = tmp_path / "plug" / "where.py"
     plugin.write_text(textwrap.dedent('''
         import numpy as np
         import qualmet
@@ -136,10 +138,32 @@ def test_an_error_names_the_line_in_the_plugins_code_that_raised_it(data, tmp_pa
         @qualmet.metric(name="undeclared", level="frame", worse="low")
         def undeclared(ctx):
             return float(ctx.image.mean())
-    '''))
-    run = run_metrics(data, metrics=["deep", "short", "undeclared"], plugins=[plugin], workers=1, progress=False)
+
+        class Lazy:
+            def __array__(self, dtype=None, copy=None):
+                raise RuntimeError("no array")
+
+        @qualmet.metric(name="lazy", level="frame", worse="low")
+        def lazy(ctx):
+            return Lazy()
+
+        import sys
+        sys.path.insert(0, LIB)
+        import outside_lib
+
+        @qualmet.metric(name="via_lib", level="frame", worse="low")
+        def via_lib(ctx):
+            return outside_lib.lookup({})
+    ''').replace("LIB", repr(str(tmp_path / "lib"))))
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "outside_lib.py").write_text("def lookup(d):\n    return d['size']\n")
+    run = run_metrics(data, metrics=["deep", "short", "undeclared", "lazy", "via_lib"], plugins=[plugin], workers=1,
+                      progress=False)
     where = {e["metric"]: e["where"] for e in run.errors}
-    assert where == {"deep": f"{plugin}:6 in _second_box", "short": None, "undeclared": f"{plugin}:18 in undeclared"}
+    # the plugin's own lines; none where qualmet's check of a returned value failed (even in code of the
+    # plugin's file that the check called); a library outside the plugin's folder is not the plugin's code
+    assert where == {"deep": f"{plugin}:6 in _second_box", "short": None, "undeclared": f"{plugin}:18 in undeclared",
+                     "lazy": None, "via_lib": f"{plugin}:34 in via_lib"}
     assert f"(at {plugin}:6 in _second_box)" in summarise(run)
 
 
@@ -178,7 +202,7 @@ def test_resume_recomputes_nothing_and_version_change_only_that_metric(data, tmp
     assert c["computed"] == {n: 0 for n in names} and c["cached"] == {n: 6 for n in names}
     pd.testing.assert_frame_equal(first.objects, second.objects)
     pd.testing.assert_frame_equal(first.frames, second.frames)
-    assert second.errors == first.errors  # the recorded error comes back from the cache
+    assert second.errors == [{**e, "cached": True} for e in first.errors]  # the recorded error comes back from the cache
 
     write_plugin(plugin, version="2")
     third = run_metrics(data, metrics=names, plugins=[plugin], out=out, workers=1, chunk_size=2, progress=False)

@@ -65,16 +65,16 @@ def check_coco_target(path: str | os.PathLike) -> None:
         raise DatasetError(f"{side} is a folder; it would be the image-folder sidecar of {p}: choose another name")
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """Parse a JSON file; a malformed one raises DatasetError with line and column."""
+def read_json(path: str | os.PathLike, folder_hint: str = "") -> Any:
+    """Parse a JSON file; a malformed one raises DatasetError with line and column, a folder one that
+    ends with ``folder_hint``."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DatasetError(f"{p}: file not found") from None
     except IsADirectoryError:
-        raise DatasetError(f"{p}: is a folder, not a JSON file (for a VOC, YOLO or CSV data set, `qualmet convert "
-                           f"{p} --out data.json` writes the COCO JSON this command takes)") from None
+        raise DatasetError(f"{p}: is a folder, not a JSON file{folder_hint}") from None
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{p}: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
@@ -222,7 +222,9 @@ def load_coco(path: str | os.PathLike, images: str | os.PathLike | None = None, 
     each; ``"skip"`` loads the rest and lists what was skipped in ``dataset.skipped``."""
     p = Path(path)
     root = Path(images) if images is not None else default_image_root(p)
-    ds = parse_coco(read_json(p), source=str(p), image_root=root)
+    hint = (f" (for a VOC, YOLO or CSV data set, `qualmet convert {p} --out data.json` writes the COCO JSON this "
+            "command takes)")
+    ds = parse_coco(read_json(p, hint), source=str(p), image_root=root)
     if ds.skipped and on_invalid == "raise":
         shown = "; ".join(f"{x.item}: {x.message}" for x in ds.skipped[:5])
         more = f" (and {len(ds.skipped) - 5} more)" if len(ds.skipped) > 5 else ""
