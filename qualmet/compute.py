@@ -218,7 +218,7 @@ def error_record(metric: str, image_id: int | None, file_name: str | None, exc: 
     and ``where`` in the plugin's code ``func`` (the metric's function, or its finalize) raised it
     (see :func:`plugin_frame`; None without ``func``, e.g. a chunk whose worker died)."""
     return {"metric": metric, "image_id": image_id, "file_name": file_name,
-            "error": f"{type(exc).__name__}: {exc}", "where": plugin_frame(exc, func) if func is not None else None}
+            "error": f"{type(exc).__name__}: {exc}", "where": plugin_frame(exc, func)}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -243,7 +243,7 @@ def plugin_frame(exc: BaseException, func: Any) -> str | None:
     """``FILE:LINE in FUNCTION`` where the plugin's code raised ``exc``: the innermost traceback frame,
     from the call of ``func`` inward, whose file lies in ``func``'s own folder or below (its helpers;
     just its file when that folder holds installed packages). None when ``func`` is not in the
-    traceback: qualmet's own check of a returned value raised it, or a worker died."""
+    traceback (qualmet's own check of a returned value raised it, or a worker died) or is None."""
     code = getattr(func, "__code__", None)
     if code is None:
         return None

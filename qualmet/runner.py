@@ -495,10 +495,10 @@ def summarise(run: MetricRun, out: str | os.PathLike | None = None) -> str:
         per_frame = [e for e in errs if e["image_id"] is not None]
         if per_frame:  # the frames' own errors first: a finalize failing after them is usually their consequence
             first = per_frame[0]
-            cached = sum(1 for e in per_frame if e.get("cached"))
-            again = "" if not cached else (f" [{'all' if cached == len(per_frame) else cached} of them recorded with "
-                                           "cached values: bump the metric's version, or delete the run's chunks/ "
-                                           "folder, to try again]")
+            from_cache = sum(1 for e in per_frame if e.get("cached"))
+            share = "all" if from_cache == len(per_frame) else from_cache
+            again = "" if not from_cache else (f" [{share} of them recorded with cached values: bump the metric's "
+                                               "version, or delete the run's chunks/ folder, to try again]")
             lines.append(f"error: metric {m} failed on {len(per_frame)} frame(s); first: image {first['image_id']} "
                          f"({first['file_name']}): {first['error']}{_at(first)}{again}")
         for e in errs:
