@@ -277,8 +277,7 @@ def compute_metrics(spec: Spec, out: Path, noisy: Path, workers: int | None, pro
     _log(f"metrics: {', '.join(names)}")
     run = run_metrics(load_coco(noisy), predictions=preds, metrics=names, out=out / "metrics", workers=workers,
                       progress=progress)
-    worse = {m: reg[m].worse for m in names}
-    return run, worse
+    return run
 
 
 def _train_subset(subset_json: Path, test, arm_dir: Path, spec: Spec, seed: int, progress: bool) -> dict:
@@ -294,7 +293,7 @@ def _train_subset(subset_json: Path, test, arm_dir: Path, spec: Spec, seed: int,
     return dict(ev["stats"])  # None where COCO cannot compute a stat (e.g. no large objects)
 
 
-def run_arm(spec: Spec, arm: dict, seed: int, out: Path, run, worse: dict, noisy_json: Path, test,
+def run_arm(spec: Spec, arm: dict, seed: int, out: Path, run, noisy_json: Path, test,
             manifest: Path | None, progress: bool) -> dict:
     """Select, train, evaluate one arm for one seed; resumable (skips when result.json matches)."""
     from .noise import load_manifest, restore_images
@@ -308,7 +307,7 @@ def run_arm(spec: Spec, arm: dict, seed: int, out: Path, run, worse: dict, noisy
     result_path = arm_dir / "result.json"
     noisy = load_coco(noisy_json)
     strategy = Strategy.from_dict(arm)
-    sel = select(run.objects, run.frames, noisy.images["id"], strategy, spec.raw["budget"], seed, worse)
+    sel = select(run, noisy.images["id"], strategy, spec.raw["budget"], seed)
     restored = sel.relabel_images if arm.get("oracle") else []
     fingerprint = selection_hash(sel.image_ids, restored, sel.drop_annotations)
     if result_path.exists():
@@ -413,17 +412,17 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, quick: 
     _log(f"== experiment {spec.name}{' (quick)' if quick else ''}: {len(spec.arms)} arms x {len(spec.seeds)} seeds, "
          f"budget {spec.raw['budget']}, {spec.raw['detector']['recipe']} x {spec.raw['detector']['iters']} iterations -> {out}")
     noisy_json, test_json, manifest = prepare_data(spec, out)
-    run, worse = compute_metrics(spec, out, noisy_json, workers, progress)
+    run = compute_metrics(spec, out, noisy_json, workers, progress)
     test = load_coco(test_json)
     if manifest is not None:
         from .label_errors import write_label_error_report
 
-        write_label_error_report(run.objects, run.frames, manifest, worse, out / "label_errors")
+        write_label_error_report(run, manifest, out / "label_errors")
     rows = []
     train_s = 0.0  # over every finished arm, including those a resumed run skips
     for seed in spec.seeds:
         for arm in spec.arms:
-            r = run_arm(spec, arm, seed, out, run, worse, noisy_json, test, manifest, progress)
+            r = run_arm(spec, arm, seed, out, run, noisy_json, test, manifest, progress)
             train_s += float(r.get("train_seconds") or 0.0)
             rows.append({"arm": r["arm"], "seed": r["seed"], **{k: r["stats"].get(k) for k in COCO_STATS},
                          "n_frames": r["n_frames"], "n_boxes": r["n_boxes"]})
