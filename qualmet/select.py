@@ -1,23 +1,38 @@
-"""Subset selection strategies: pure functions from metric tables, a strategy, a budget and a seed
+"""Subset selection strategies: pure functions from a metrics run, a strategy, a budget and a seed
 to the training image ids (plus, per frame, why it was kept or dropped).
 
-Suspicion comes from the run (:meth:`MetricRun.suspicion`): higher always means "more likely a
-label error"; NaN (metric not defined here) is never suspicious. A frame is as suspicious as its
-worst object.
+Common random numbers: a seed fixes one permutation of the frames (:func:`permutation`). The random
+arm takes its first ``budget`` frames; every other sampling strategy walks the same permutation,
+skipping the frames it drops, until its budget is met. So an arm and random share most frames, an
+arm that drops nothing selects exactly random's frames, and a paired comparison over seeds compares
+like with like. ``match = "boxes"`` walks on until the subset holds as many boxes as random's frames
+for that seed (the last frame may overshoot by its own boxes), so a filter that drops crowded frames
+is not also a "fewer boxes" arm.
+
+Suspicion comes from the run (:meth:`MetricRun.suspicion`): higher always means "more likely a label
+error". A frame's score combines its boxes' suspicion by ``frame_score`` ("max": the worst box;
+"mean"; "sum": about the expected wrong boxes when suspicion is calibrated). NaN (a metric not
+defined for a frame, e.g. a frame without boxes) is neutral: a filter never drops it, a ranking puts
+it at the median, and stratify samples NaN frames in proportion to their number.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
 from .errors import QualmetError
-from .metric_run import MetricRun, orient
+from .metric_run import MetricRun, fences, orient
 
 RELABEL_REASON = "random sample; to relabel (most suspicious)"
-STRATEGIES = ("random", "filter", "rank", "stratify", "combined", "remove_annotations", "relabel")
+# anchors: need the noise manifest (what is really wrong), so only experiments with [noise] run them
+ANCHORS = ("clean", "oracle_remove", "oracle_filter")
+STRATEGIES = ("random", "filter", "rank", "stratify", "combined", "remove_annotations", "relabel") + ANCHORS
+RANDOM_FRAMES = ("random", "remove_annotations", "relabel", "clean", "oracle_remove")  # keep random's frames
+MATCH = ("frames", "boxes")
+FRAME_SCORES = ("max", "mean", "sum")
 
 
 @dataclass(frozen=True)
@@ -33,6 +48,8 @@ class Strategy:
     threshold: float | None = None  # metric value beyond which (on the worse side) an object is dropped
     bins: int = 4  # stratify
     k: int | None = None  # relabel: frames to relabel (default: a quarter of the budget)
+    match: str = "frames"  # "frames": the budget's frame count; "boxes": random's box count for the seed
+    frame_score: str = "max"  # how an object metric scores a frame: "max", "mean" or "sum"
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Strategy":
@@ -49,23 +66,31 @@ class Strategy:
         d.pop("name", None)
         d.pop("oracle", None)
         s = cls(kind=kind, **d)
-        if kind in ("filter", "rank", "stratify", "remove_annotations") and not s.metric:
-            raise QualmetError(f"strategy {kind!r} needs a 'metric'")
-        if kind == "combined" and len(s.metrics) < 2:
-            raise QualmetError("strategy 'combined' needs 'metrics', a list of at least two")
-        if s.method not in ("iqr", "percentile", "threshold"):
-            raise QualmetError(f"unknown filter method {s.method!r}; choose iqr, percentile or threshold")
-        if s.method == "threshold" and s.threshold is None and kind in ("filter", "remove_annotations"):
-            raise QualmetError("method 'threshold' needs a 'threshold' value")
-        if not 0 < s.percentile <= 100:
-            raise QualmetError(f"percentile must be in (0, 100], got {s.percentile:g}")
-        if s.bins < 1:
-            raise QualmetError(f"bins must be at least 1, got {s.bins}")
-        if s.k is not None and s.k < 1:
-            raise QualmetError(f"k (frames to relabel) must be at least 1, got {s.k}")
-        if s.iqr_k < 0:
-            raise QualmetError(f"iqr_k must not be negative, got {s.iqr_k:g}")
+        s._check()
         return s
+
+    def _check(self) -> None:
+        kind = self.kind
+        if kind in ("filter", "rank", "stratify", "remove_annotations") and not self.metric:
+            raise QualmetError(f"strategy {kind!r} needs a 'metric'")
+        if kind == "combined" and len(self.metrics) < 2:
+            raise QualmetError("strategy 'combined' needs 'metrics', a list of at least two")
+        if self.method not in ("iqr", "percentile", "threshold"):
+            raise QualmetError(f"unknown filter method {self.method!r}; choose iqr, percentile or threshold")
+        if self.method == "threshold" and self.threshold is None and kind in ("filter", "remove_annotations"):
+            raise QualmetError("method 'threshold' needs a 'threshold' value")
+        if not 0 < self.percentile <= 100:
+            raise QualmetError(f"percentile must be in (0, 100], got {self.percentile:g}")
+        if self.bins < 1:
+            raise QualmetError(f"bins must be at least 1, got {self.bins}")
+        if self.k is not None and self.k < 1:
+            raise QualmetError(f"k (frames to relabel) must be at least 1, got {self.k}")
+        if self.iqr_k < 0:
+            raise QualmetError(f"iqr_k must not be negative, got {self.iqr_k:g}")
+        if self.match not in MATCH:
+            raise QualmetError(f"match must be 'frames' or 'boxes', got {self.match!r}")
+        if self.frame_score not in FRAME_SCORES:
+            raise QualmetError(f"frame_score must be max, mean or sum, got {self.frame_score!r}")
 
 
 @dataclass
@@ -77,6 +102,7 @@ class Selection:
     drop_annotations: list[int] = field(default_factory=list)  # remove_annotations
     relabel_annotations: list[int] = field(default_factory=list)  # relabel: suspicious boxes to check
     relabel_images: list[int] = field(default_factory=list)  # relabel: the frames those boxes are in
+    target_boxes: int | None = None  # match="boxes": random's box count this subset was matched to
 
 
 def check_budget(budget: Any) -> None:
@@ -96,21 +122,59 @@ def resolve_budget(n_frames: int, budget: float | int) -> int:
     return int(budget)
 
 
+def permutation(image_ids: Iterable[int], seed: int) -> np.ndarray:
+    """The seed's walk order over the frames: their sorted ids, permuted by ``seed``."""
+    ids = np.sort(np.asarray([int(i) for i in image_ids], dtype=np.int64))
+    return np.random.default_rng(seed).permutation(ids)
+
+
+def box_counts(run: MetricRun, image_ids: Iterable[int]) -> pd.Series:
+    """Boxes per frame (the run's objects table), indexed by ``image_ids``; 0 for a frame without any."""
+    idx = pd.Index([int(i) for i in image_ids], dtype="int64")
+    counts = run.objects.groupby(run.objects["image_id"].astype("int64")).size()
+    return counts.reindex(idx, fill_value=0).astype("int64")
+
+
+def neutral(susp: pd.Series) -> pd.Series:
+    """NaN suspicion replaced by the median of the others: not defined here is neither clean nor suspicious."""
+    finite = susp.dropna()
+    return susp.fillna(float(finite.median()) if len(finite) else 0.0)
+
+
+def _flag_suspicion(susp: pd.Series, s: Strategy, worse: str) -> pd.Series:
+    """True where ``s.method`` calls a suspicion value suspicious, judged among ``susp``'s finite values."""
+    finite = susp.dropna()
+    if s.method == "threshold":
+        flag = susp > orient(pd.Series([s.threshold]), worse).iloc[0]
+    elif s.method == "percentile":
+        flag = susp >= (np.percentile(finite, 100 - s.percentile) if len(finite) else np.inf)
+    else:
+        f = fences(finite.to_numpy(), s.iqr_k)  # suspicion's upper fence is the metric's fence on its worse side
+        flag = susp > f[1] if f is not None else pd.Series(False, index=susp.index)
+    return flag.fillna(False).astype(bool)
+
+
 def object_flags(run: MetricRun, metric: str, s: Strategy, rows: pd.Index | None = None) -> pd.Series:
     """True for the objects (or frames) that ``s.method`` calls suspicious on the side ``metric``'s
     ``worse`` names, judged among the rows ``rows`` of its table (all when None): the percentile cut
     and the IQR fences are those of these rows."""
+    if s.method == "iqr":
+        return run.beyond_fence(metric, s.iqr_k, rows).fillna(False).astype(bool)
     susp = run.suspicion(metric)
-    if rows is not None:
-        susp = susp.loc[rows]
-    finite = susp.dropna()
-    if s.method == "threshold":
-        flag = susp > orient(pd.Series([s.threshold]), run.spec(metric).worse).iloc[0]
-    elif s.method == "percentile":
-        flag = susp >= (np.percentile(finite, 100 - s.percentile) if len(finite) else np.inf)
-    else:
-        flag = run.beyond_fence(metric, s.iqr_k, rows)
-    return flag.fillna(False).astype(bool)
+    return _flag_suspicion(susp if rows is None else susp.loc[rows], s, run.spec(metric).worse)
+
+
+def flagged_frames(run: MetricRun, metric: str, s: Strategy, ids: pd.Index) -> set[int]:
+    """Frames a filter drops: with frame_score "max" (or a frame-level metric) those holding a flagged
+    object (frame); with "mean" or "sum", those whose frame score the method flags among all frames'."""
+    if run.level(metric) == "frame" or s.frame_score == "max":
+        flags = object_flags(run, metric, s)
+        return set(run.table(metric).loc[flags, "image_id"].astype(int))
+    score = run.frame_suspicion(metric, ids, how=s.frame_score)
+    if s.method == "threshold" and s.frame_score == "sum":
+        raise QualmetError(f"filter on {metric!r}: method 'threshold' compares one box's value; with "
+                           "frame_score 'sum' use 'percentile' or 'iqr'")
+    return set(score.index[_flag_suspicion(score, s, run.spec(metric).worse)].astype(int))
 
 
 def _reasons(all_ids: pd.Index, kept: set[int], why_kept: str, why_dropped: pd.Series | str,
@@ -123,118 +187,144 @@ def _reasons(all_ids: pd.Index, kept: set[int], why_kept: str, why_dropped: pd.S
     return df
 
 
-def _sample(ids: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    return np.sort(rng.choice(np.sort(ids), size=n, replace=False)) if n else np.array([], dtype=np.int64)
-
-
-def combined_suspicion(run: MetricRun, metrics: tuple[str, ...], image_ids: pd.Index) -> pd.Series:
-    """Mean over metrics of each frame's suspicion percentile rank (NaN ranks count as least suspicious)."""
-    ranks = [run.frame_suspicion(m, image_ids).rank(pct=True, method="average").fillna(0.0) for m in metrics]
+def combined_suspicion(run: MetricRun, metrics: tuple[str, ...], image_ids: pd.Index, how: str = "max") -> pd.Series:
+    """Mean over metrics of each frame's suspicion percentile rank; a frame a metric leaves NaN counts
+    as the middle rank (0.5) for that metric."""
+    ranks = [run.frame_suspicion(m, image_ids, how=how).rank(pct=True, method="average").fillna(0.5) for m in metrics]
     return pd.concat(ranks, axis=1).mean(axis=1)
 
 
-def select(run: MetricRun, image_ids, strategy: Strategy, budget: float | int, seed: int) -> Selection:
-    """Choose exactly ``budget`` frames of ``image_ids`` by ``strategy`` (or raise saying why not),
-    reading each metric's suspicion from ``run``."""
+def _take(order: np.ndarray, n: int, target: int | None, boxes: pd.Series | None, why: str) -> np.ndarray:
+    """The first ``n`` frames of ``order``, or (``target`` given) the shortest prefix holding at least
+    ``target`` boxes: within one frame of the target."""
+    if target is None:
+        if len(order) < n:
+            raise QualmetError(f"{why}; only {len(order)} remain for a budget of {n}: loosen the filter "
+                               "(e.g. iqr_k, percentile) or lower the budget")
+        return order[:n]
+    cum = np.cumsum(boxes.reindex(order).to_numpy())
+    k = int(np.searchsorted(cum, target, side="left")) + 1
+    if k > len(order):
+        raise QualmetError(f"{why}; the {len(order)} frames left hold {int(cum[-1]) if len(cum) else 0} boxes, "
+                           f"fewer than random's {target}: loosen the filter or lower the budget")
+    return order[:k]
+
+
+def select(run: MetricRun, image_ids, strategy: Strategy, budget: float | int, seed: int,
+           error_frames: Iterable[int] | None = None) -> Selection:
+    """Choose ``budget`` frames of ``image_ids`` by ``strategy`` (or raise saying why not), reading each
+    metric's suspicion from ``run``. ``error_frames`` (the frames with an injected error, from a noise
+    manifest) is needed by ``oracle_filter`` only."""
     ids = pd.Index(sorted(int(i) for i in image_ids), dtype="int64")
     if len(ids) == 0:
         raise QualmetError("the data set has no frames to select from")
-    for m in dict.fromkeys(((strategy.metric,) if strategy.metric else ()) + tuple(strategy.metrics or ())):
+    s = strategy
+    for m in dict.fromkeys(((s.metric,) if s.metric else ()) + tuple(s.metrics or ())):
         run.spec(m)  # raises naming the metrics the run has
     n = resolve_budget(len(ids), budget)
-    rng = np.random.default_rng(seed)
-    s = strategy
-    kind = s.kind
-
-    if kind in ("random", "remove_annotations", "relabel"):
-        chosen = _sample(ids.to_numpy(), n, rng)
-        sel = Selection(chosen.tolist(), _reasons(ids, set(chosen.tolist()), "random sample", "not sampled", None))
-        if kind == "remove_annotations":
-            m = s.metric
-            if run.level(m) != "object":
-                raise QualmetError(f"remove_annotations needs an object-level metric; {m!r} is frame-level")
-            objs = run.objects[run.objects["image_id"].isin(chosen)]
-            flags = object_flags(run, m, s, objs.index)
-            sel.drop_annotations = sorted(int(a) for a in objs.loc[flags, "annotation_id"])
-        if kind == "relabel":
-            k = s.k if s.k is not None else max(1, n // 4)
-            metrics = s.metrics or ((s.metric,) if s.metric else ())
-            if not metrics:
-                raise QualmetError("relabel needs 'metric' or 'metrics' to rank frames by suspicion")
-            susp = (combined_suspicion(run, metrics, pd.Index(chosen)) if len(metrics) > 1
-                    else run.frame_suspicion(metrics[0], chosen).fillna(-np.inf))
-            top = susp.sort_values(ascending=False, kind="mergesort").index[:k]
-            sel.reasons = _reasons(ids, set(chosen.tolist()), "random sample", "not sampled", susp)
-            sel.reasons.loc[sel.reasons.image_id.isin(top), "reason"] = RELABEL_REASON
-            sel.relabel_images = sorted(int(i) for i in top)
-            sel.relabel_annotations = _suspicious_boxes(run, top, metrics)
-        return sel
-
-    if kind == "combined":
-        susp = combined_suspicion(run, s.metrics, ids)
-        label = "combined rank of " + "+".join(s.metrics)
-        cut = np.percentile(susp, 100 - s.percentile)
-        dropped = susp >= cut
-        keep_pool = ids[~dropped.to_numpy()]
-        return _fill(ids, keep_pool, n, rng, susp, f"{label} in top {s.percentile:g}%", s, "combined")
-
+    perm = permutation(ids, seed)
+    random_ids = np.sort(perm[:n])
+    if s.kind in RANDOM_FRAMES:
+        return _on_random_frames(run, ids, s, random_ids, n)
+    boxes = box_counts(run, ids) if s.match == "boxes" else None
+    target = int(boxes.loc[random_ids].sum()) if boxes is not None else None
+    if s.kind in ("rank", "stratify"):
+        return _ordered(run, ids, s, perm, n, target, boxes)
     m = s.metric
-    susp = run.frame_suspicion(m, ids)
-    if kind == "filter":
-        flags = object_flags(run, m, s)
-        bad_frames = set(run.table(m).loc[flags, "image_id"].astype(int))
-        keep_pool = ids[~ids.isin(list(bad_frames))]
-        return _fill(ids, keep_pool, n, rng, susp, f"{m} suspicious ({_method_label(s)})", s, "filter")
-    if kind == "rank":
-        # least suspicious first; equal values (NaN counts as least suspicious) in a seeded random order
-        order = np.lexsort((rng.random(len(susp)), susp.fillna(-np.inf).to_numpy()))
-        chosen = np.sort(susp.index.to_numpy()[order[:n]])
-        return Selection(chosen.tolist(), _reasons(ids, set(chosen.tolist()), f"among the {n} least suspicious by {m}",
-                                                   f"more suspicious by {m}", susp))
-    if kind == "stratify":
-        return _stratify(ids, susp, n, s.bins, rng, m)
-    raise QualmetError(f"unknown strategy {kind!r}")
+    if s.kind == "combined":
+        susp = combined_suspicion(run, s.metrics, ids, how=s.frame_score)
+        dropped = set(susp.index[susp >= np.percentile(susp, 100 - s.percentile)].astype(int))
+        why = f"combined rank of {'+'.join(s.metrics)} in top {s.percentile:g}%"
+    elif s.kind == "oracle_filter":
+        if error_frames is None:
+            raise QualmetError("strategy 'oracle_filter' needs the frames with injected errors (a noise manifest)")
+        dropped, susp, why = {int(i) for i in error_frames}, None, "has an injected label error"
+    else:  # filter
+        susp = run.frame_suspicion(m, ids, how=s.frame_score)
+        dropped = flagged_frames(run, m, s, ids)
+        why = f"{m} suspicious ({_method_label(s)})"
+    order = perm[~np.isin(perm, list(dropped))]
+    chosen = np.sort(_take(order, n, target, boxes, f"{s.kind} drops {len(ids) - len(order)} of {len(ids)} frames ({why})"))
+    dropped_reason = pd.Series(np.where(ids.isin(list(dropped)), f"dropped: {why}", "not sampled"), index=ids)
+    reasons = _reasons(ids, set(chosen.tolist()), "passed filter; sampled", dropped_reason, susp)
+    return Selection(chosen.tolist(), reasons, target_boxes=target)
+
+
+def _on_random_frames(run: MetricRun, ids: pd.Index, s: Strategy, chosen: np.ndarray, n: int) -> Selection:
+    """random, clean, oracle_remove, remove_annotations and relabel: random's frames, and what each marks in them."""
+    sel = Selection(chosen.tolist(), _reasons(ids, set(chosen.tolist()), "random sample", "not sampled", None))
+    if s.kind == "remove_annotations":
+        m = s.metric
+        if run.level(m) != "object":
+            raise QualmetError(f"remove_annotations needs an object-level metric; {m!r} is frame-level")
+        objs = run.objects[run.objects["image_id"].isin(chosen)]
+        flags = object_flags(run, m, s, objs.index)
+        sel.drop_annotations = sorted(int(a) for a in objs.loc[flags, "annotation_id"])
+    if s.kind == "relabel":
+        k = s.k if s.k is not None else max(1, n // 4)
+        metrics = s.metrics or ((s.metric,) if s.metric else ())
+        if not metrics:
+            raise QualmetError("relabel needs 'metric' or 'metrics' to rank frames by suspicion")
+        susp = (combined_suspicion(run, metrics, pd.Index(chosen), how=s.frame_score) if len(metrics) > 1
+                else neutral(run.frame_suspicion(metrics[0], chosen, how=s.frame_score)))
+        top = susp.sort_values(ascending=False, kind="mergesort").index[:k]
+        sel.reasons = _reasons(ids, set(chosen.tolist()), "random sample", "not sampled", susp)
+        sel.reasons.loc[sel.reasons.image_id.isin(top), "reason"] = RELABEL_REASON
+        sel.relabel_images = sorted(int(i) for i in top)
+        sel.relabel_annotations = _suspicious_boxes(run, top, metrics)
+    return sel
+
+
+def _ordered(run: MetricRun, ids: pd.Index, s: Strategy, perm: np.ndarray, n: int, target: int | None,
+             boxes: pd.Series | None) -> Selection:
+    """rank (least suspicious first, ties in permutation order) and stratify (bins interleaved in
+    proportion to their share of the budget, each walked in permutation order)."""
+    m = s.metric
+    susp = run.frame_suspicion(m, ids, how=s.frame_score)
+    if s.kind == "rank":
+        order = perm[np.argsort(neutral(susp).reindex(perm).to_numpy(), kind="stable")]
+        chosen = np.sort(_take(order, n, target, boxes, f"rank by {m}"))
+        return Selection(chosen.tolist(), _reasons(ids, set(chosen.tolist()), f"among the {len(chosen)} least "
+                                                   f"suspicious by {m}", f"more suspicious by {m}", susp),
+                         target_boxes=target)
+    codes = stratum_codes(susp, s.bins)
+    order = _stratified_order(perm, codes)
+    chosen = np.sort(_take(order, n, target, boxes, f"stratify by {m}"))
+    r = _reasons(ids, set(chosen.tolist()), f"stratified by {m}", f"not sampled from its {m} bin", susp)
+    r["bin"] = codes.reindex(r["image_id"]).to_numpy()
+    return Selection(chosen.tolist(), r, target_boxes=target)
+
+
+def stratum_codes(susp: pd.Series, bins: int) -> pd.Series:
+    """Quantile bin (0 = least suspicious) of each frame's score; -1 for NaN (no score)."""
+    codes = pd.Series(-1, index=susp.index, dtype="int64")
+    finite = susp.notna()
+    if finite.sum():
+        q = min(bins, int(finite.sum()))
+        codes[finite] = pd.qcut(susp[finite].rank(method="first"), q=q, labels=False).astype("int64")
+    return codes
+
+
+def _stratified_order(perm: np.ndarray, codes: pd.Series) -> np.ndarray:
+    """Each bin of scored frames gets an equal share of the budget, the NaN frames their share of all
+    frames. The k-th frame (in permutation order) of a stratum with share w comes at (k + 1/2) / w,
+    so any prefix holds each stratum in proportion to its share; an exhausted stratum leaves the rest
+    to the others."""
+    c = codes.reindex(perm).to_numpy()
+    nan_share = float((c == -1).mean())
+    n_bins = len(set(c[c >= 0].tolist()))
+    share = {-1: nan_share, **{b: (1 - nan_share) / max(n_bins, 1) for b in set(c[c >= 0].tolist())}}
+    key = np.empty(len(perm))
+    for b, w in share.items():
+        where = np.flatnonzero(c == b)
+        key[where] = (np.arange(len(where)) + 0.5) / w
+    return perm[np.argsort(key, kind="stable")]
 
 
 def _method_label(s: Strategy) -> str:
+    score = "" if s.frame_score == "max" else f", frame {s.frame_score}"
     return {"iqr": f"outside the {s.iqr_k:g}x IQR fence", "percentile": f"top {s.percentile:g}%",
-            "threshold": f"beyond {s.threshold}"}[s.method]
-
-
-def _fill(ids: pd.Index, pool: pd.Index, n: int, rng: np.random.Generator, susp: pd.Series, why: str,
-          s: Strategy, kind: str) -> Selection:
-    if len(pool) < n:
-        raise QualmetError(f"{kind} drops {len(ids) - len(pool)} of {len(ids)} frames ({why}); only {len(pool)} "
-                           f"remain for a budget of {n}: loosen the filter (e.g. iqr_k, percentile) or lower the budget")
-    chosen = _sample(pool.to_numpy(), n, rng)
-    dropped_reason = pd.Series(np.where(ids.isin(pool), "not sampled", f"dropped: {why}"), index=ids)
-    return Selection(chosen.tolist(), _reasons(ids, set(chosen.tolist()), "passed filter; sampled", dropped_reason, susp))
-
-
-def _stratify(ids: pd.Index, susp: pd.Series, n: int, bins: int, rng: np.random.Generator, m: str) -> Selection:
-    """Quantile bins of the metric; an equal share of the budget from each (spill-over to other bins)."""
-    v = susp.copy()
-    nan_mask = v.isna()
-    codes = pd.Series(-1, index=ids)
-    if (~nan_mask).sum():
-        codes[~nan_mask] = pd.qcut(v[~nan_mask].rank(method="first"), q=min(bins, int((~nan_mask).sum())),
-                                   labels=False).astype(int)
-    groups = [codes.index[codes == b].to_numpy() for b in sorted(codes.unique())]
-    quota = np.full(len(groups), n // len(groups))
-    quota[: n % len(groups)] += 1
-    sizes = np.array([len(g) for g in groups])
-    while (quota > sizes).any():  # give what a small bin cannot take to the bins with room
-        spare = int((quota - sizes).clip(min=0).sum())
-        quota = np.minimum(quota, sizes)
-        room = sizes - quota
-        for i in np.argsort(-room):
-            take = min(spare, int(room[i]))
-            quota[i] += take
-            spare -= take
-    chosen = np.sort(np.concatenate([_sample(g, int(q), rng) for g, q in zip(groups, quota)]))
-    r = _reasons(ids, set(chosen.tolist()), f"stratified by {m}", f"not sampled from its {m} bin", susp)
-    r["bin"] = codes.reindex(r["image_id"]).to_numpy()
-    return Selection(chosen.tolist(), r)
+            "threshold": f"beyond {s.threshold}"}[s.method] + score
 
 
 def _suspicious_boxes(run: MetricRun, frames_ids, metrics) -> list[int]:

@@ -163,3 +163,130 @@ def test_relabel_with_frames_whose_metric_is_nan():
     assert len(sel.relabel_images) == 20 and min(sel.relabel_images) <= 20  # NaN frames among them
     boxes_in = set(o.loc[o.annotation_id.isin(sel.relabel_annotations), "image_id"])
     assert boxes_in <= {i for i in sel.relabel_images if i > 20}
+
+
+# --- common random numbers, count-matched budgets, frame scores and NaN (issue 21 items 2, 3, 5)
+
+def crowded_tables(n_frames: int = 60):
+    """Frame i holds 1 + i % 4 boxes; 'tight' (worse low) is 0.2 on every box of frames i % 4 == 3
+    (the crowded ones: 4 boxes) and 0.9 elsewhere, so a filter on it drops exactly the crowded frames."""
+    rows, aid = [], 0
+    for i in range(1, n_frames + 1):
+        for _ in range(1 + i % 4):
+            aid += 1
+            rows.append({"annotation_id": aid, "image_id": i, "tight": 0.2 if i % 4 == 3 else 0.9})
+    return pd.DataFrame(rows), pd.DataFrame({"image_id": range(1, n_frames + 1)}), list(range(1, n_frames + 1))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_an_arm_that_drops_nothing_selects_exactly_randoms_frames(seed):
+    o, f, ids = tables()
+    run = MetricRun.from_tables(o, f, WORSE)
+    rand = select(run, ids, Strategy("random"), 12, seed=seed).image_ids
+    nothing = Strategy("filter", metric="tight", method="threshold", threshold=-1.0)  # no box below -1
+    assert select(run, ids, nothing, 12, seed=seed).image_ids == rand
+    assert select(run, ids, Strategy("filter", metric="tight", method="threshold", threshold=-1.0, match="boxes"),
+                  12, seed=seed).image_ids == rand
+    assert select(run, ids, Strategy("oracle_filter"), 12, seed=seed, error_frames=[]).image_ids == rand
+    for kind in ("clean", "oracle_remove"):
+        assert select(run, ids, Strategy(kind), 12, seed=seed).image_ids == rand
+
+
+def test_a_filter_walks_randoms_permutation_skipping_what_it_drops():
+    """The filter keeps every random frame it does not drop and fills up with the next frames of the
+    same permutation: it differs from random only where it had to."""
+    from qualmet.select import permutation
+
+    o, f, ids = tables()
+    run = MetricRun.from_tables(o, f, WORSE)
+    for seed in range(10):
+        perm = permutation(ids, seed)
+        walk = [i for i in perm if i not in {1, 2, 3, 4}][:12]
+        sel = select(run, ids, Strategy("filter", metric="tight", method="threshold", threshold=0.5), 12, seed=seed)
+        assert sel.image_ids == sorted(walk)
+        rand = set(perm[:12].tolist())
+        assert rand - {1, 2, 3, 4} <= set(sel.image_ids)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_boxes_matched_filter_reaches_randoms_box_count_within_one_frame(seed):
+    o, f, ids = crowded_tables()
+    run = MetricRun.from_tables(o, f, {"tight": "low"})
+    per_frame = o.groupby("image_id").size()
+    rand = select(run, ids, Strategy("random"), 20, seed=seed).image_ids
+    target = int(per_frame.loc[rand].sum())
+    by_frames = select(run, ids, Strategy("filter", metric="tight", method="threshold", threshold=0.5), 20, seed=seed)
+    by_boxes = select(run, ids, Strategy("filter", metric="tight", method="threshold", threshold=0.5, match="boxes"),
+                      20, seed=seed)
+    assert not any(i % 4 == 3 for i in by_boxes.image_ids)  # the crowded frames are dropped either way
+    got = int(per_frame.loc[by_boxes.image_ids].sum())
+    assert by_boxes.target_boxes == target
+    assert got >= target and got - target < per_frame.max()  # reached, overshooting by less than one frame
+    assert len(by_boxes.image_ids) > len(by_frames.image_ids)  # it needed more (lighter) frames to get there
+    assert set(by_frames.image_ids) <= set(by_boxes.image_ids)  # the same walk, just longer
+
+
+def test_boxes_match_that_cannot_be_met_says_so():
+    o, f, ids = crowded_tables(20)
+    run = MetricRun.from_tables(o, f, {"tight": "low"})
+    with pytest.raises(QualmetError, match="fewer than random's"):
+        select(run, ids, Strategy("filter", metric="tight", method="threshold", threshold=0.5, match="boxes"), 18, seed=0)
+
+
+def test_frame_score_max_mean_and_sum_rank_frames_differently():
+    """Frame 1: one bad box among four good ones; frame 2: one box, fairly bad; frame 3: three middling
+    boxes. max calls 1 the worst, mean 2, sum 3; rank keeps the other four."""
+    o = pd.DataFrame({"annotation_id": range(1, 12), "image_id": [1] * 5 + [2] + [3] * 3 + [4, 5],
+                      "p": [1.0, 0, 0, 0, 0, 0.6, 0.5, 0.5, 0.55, 0.1, 0.1]})
+    run = MetricRun.from_tables(o, pd.DataFrame({"image_id": [1, 2, 3, 4, 5]}), {"p": "high"})
+    ids = [1, 2, 3, 4, 5]
+    left_out = {how: set(ids) - set(select(run, ids, Strategy("rank", metric="p", frame_score=how), 4, seed=0).image_ids)
+                for how in ("max", "mean", "sum")}
+    assert left_out == {"max": {1}, "mean": {2}, "sum": {3}}
+    flt = select(run, ids, Strategy("filter", metric="p", method="percentile", percentile=20, frame_score="sum"), 4, seed=0)
+    assert flt.image_ids == [1, 2, 4, 5]  # the top 20% of frame sums is frame 3 alone
+
+
+def test_nan_is_neutral_in_ranking_and_combining():
+    """A frame without a value ranks at the median: after the clean frames, before the suspicious ones."""
+    o = pd.DataFrame({"annotation_id": range(1, 7), "image_id": [1, 2, 3, 4, 5, 6],
+                      "tight": [0.9, 0.8, 0.7, 0.2, 0.1, np.nan]})
+    f = pd.DataFrame({"image_id": [1, 2, 3, 4, 5, 6, 7]})  # frame 7: no boxes at all
+    run = MetricRun.from_tables(o, f, {"tight": "low"})
+    ids = list(range(1, 8))
+    assert select(run, ids, Strategy("rank", metric="tight"), 2, seed=0).image_ids == [1, 2]
+    five = select(run, ids, Strategy("rank", metric="tight"), 5, seed=0).image_ids
+    assert set(five) == {1, 2, 3, 6, 7}  # the NaN frames (median) come before 4 and 5
+    susp = combined_suspicion(MetricRun.from_tables(o, f.assign(c=[0, 0, 0, 1, 1, 0, 0]), {"tight": "low", "c": "high"}),
+                              ("tight", "c"), pd.Index(ids))
+    assert susp.loc[1] < susp.loc[7] < susp.loc[4]  # no value under 'tight': its middle rank, not its lowest
+    flt = select(run, ids, Strategy("filter", metric="tight", method="percentile", percentile=40), 4, seed=0)
+    assert {6, 7} & set(flt.reasons.loc[flt.reasons.reason.str.startswith("dropped"), "image_id"]) == set()
+
+
+def test_stratify_samples_nan_frames_in_proportion_not_as_a_bin():
+    """8 of 40 frames have no value: they get 8/40 of a 20-frame budget (4), the two bins 8 each;
+    as a bin of their own they would have taken a third (6 or 7)."""
+    o, f, ids = tables()
+    f = f.assign(score=[np.nan if i <= 8 else float(i) for i in ids])
+    run = MetricRun.from_tables(o, f, {"score": "high"})
+    for seed in range(5):
+        sel = select(run, ids, Strategy("stratify", metric="score", bins=2), 20, seed=seed)
+        bins = sel.reasons.set_index("image_id").loc[sel.image_ids, "bin"].value_counts().to_dict()
+        assert bins == {-1: 4, 0: 8, 1: 8}
+
+
+def test_oracle_filter_needs_the_error_frames_and_skips_them():
+    o, f, ids = tables()
+    run = MetricRun.from_tables(o, f, WORSE)
+    with pytest.raises(QualmetError, match="needs the frames with injected errors"):
+        select(run, ids, Strategy("oracle_filter"), 10, seed=0)
+    sel = select(run, ids, Strategy("oracle_filter"), 10, seed=0, error_frames=range(1, 21))
+    assert len(sel.image_ids) == 10 and min(sel.image_ids) > 20
+
+
+def test_match_and_frame_score_values_are_checked():
+    with pytest.raises(QualmetError, match="match must be 'frames' or 'boxes'"):
+        Strategy.from_dict({"strategy": "random", "match": "pixels"})
+    with pytest.raises(QualmetError, match="frame_score must be max, mean or sum"):
+        Strategy.from_dict({"strategy": "filter", "metric": "tight", "frame_score": "median"})

@@ -24,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_dataset_args(s, images_help="image root (default: the one the --run recorded for this data set, else the "
                                     "JSON's .images sidecar, else images/ beside it); subset.json's sidecar names it")
     s.add_argument("--run", required=True, help="metrics run folder (objects.parquet, frames.parquet)")
-    s.add_argument("--strategy", default="random", help="random, filter, rank, stratify, combined, remove_annotations, relabel")
+    s.add_argument("--strategy", default="random", help="random, filter, rank, stratify, combined, remove_annotations, "
+                                                        "relabel (clean and the oracle_* anchors need a noise manifest: "
+                                                        "experiments only)")
     s.add_argument("--metric", default=None)
     s.add_argument("--metrics", default=None, help="comma-separated, for combined / relabel")
     s.add_argument("--method", default="iqr", choices=("iqr", "percentile", "threshold"))
@@ -33,6 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--threshold", type=float, default=None)
     s.add_argument("--bins", type=int, default=4)
     s.add_argument("--k", type=int, default=None, help="relabel: frames to relabel")
+    s.add_argument("--match", default="frames", choices=("frames", "boxes"),
+                   help="frames: exactly the budget's frame count; boxes: walk on until the subset holds as many "
+                        "boxes as the random sample of this seed (within one frame), so a filter that drops "
+                        "crowded frames does not also train on fewer boxes")
+    s.add_argument("--frame-score", default="max", choices=("max", "mean", "sum"),
+                   help="how an object metric scores a frame: its worst box (max), the mean, or the sum (about "
+                        "the expected wrong boxes when suspicion is calibrated)")
     s.add_argument("--budget", default="0.25", help="a fraction of the frames (0.25) or a frame count (200)")
     add_seed(s)
     s.add_argument("--out", required=True)
@@ -93,7 +102,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     if recorded:
         ds.image_root = Path(recorded)  # the images the metrics were computed on
     spec = {"strategy": args.strategy, "method": args.method, "iqr_k": args.iqr_k, "percentile": args.percentile,
-            "bins": args.bins}
+            "bins": args.bins, "match": args.match, "frame_score": args.frame_score}
     for k in ("metric", "threshold", "k"):
         if getattr(args, k) is not None:
             spec[k] = getattr(args, k)
