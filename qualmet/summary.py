@@ -1,5 +1,7 @@
-"""Experiment summaries: every arm against the random baseline, mean ± std over seeds, relative
-change in AP (precision) and AR@100 (recall), and a paired comparison over seeds."""
+"""Experiment summaries: per arm the mean ± std over seeds of AP (precision) and AR@100 (recall),
+its relative change against random and what it trained on (frames, boxes, known-wrong boxes); per
+declared contrast the paired difference with its CI, Holm-corrected p, verdict and share of the
+noise gap recovered (:mod:`qualmet.contrasts`); and a forest plot of those differences."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path, write_text
+from .contrasts import NO_EFFECT, Contrast, contrast_table, parse_contrasts
 
 COCO_STATS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
 HEADLINE = ("AP", "AR100")
@@ -16,25 +19,6 @@ HEADLINE = ("AP", "AR100")
 def _shared_seeds(base: pd.Series, arm: pd.Series) -> pd.DataFrame:
     """Columns ``b`` (baseline) and ``a`` (arm), one row per seed both have a value for."""
     return pd.concat([base, arm], axis=1, keys=["b", "a"]).dropna()
-
-
-def paired(base: pd.Series, arm: pd.Series, n_boot: int = 2000, seed: int = 0) -> dict:
-    """Paired comparison over the seeds both have: mean difference, 95% bootstrap CI, paired t-test p.
-
-    ``p`` is NaN with fewer than two seeds or when every seed differs by the same amount, up to float
-    rounding (a t-test is undefined there; two identical gains are not certainty)."""
-    both = _shared_seeds(base, arm)
-    d = (both["a"] - both["b"]).to_numpy()
-    out = {"n": int(len(d)), "diff": float(d.mean()) if len(d) else np.nan, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan}
-    if len(d) >= 2:
-        rng = np.random.default_rng(seed)
-        boots = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
-        out["ci_low"], out["ci_high"] = (float(v) for v in np.percentile(boots, [2.5, 97.5]))
-        if np.ptp(d) > 1e-9:  # float rounding of equal differences is not variation (p 8e-17 from 7e-18)
-            from scipy.stats import ttest_rel
-
-            out["p"] = float(ttest_rel(both["a"], both["b"]).pvalue)
-    return out
 
 
 def relative_change(base: pd.Series, arm: pd.Series) -> tuple[float, int]:
@@ -49,8 +33,12 @@ def relative_change(base: pd.Series, arm: pd.Series) -> tuple[float, int]:
     return 100.0 * (float(both["a"].mean()) - bmean) / bmean, int(len(both))
 
 
+COUNTS = ("n_frames", "n_boxes", "n_wrong")  # per arm x seed: what it trained on (n_wrong: known-wrong boxes kept)
+
+
 def summarise(results: pd.DataFrame, baseline: str = "random") -> pd.DataFrame:
-    """One row per arm: mean/std of each headline stat and, vs the baseline, relative change and paired test."""
+    """One row per arm: mean/std of each headline stat, the mean of each count, and the relative change
+    against the baseline over the seeds both have."""
     rows = []
     base = results[results.arm == baseline].set_index("seed") if baseline in set(results.arm) else None
     for arm, g in results.groupby("arm", sort=False):
@@ -59,12 +47,11 @@ def summarise(results: pd.DataFrame, baseline: str = "random") -> pd.DataFrame:
         for stat in HEADLINE + ("AP50",):
             row[f"{stat}_mean"] = float(g[stat].mean())
             row[f"{stat}_std"] = float(g[stat].std(ddof=1)) if len(g) > 1 else np.nan
+        for c in COUNTS:
+            row[c] = float(g[c].mean()) if c in g and g[c].notna().any() else np.nan
         if base is not None and arm != baseline:
             for stat in HEADLINE:
-                pr = paired(base[stat], g[stat])
                 row[f"{stat}_rel"], row[f"{stat}_paired_seeds"] = relative_change(base[stat], g[stat])
-                row[f"{stat}_diff_ci"] = (pr["ci_low"], pr["ci_high"])
-                row[f"{stat}_p"] = pr["p"]
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -109,24 +96,62 @@ def _is_oracle(arm: str, oracle_arms: set[str] | None) -> bool:
     return arm in oracle_arms if oracle_arms is not None else arm.startswith("oracle")
 
 
-def summary_markdown(summary: pd.DataFrame, title: str, baseline: str = "random", notes: str = "",
-                     oracle_arms: set[str] | None = None) -> str:
-    """The table a reader wants: each arm vs the baseline, with the average over metric arms."""
-    lines = [f"# {title}", "", notes.strip(), "" if notes else "",
-             "| arm | seeds | AP (mAP@[.5:.95]) | AP50 | AR@100 | ΔAP vs random | ΔAR vs random | paired p (AP / AR) |",
-             "|---|---|---|---|---|---|---|---|"]
+def _count(v: float) -> str:
+    return "–" if not np.isfinite(v) else (f"{v:.0f}" if float(v).is_integer() else f"{v:.1f}")
+
+
+def arms_markdown(summary: pd.DataFrame, baseline: str = "random") -> list[str]:
+    """The per-arm table: scores, relative change against the baseline, and what each arm trained on."""
+    lines = ["| arm | seeds | AP (mAP@[.5:.95]) | AP50 | AR@100 | ΔAP vs random | ΔAR vs random | frames | boxes | "
+             "known-wrong boxes |", "|---|---|---|---|---|---|---|---|---|---|"]
     seeds = n_seeds(summary)
-    for r in summary.itertuples(index=False):
-        r = r._asdict()
+    for r in summary.to_dict("records"):
         if r["arm"] == baseline:
             rel_ap = rel_ar = "baseline"
-            pvals = ""
         else:
             rel_ap, rel_ar = (_delta(r.get(f"{k}_rel", np.nan), r.get(f"{k}_paired_seeds", np.nan), seeds)
                               for k in HEADLINE)
-            pvals = " / ".join(_p(r.get(k, np.nan)) for k in ("AP_p", "AR100_p"))
-        lines.append(f"| {_cell(r['arm'])} | {r['seeds']} | {_fmt(r['AP_mean'], r['AP_std'])} | {_fmt(r['AP50_mean'], r['AP50_std'])} | "
-                     f"{_fmt(r['AR100_mean'], r['AR100_std'])} | {rel_ap} | {rel_ar} | {pvals} |")
+        counts = " | ".join(_count(r.get(c, np.nan)) for c in COUNTS)
+        lines.append(f"| {_cell(r['arm'])} | {r['seeds']} | {_fmt(r['AP_mean'], r['AP_std'])} | "
+                     f"{_fmt(r['AP50_mean'], r['AP50_std'])} | {_fmt(r['AR100_mean'], r['AR100_std'])} | {rel_ap} | "
+                     f"{rel_ar} | {counts} |")
+    return lines
+
+
+def _ci(d: float, lo: float, hi: float) -> str:
+    if not np.isfinite(d):
+        return "–"
+    return f"{d:+.2f}" + (f" [{lo:+.2f}, {hi:+.2f}]" if np.isfinite(lo) else "")
+
+
+def _gap(r: dict, stat: str) -> str:
+    g = r.get(f"{stat}_gap", np.nan)
+    if g is None or not np.isfinite(g):
+        return "–"
+    lo, hi = r.get(f"{stat}_gap_lo", np.nan), r.get(f"{stat}_gap_hi", np.nan)
+    return f"{100 * g:.0f}%" + (f" [{100 * lo:.0f}%, {100 * hi:.0f}%]" if np.isfinite(lo) else " [unbounded]")
+
+
+def contrasts_markdown(table: pd.DataFrame) -> list[str]:
+    """The contrast table: differences in points with 95% CIs, Holm-corrected p, verdicts, gap recovered."""
+    if not len(table):
+        return ["No declared contrast has results for both of its arms yet."]
+    lines = ["| contrast | seeds | ΔAP (points) [95% CI] | p (Holm) | AP | ΔAR@100 (points) [95% CI] | p (Holm) | "
+             "AR@100 | noise gap recovered, AP [95% CI] |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in table.to_dict("records"):
+        cells = [_cell(r["contrast"]), str(r["seeds"])]
+        for stat in HEADLINE:
+            cells += [_ci(r[f"{stat}_diff"], r[f"{stat}_lo"], r[f"{stat}_hi"]), _p(r[f"{stat}_p_holm"]),
+                      r[f"{stat}_verdict"]]
+        cells.append(_gap(r, "AP"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def summary_markdown(summary: pd.DataFrame, table: pd.DataFrame, title: str, baseline: str = "random",
+                     notes: str = "", oracle_arms: set[str] | None = None) -> str:
+    """summary.md: the arms, the metric-arm average, the declared contrasts and how to read them."""
+    lines = [f"# {title}", "", notes.strip(), "" if notes else ""] + arms_markdown(summary, baseline)
     others = summary[summary.arm != baseline]
     metric_arms = others[~others.arm.map(lambda a: _is_oracle(a, oracle_arms))]
     if len(metric_arms) and "AP_rel" in metric_arms:
@@ -135,16 +160,22 @@ def summary_markdown(summary: pd.DataFrame, title: str, baseline: str = "random"
             counted = (f"the {len(ap)} metric arm(s)" if len(ap) == len(ar)
                        else f"the metric arms ({len(ap)} for AP, {len(ar)} for AR@100)")
             left = len(metric_arms) - min(len(ap), len(ar))
-            lines += ["", f"Average over {counted} (oracle arms excluded"
+            lines += ["", f"Average over {counted} (oracle and anchor arms excluded"
                           + (f"; {left} without a change against random left out" if left else "") + "): "
                           + f"AP {_pct(ap)}, AR@100 {_pct(ar)} relative to random."]
         else:
             lines += ["", "No metric arm has a change against random to average (the baseline's mean is 0 or "
                           "missing, or no seed is shared)."]
-    lines += ["", "Δ is the relative change of the mean over the seeds an arm shares with random; p is a paired "
-                  "t-test over those seeds (same seed = same random draw for sampling-based arms and the same "
-                  "training seed), so small p means the gain is consistent across seeds (– with one seed, or "
-                  "when every seed gives the same difference). With 3 seeds, treat p > 0.05 as 'not shown'."]
+    lines += ["", "## Declared contrasts", ""] + contrasts_markdown(table)
+    lines += ["", "Each contrast pairs the two arms seed by seed (same seed: the same permutation of the frames, "
+                  "the same training seed and noise draw). Δ is the mean difference in points (1 point = 0.01 AP); "
+                  "the interval is a 95% t-interval over the seeds; p is a paired t-test, Holm-corrected over the "
+                  "declared contrasts (per statistic). Verdicts: \"better\"/\"worse\" when Holm's p < 0.05; "
+                  f"\"no effect\" only when the whole interval lies within ±{NO_EFFECT:g} point; otherwise "
+                  "\"no difference shown\". Gap recovered: (arm − random) / (clean − random), with Fieller's 95% "
+                  "interval (unbounded when clean − random is not clearly above zero). Frames, boxes and "
+                  "known-wrong boxes are means over seeds; known-wrong boxes are those the noise manifest "
+                  "says are wrong."]
     return "\n".join(lines) + "\n"
 
 
@@ -152,30 +183,35 @@ def _pct(v: pd.Series) -> str:
     return f"{v.mean():+.1f}%" if len(v) else "n/a"
 
 
-def plot_summary(results: pd.DataFrame, path: str | Path, title: str, baseline: str = "random",
-                 oracle_arms: set[str] | None = None) -> Path:
-    """Bar chart of AP and AR@100 per arm with std error bars; the baseline's mean as a dashed line."""
+_COLOURS = {"better": "#2e8b57", "worse": "#c0392b", "no effect": "#888888", "no difference shown": "#2a7ab9"}
+
+
+def plot_contrasts(table: pd.DataFrame, path: str | Path, title: str) -> Path:
+    """Forest plot: per contrast the mean paired difference (points) with its 95% CI, AP and AR@100
+    side by side; the dashed line is no difference, the grey band the ±1-point no-effect zone."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    arms = list(dict.fromkeys(results.arm))
-    g = results.groupby("arm")
-    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.1 * len(arms) + 4), 4.5), sharey=False)
-    for ax, stat, label in zip(axes, HEADLINE, ("AP (precision, mAP@[.5:.95])", "AR@100 (recall)")):
-        means = [g.get_group(a)[stat].mean() for a in arms]
-        stds = [g.get_group(a)[stat].std(ddof=1) if len(g.get_group(a)) > 1 else 0 for a in arms]
-        colors = ["#888888" if a == baseline else ("#c9a227" if _is_oracle(a, oracle_arms) else "#2a7ab9") for a in arms]
-        ax.bar(range(len(arms)), means, yerr=stds, color=colors, capsize=4)
-        for i, a in enumerate(arms):  # every seed as a dot: a reader sees the spread, not just the bar
-            v = g.get_group(a)[stat].to_numpy()
-            ax.scatter(np.full(len(v), i), v, color="black", s=10, zorder=3)
-        if baseline in arms:
-            ax.axhline(g.get_group(baseline)[stat].mean(), color="#444444", ls="--", lw=1)
-        ax.set_xticks(range(len(arms)), arms, rotation=35, ha="right", fontsize=8)
-        ax.set_title(label)
-        ax.set_ylim(bottom=0)
+    n = max(len(table), 1)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 1.2 + 0.45 * n), sharey=True)
+    y = np.arange(len(table))[::-1]
+    for ax, stat, label in zip(axes, HEADLINE, ("ΔAP (points)", "ΔAR@100 (points)")):
+        ax.axvspan(-NO_EFFECT, NO_EFFECT, color="#dddddd", zorder=0)
+        ax.axvline(0, color="#444444", ls="--", lw=1)
+        for yi, r in zip(y, table.to_dict("records")):
+            d, lo, hi = r[f"{stat}_diff"], r[f"{stat}_lo"], r[f"{stat}_hi"]
+            colour = _COLOURS.get(r[f"{stat}_verdict"], "black")
+            if np.isfinite(lo):
+                ax.plot([lo, hi], [yi, yi], color=colour, lw=2)
+            if np.isfinite(d):
+                ax.plot([d], [yi], "o", color=colour)
+        ax.set_xlabel(label + ", 95% CI")
+        ax.set_title(label.split(" ")[0] + " (paired over seeds)")
+    axes[0].set_yticks(y, list(table["contrast"]) if len(table) else [], fontsize=8)
+    if not len(table):
+        axes[0].text(0.5, 0.5, "no contrast has results yet", transform=axes[0].transAxes, ha="center")
     fig.suptitle(title)
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -185,16 +221,22 @@ def plot_summary(results: pd.DataFrame, path: str | Path, title: str, baseline: 
 
 
 def write_summary(results: pd.DataFrame, out_dir: str | Path, title: str, notes: str = "",
-                  oracle_arms: set[str] | None = None) -> pd.DataFrame:
-    """Write results.csv, summary.csv, summary.md and summary.png into ``out_dir``; ``oracle_arms``
-    (default: names starting with "oracle") are left out of the metric-arm average."""
+                  oracle_arms: set[str] | None = None, contrasts: list[Contrast] | None = None) -> pd.DataFrame:
+    """Write results.csv, summary.csv, contrasts.csv, summary.md and summary.png (the forest plot) into
+    ``out_dir``. ``contrasts`` default to every arm against random; ``oracle_arms`` (default: names
+    starting with "oracle") are left out of the metric-arm average."""
     out = Path(out_dir)
     with atomic_path(out / "results.csv") as tmp:
         results.to_csv(tmp, index=False)
     summary = summarise(results)
     with atomic_path(out / "summary.csv") as tmp:
         summary.to_csv(tmp, index=False)
-    write_text(out / "summary.md", summary_markdown(summary, title, notes=notes, oracle_arms=oracle_arms)
-               + "\n![AP and AR per arm](summary.png)\n")
-    plot_summary(results, out / "summary.png", title, oracle_arms=oracle_arms)
+    if contrasts is None:
+        contrasts = parse_contrasts(None, list(dict.fromkeys(results["arm"])))
+    table = contrast_table(results, contrasts)
+    with atomic_path(out / "contrasts.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    write_text(out / "summary.md", summary_markdown(summary, table, title, notes=notes, oracle_arms=oracle_arms)
+               + "\n![paired differences with 95% CIs](summary.png)\n")
+    plot_contrasts(table, out / "summary.png", title)
     return summary

@@ -301,6 +301,7 @@ def test_model_and_experiment_sections(data, model_dir, exp_dir, tmp_path):
         assert f"<b>{r.arm}</b>" in exp_html
         if r.arm != "random":
             assert f"{r.AP_rel:+.1f}%" in exp_html and f"{r.AR100_rel:+.1f}%" in exp_html
+    assert "Declared contrasts" in exp_html and "filter:black_white_ratio − random" in exp_html
     le = pd.read_csv(exp_dir / "label_errors" / "label_errors.csv")
     cell = le[(le.metric == "black_white_ratio") & (le.type == "any")].auroc.iloc[0]
     assert f">{cell:.2f}</td>" in exp_html

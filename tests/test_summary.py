@@ -1,10 +1,12 @@
-"""Experiment summaries: relative change vs random, paired comparison, files written."""
+"""Experiment summaries: relative change vs random, counts per arm, the declared contrasts, files written."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from qualmet.summary import COCO_STATS, paired, summarise, write_summary
+from qualmet.contrasts import paired_difference
+from qualmet.summary import COCO_STATS, summarise, write_summary
 
 
 def results_table():
@@ -20,20 +22,20 @@ def results_table():
     return pd.DataFrame(rows)
 
 
-def test_relative_change_and_paired_test():
+def test_relative_change_and_paired_difference():
     s = summarise(results_table()).set_index("arm")
     assert np.isnan(s.loc["random"].get("AP_rel", np.nan))
     assert abs(s.loc["filter:tight", "AP_rel"] - 100 * 0.1 / 0.51) < 1e-9
-    assert np.isnan(s.loc["filter:tight", "AP_p"])  # the same +0.1 on every seed: a t-test is undefined, not p = 0
-    assert s.loc["filter:noise", "AP_p"] > 0.05
-    lo, hi = s.loc["filter:tight", "AP_diff_ci"]
-    assert abs(lo - 0.1) < 1e-9 and abs(hi - 0.1) < 1e-9
+    d = paired_difference(results_table().query("arm == 'filter:tight'").set_index("seed").AP,
+                          results_table().query("arm == 'random'").set_index("seed").AP)
+    assert np.isnan(d["p"])  # the same +0.1 on every seed: a t-test is undefined, not p = 0
+    assert abs(d["lo"] - 0.1) < 1e-9 and abs(d["hi"] - 0.1) < 1e-9
 
 
 def test_paired_uses_only_common_seeds():
     b = pd.Series([0.5, 0.6, 0.7], index=[0, 1, 2])
     a = pd.Series([0.6, 0.8], index=[0, 1])
-    pr = paired(b, a)
+    pr = paired_difference(a, b)
     assert pr["n"] == 2 and abs(pr["diff"] - 0.15) < 1e-12
 
 
@@ -41,6 +43,10 @@ def test_write_summary_files(tmp_path):
     write_summary(results_table(), tmp_path, "test experiment")
     md = (tmp_path / "summary.md").read_text()
     assert "| filter:tight | 3 |" in md and "+19.6%" in md and "Average over the 2 metric arm(s)" in md
+    # +10 points on every seed: a CI of zero width, no p (undefined), so no verdict beyond "not shown"
+    assert "| filter:tight − random | 3 | +10.00 [+10.00, +10.00] | – | no difference shown |" in md
+    c = pd.read_csv(tmp_path / "contrasts.csv")
+    assert list(c.contrast) == ["filter:tight − random", "filter:noise − random"]
     assert (tmp_path / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(pd.read_csv(tmp_path / "results.csv")) == 9
 
@@ -52,7 +58,7 @@ def test_oracle_arms_are_the_flagged_ones_not_those_named_so(tmp_path):
     assert "Average over the 2 metric arm(s)" in (tmp_path / "named" / "summary.md").read_text()
     write_summary(res, tmp_path / "flagged", "t", oracle_arms={"relabel_oracle"})
     md = (tmp_path / "flagged" / "summary.md").read_text()
-    assert "Average over the 1 metric arm(s) (oracle arms excluded): AP +19.6%" in md
+    assert "Average over the 1 metric arm(s) (oracle and anchor arms excluded): AP +19.6%" in md
 
 
 def _table(vals: dict) -> pd.DataFrame:
@@ -68,7 +74,8 @@ def test_change_vs_random_uses_the_seeds_both_arms_have(tmp_path):
     assert s.loc["filter:x", "AP_paired_seeds"] == 1
     write_summary(res, tmp_path, "partial")
     md = (tmp_path / "summary.md").read_text()
-    assert "| filter:x | 1 | 0.320 | 0.320 | 0.320 | +6.7% (1 of 3 seeds) | +6.7% (1 of 3 seeds) | – / – |" in md
+    assert "| filter:x | 1 | 0.320 | 0.320 | 0.320 | +6.7% (1 of 3 seeds) | +6.7% (1 of 3 seeds) | – | – | – |" in md
+    assert "| filter:x − random | 1 | +2.00 | – | no difference shown |" in md  # one seed: no interval
 
 
 def test_zero_or_missing_baseline_is_not_a_percentage(tmp_path):
@@ -80,7 +87,7 @@ def test_zero_or_missing_baseline_is_not_a_percentage(tmp_path):
                           ("filter:b", 0): .33, ("filter:b", 1): .33}), tmp_path / "nan", "nan arm")
     md = (tmp_path / "nan" / "summary.md").read_text()
     assert "| filter:a | 2 | – | – | – | n/a | n/a |" in md
-    assert ("Average over the 1 metric arm(s) (oracle arms excluded; 1 without a change against random left out): "
+    assert ("Average over the 1 metric arm(s) (oracle and anchor arms excluded; 1 without a change against random left out): "
             "AP +10.0%") in md
 
 
@@ -88,7 +95,7 @@ def test_arm_name_with_a_pipe_stays_in_its_cell(tmp_path):
     write_summary(_table({("random", 0): .3, ("combined:a|b", 0): .3}), tmp_path, "pipe")
     row = next(line for line in (tmp_path / "summary.md").read_text().splitlines() if line.startswith("| combined"))
     assert row.startswith("| combined:a\\|b |")
-    assert len(row.replace("\\|", "").split("|")) == len("| arm | seeds | AP | AP50 | AR | dAP | dAR | p |".split("|"))
+    assert len(row.replace("\\|", "").split("|")) == len("| arm | seeds | AP | AP50 | AR | dAP | dAR | f | b | w |".split("|"))
 
 
 def test_equal_differences_up_to_float_rounding_give_no_p():
@@ -97,5 +104,26 @@ def test_equal_differences_up_to_float_rounding_give_no_p():
     arm = pd.Series([0.55, 0.5], index=[0, 1])
     d = (arm - base).to_numpy()
     assert 0 < np.ptp(d) < 1e-15  # the rounding is really there
-    assert np.isnan(paired(base, arm)["p"])
-    assert paired(base, arm + pd.Series([0.0, 0.01], index=[0, 1]))["p"] > 0  # a real spread still gets a p
+    assert np.isnan(paired_difference(arm, base)["p"])
+    assert paired_difference(arm + pd.Series([0.0, 0.01], index=[0, 1]), base)["p"] > 0  # a real spread gets a p
+
+
+def test_counts_gap_and_verdicts_reach_summary_md(tmp_path):
+    """Frames, boxes and known-wrong boxes per arm (means over seeds); with a clean arm, the share of
+    the noise gap each arm recovers; a consistent gain over 4 seeds is "better"."""
+    rows = []
+    for seed in range(4):
+        for arm, ap, wrong in (("random", 0.50, 30), ("clean", 0.56, 0), ("filter:x", 0.53, 12)):
+            jitter = 0.004 * ((seed * 7 + len(arm)) % 3) if arm != "random" else 0.0
+            rows.append({"arm": arm, "seed": seed, **{k: ap + jitter for k in COCO_STATS},
+                         "n_frames": 50 + seed % 2, "n_boxes": 110, "n_wrong": wrong})
+    write_summary(pd.DataFrame(rows), tmp_path, "gap", oracle_arms={"clean"})
+    md = (tmp_path / "summary.md").read_text()
+    assert "| 50.5 | 110 | 30 |" in md and "| 50.5 | 110 | 12 |" in md
+    c = pd.read_csv(tmp_path / "contrasts.csv").set_index("arm")
+    assert c.loc["filter:x", "AP_verdict"] == "better" and c.loc["clean", "AP_verdict"] == "better"
+    gap = c.loc["filter:x", "AP_gap"]
+    res = pd.DataFrame(rows).pivot(index="seed", columns="arm", values="AP")
+    assert gap == pytest.approx((res["filter:x"] - res["random"]).mean() / (res["clean"] - res["random"]).mean())
+    assert f"| {100 * gap:.0f}% [" in md
+    assert (tmp_path / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

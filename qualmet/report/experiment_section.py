@@ -1,6 +1,7 @@
 """Section 5, the experiment: every arm against random (mean ± std over seeds, relative change in AP
-and AR@100, the paired test), the bar chart ``qualmet experiment`` drew, how well each metric finds
-each injected error type, and the configuration that was run."""
+and AR@100), the declared contrasts (paired differences with CIs, Holm-corrected p, verdicts) and
+their forest plot as ``qualmet experiment`` drew it, how well each metric finds each injected error
+type, and the configuration that was run."""
 from __future__ import annotations
 
 import math
@@ -52,6 +53,26 @@ def summary_table(summary: pd.DataFrame, baseline: str = "random") -> str:
         body.append(f"<tr class='{'baseline' if base else ''}'>{''.join(cells)}</tr>")
     h = "".join(f"<th class='{'' if i == 0 else 'num'}'>{esc(x)}</th>" for i, x in enumerate(heads))
     return f"<div class='tablewrap'><table><thead><tr>{h}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+
+
+def contrasts_table(path) -> str:
+    """contrasts.csv (written beside summary.md) as a table; '' when the folder has none."""
+    if not path.is_file():
+        return ""
+    t = pd.read_csv(path)
+    rows = []
+    for r in t.to_dict("records"):
+        cells = [r["contrast"], num(r.get("seeds"))]
+        for stat in ("AP", "AR100"):
+            d, lo, hi = (r.get(f"{stat}_{k}") for k in ("diff", "lo", "hi"))
+            ci = f"{d:+.2f}" + (f" [{lo:+.2f}, {hi:+.2f}]" if np.isfinite(lo) else "") if np.isfinite(d) else "–"
+            cells += [ci, num(r.get(f"{stat}_p_holm"), 2), r.get(f"{stat}_verdict", "")]
+        g = r.get("AP_gap", np.nan)
+        cells.append(f"{100 * g:.0f}%" if g is not None and np.isfinite(g) else "–")
+        rows.append(cells)
+    heads = ["contrast", "seeds", "ΔAP (points) [95% CI]", "p (Holm)", "AP", "ΔAR@100 (points) [95% CI]",
+             "p (Holm)", "AR@100", "noise gap recovered (AP)"]
+    return table(heads, rows, num_cols=(1, 2, 3, 5, 6, 8), cls="compact")
 
 
 def _heat(v: float, lo: float, mid: float, hi: float) -> str:
@@ -112,12 +133,15 @@ def experiment_section(exp: ExperimentData, out: Output, number: int = 5) -> str
     if exp.summary is not None and len(exp.summary):
         chart = ""
         if (exp.dir / "summary.png").is_file():
-            chart = img(out.copy(exp.dir / "summary.png", "assets/experiment/summary.png"), "AP and AR@100 per arm", cls="plot wide")
+            chart = img(out.copy(exp.dir / "summary.png", "assets/experiment/summary.png"),
+                        "paired differences with 95% CIs", cls="plot wide")
         parts.append(f'<div class="card"><h3>Every arm against random</h3>{summary_table(exp.summary)}'
+                     f'<h4>Declared contrasts</h4>{contrasts_table(exp.dir / "contrasts.csv")}'
                      f'{_notes(exp.summary_md)}</div>')
         if chart:
-            parts.append(f'<div class="card"><h3>AP and AR@100 per arm</h3><p class="small muted">bars: mean over seeds '
-                         f'with std; dots: each seed; dashed: random.</p>{chart}</div>')
+            parts.append(f'<div class="card"><h3>Paired differences</h3><p class="small muted">dots: mean difference '
+                         f'over seeds, in points; lines: 95% CI; dashed: no difference; grey: the ±1-point '
+                         f'no-effect band.</p>{chart}</div>')
     else:
         parts.append('<div class="note">No summary yet: the experiment has not finished an arm together with '
                      'the random baseline.</div>')
