@@ -1,5 +1,6 @@
-"""The experiment runner end to end on a tiny spec: same budget for every arm, an oracle arm that
-really fixes labels, summaries written, and a rerun that trains nothing."""
+"""The experiment runner end to end on a tiny spec: same budget for every arm (frames, or random's box
+count), an oracle arm that really fixes labels, the clean anchor, summaries written, and a rerun
+that trains nothing."""
 from __future__ import annotations
 
 import json
@@ -25,7 +26,13 @@ def tiny(tmp_path_factory):
 def test_every_arm_trains_on_the_same_budget_and_is_scored(tiny):
     res = pd.read_csv(tiny / "results.csv")
     assert list(res.arm) == ["random", "filter:box_tightness_iou", "oracle_relabel"]
-    assert (res.n_frames == 20).all()  # budget 0.5 of 40 frames
+    r = res.set_index("arm")
+    assert (r.loc[["random", "oracle_relabel"], "n_frames"] == 20).all()  # budget 0.5 of 40 frames
+    assert r.loc["filter:box_tightness_iou", "n_boxes"] >= r.loc["random", "n_boxes"]  # match = "boxes"
+    assert 0 < r.loc["oracle_relabel", "n_wrong"] < r.loc["random", "n_wrong"]  # known-wrong boxes, from the manifest
+    c = pd.read_csv(tiny / "contrasts.csv")
+    assert list(c.contrast) == ["filter:box_tightness_iou − random", "oracle_relabel − random"]
+    assert "## Declared contrasts" in (tiny / "summary.md").read_text()
     assert res[["AP", "AP50", "AR100"]].notna().all().all()
     assert ((res.AP >= 0) & (res.AP <= 1)).all()
     for f in ("summary.md", "summary.png", "summary.csv", "config.json", "spec.toml", "label_errors/label_errors.csv"):
@@ -144,23 +151,14 @@ def test_importance_command_on_a_trained_arm(tiny, tmp_path):
 
 def test_rerun_retrains_an_arm_whose_selection_changed(tiny, capsys):
     """Same configuration but other training data (metric values moved with code or library
-    versions): that arm is retrained, the others are not. Results from before result.json recorded
-    a selection hash are checked against their reasons.csv."""
+    versions): that arm is retrained, the others are not."""
     arms = tiny / "arms"
     res = {p.parent.parent.name: p for p in arms.glob("*/seed0/result.json")}
-    for name, p in res.items():
-        r = json.loads(p.read_text())
+    for name in ("random", "filter_box_tightness_iou"):
+        r = json.loads(res[name].read_text())
         assert r["selection_hash"] and r["environment"]["opencv"]
-        if name == "random":
-            r["selection_hash"] = "0" * 16  # recorded for other frames
-        else:
-            r.pop("selection_hash")  # as written by an older qualmet: checked through reasons.csv
-        p.write_text(json.dumps(r))
-    reasons = arms / "filter_box_tightness_iou" / "seed0" / "reasons.csv"
-    df = pd.read_csv(reasons)
-    i, j = df.index[df.kept][0], df.index[~df.kept][0]  # pretend the recorded run kept another frame
-    df.loc[i, "kept"], df.loc[j, "kept"] = False, True
-    df.to_csv(reasons, index=False)
+        r["selection_hash"] = "0" * 16  # recorded for other training data
+        res[name].write_text(json.dumps(r))
     stamps = {k: p.stat().st_mtime_ns for k, p in res.items()}
     capsys.readouterr()
     run_experiment(SPEC, out=tiny, progress=False)
@@ -175,7 +173,7 @@ def test_rerun_retrains_an_arm_whose_selection_changed(tiny, capsys):
 def test_an_arm_whose_training_labels_changed_starts_its_model_afresh(tmp_path):
     """Same frames, other labels (e.g. another noise rate or oracle k): the arm's old model must not be
     resumed or reused; the same data keeps it (an interrupted training resumes)."""
-    from qualmet.experiment import _clear_stale_training
+    from qualmet.experiment.arms import clear_stale_training as _clear_stale_training
 
     arm = tmp_path / "arm"
     (arm / "model").mkdir(parents=True)

@@ -92,10 +92,14 @@ def parse_budget(text: str) -> float | int:
 def cmd_select(args: argparse.Namespace) -> int:
     from .. import atomic
     from ..formats import load_coco, save_coco
-    from ..select import Strategy, select
+    from ..errors import QualmetError
+    from ..select import ANCHORS, Strategy, select
 
     from ..runner import recorded_image_root
 
+    if args.strategy in ANCHORS:
+        raise QualmetError(f"--strategy {args.strategy}: an anchor arm reads a noise manifest (what is really wrong); "
+                           "it runs in `qualmet experiment` specs only")
     ds = load_coco(args.dataset, images=args.images)
     run = _load_run(args.run, ds, args.dataset)
     recorded = recorded_image_root(run.info, args.dataset) if args.images is None else None

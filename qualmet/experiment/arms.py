@@ -1,0 +1,159 @@
+"""One arm for one seed: select under the budget, build the training subset (noisy labels, or for the
+anchor arms the labels the noise manifest says are right), train the fixed detector, evaluate on the
+clean test split. A finished arm is skipped on a rerun when its configuration and its training data
+are unchanged.
+
+The anchor arms bound what selection could achieve at this budget:
+
+- ``clean``: random's frames with their clean labels, the ceiling;
+- ``oracle_filter``: only frames without any injected error (best with ``match = "boxes"``);
+- ``oracle_remove``: random's frames with exactly the injected wrong boxes removed; each true object
+  left unlabelled by that (a deleted box, or the original of a moved, resized or relabelled one) is
+  kept as an ignore region, a COCO ``iscrowd=1`` box. Today the detector's data loader drops
+  ``iscrowd`` boxes (:mod:`qualmet.detector.data`), so those objects count as background, exactly
+  as if they were removed; a loss that ignores the anchors overlapping them will pick them up
+  without a change here.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import __version__, steps
+from ..atomic import write_json, write_text
+from ..dataset import BOX_COLUMNS, Dataset
+from ..environment import versions
+from ..formats import save_coco
+from ..select import Selection, Strategy, select
+from .data import Replicate, log, noise_config
+from .spec import Spec, slug
+
+
+def arm_config(spec: Spec, arm: dict, seed: int, rep: Replicate) -> dict:
+    """What an arm's result depends on besides its training data."""
+    return {"arm": arm, "seed": seed, "budget": spec.raw["budget"], "detector": spec.raw["detector"],
+            "data": spec.raw["data"], "noise": noise_config(spec, rep.noise_seed)}
+
+
+def _exact(a: pd.DataFrame, b: pd.DataFrame) -> np.ndarray:
+    """For each row of ``a``: is there a box in ``b`` with the same id, class and coordinates?"""
+    m = a[["id", "category_id"] + BOX_COLUMNS].merge(b[["id", "category_id"] + BOX_COLUMNS], on="id", how="left",
+                                                     suffixes=("", "_b"))
+    same = m["category_id"] == m["category_id_b"]
+    for c in BOX_COLUMNS:
+        same &= np.isclose(m[c].to_numpy(float), m[f"{c}_b"].to_numpy(float), rtol=0, atol=1e-6)
+    return same.fillna(False).to_numpy(bool)
+
+
+def oracle_remove(noisy: Dataset, clean: Dataset) -> Dataset:
+    """``noisy`` without the boxes that differ from ``clean``, plus each clean box left without its
+    label as an ``iscrowd=1`` ignore region (same frames in both)."""
+    na, ca = noisy.annotations, clean.annotations
+    kept = na[_exact(na, ca)]
+    lost = ca[~_exact(ca, kept)].copy()
+    lost["iscrowd"] = 1
+    out = noisy.copy()
+    out.annotations = pd.concat([kept, lost], ignore_index=True).sort_values("id", kind="stable").reset_index(drop=True)
+    return out
+
+
+def known_wrong(subset: Dataset, rep: Replicate) -> float:
+    """Boxes the detector trains on that the manifest says are wrong (NaN without a manifest)."""
+    if rep.manifest is None:
+        return float("nan")
+    boxes = subset.annotations[subset.annotations["iscrowd"] == 0]
+    clean = rep.clean.annotations[rep.clean.annotations["image_id"].isin(subset.images["id"])]
+    return float((~_exact(boxes, clean)).sum())
+
+
+def build_subset(arm: dict, s: Strategy, sel: Selection, rep: Replicate) -> Dataset:
+    """The training data an arm's selection stands for."""
+    from ..noise import restore_images
+
+    if s.kind == "clean":
+        return rep.clean.subset(sel.image_ids)
+    subset = rep.noisy.subset(sel.image_ids)
+    if s.kind == "oracle_remove":
+        return oracle_remove(subset, rep.clean.subset(sel.image_ids))
+    if sel.drop_annotations:
+        subset.annotations = subset.annotations[~subset.annotations["id"].isin(sel.drop_annotations)].reset_index(drop=True)
+    if arm.get("oracle"):
+        subset = restore_images(subset, rep.manifest, sel.relabel_images)
+    return subset
+
+
+def training_hash(subset: Dataset) -> str:
+    """What an arm trains on: its frames and boxes (content) and which boxes are ignore regions."""
+    crowd = subset.annotations.loc[subset.annotations["iscrowd"] != 0, "id"]
+    return steps.fingerprint({"data": steps.dataset_hash(subset), "ignore": sorted(int(i) for i in crowd)})
+
+
+def run_arm(spec: Spec, arm: dict, seed: int, out: Path, rep: Replicate, progress: bool) -> dict:
+    """Select, train, evaluate one arm for one seed; resumable (skips when result.json matches)."""
+    arm_dir = out / "arms" / slug(arm["name"]) / f"seed{seed}"
+    cfg = arm_config(spec, arm, seed, rep)
+    result_path = arm_dir / "result.json"
+    strategy = Strategy.from_dict(arm)
+    sel = select(rep.run, rep.noisy.images["id"], strategy, spec.raw["budget"], seed, error_frames=rep.error_frames)
+    subset = build_subset(arm, strategy, sel, rep)
+    fingerprint = training_hash(subset)
+    if result_path.exists():
+        prev = json.loads(result_path.read_text())
+        if prev.get("config_hash") == steps.fingerprint(cfg):
+            if prev.get("selection_hash") == fingerprint:
+                log(f"  {arm['name']} seed {seed}: done before (AP {prev['stats']['AP'] or 0:.3f}), skipped")
+                return prev
+            # same configuration, other training data: the metric values changed (code or library versions)
+            log(f"  {arm['name']} seed {seed}: the metrics now select other frames or boxes than the recorded run; "
+                "retraining")
+    arm_dir.mkdir(parents=True, exist_ok=True)
+    clear_stale_training(arm_dir, {"selection_hash": fingerprint})
+    save_coco(subset, arm_dir / "subset.json")
+    write_text(arm_dir / "reasons.csv", sel.reasons.to_csv(index=False))
+    t0 = time.perf_counter()
+    stats = _train_and_evaluate(subset, rep.test, arm_dir, spec, seed, progress)
+    crowd = int((subset.annotations["iscrowd"] != 0).sum())
+    result = {"arm": arm["name"], "seed": seed, "config_hash": steps.fingerprint(cfg), "config": cfg, "stats": stats,
+              "n_frames": len(sel.image_ids), "n_boxes": int(len(subset.annotations)) - crowd, "n_ignore": crowd,
+              "n_wrong": known_wrong(subset, rep), "target_boxes": sel.target_boxes, "noise_seed": rep.noise_seed,
+              "dropped_annotations": len(sel.drop_annotations), "train_seconds": round(time.perf_counter() - t0, 1),
+              "selection_hash": fingerprint, "qualmet_version": __version__, "environment": versions()}
+    write_json(result_path, result, indent=2)  # written last: its presence means the arm is complete
+    log(f"  {arm['name']} seed {seed}: AP {stats['AP'] or 0:.3f}  AP50 {stats['AP50'] or 0:.3f}  AR100 "
+        f"{stats['AR100'] or 0:.3f}  ({result['n_frames']} frames, {result['n_boxes']} boxes, "
+        f"{result['train_seconds']:.0f} s)")
+    return result
+
+
+def _train_and_evaluate(subset: Dataset, test: Dataset, arm_dir: Path, spec: Spec, seed: int, progress: bool) -> dict:
+    from ..detector.train import train
+    from ..evaluate import evaluate
+
+    det = spec.raw["detector"]
+    overrides = {k: v for k, v in det.items() if k not in ("recipe", "iters", "val_fraction")}  # e.g. input_size
+    res = train(subset, arm_dir / "model", val_fraction=float(det.get("val_fraction", 0.0)),
+                iters=int(det["iters"]), seed=seed, recipe=det["recipe"], progress=progress, **overrides)
+    preds = res.predictor.predict_dataset(test, progress=False)
+    ev = evaluate(test, preds, out=arm_dir / "eval")
+    return dict(ev["stats"])  # None where COCO cannot compute a stat (e.g. no large objects)
+
+
+def clear_stale_training(arm_dir: Path, want: dict) -> None:
+    """Keep ``arm_dir/model`` only when it was trained (or interrupted) on exactly this arm's data:
+    a resumed experiment whose arm now trains on other frames or labels starts that model afresh
+    instead of resuming (or reusing) the old one. ``training.json`` records what the model is for."""
+    marker = arm_dir / "training.json"
+    try:
+        had = json.loads(marker.read_text()) if marker.exists() else None
+    except (OSError, json.JSONDecodeError):
+        had = None
+    if had != want:
+        for d in ("model", "eval"):
+            if (arm_dir / d).exists():
+                shutil.rmtree(arm_dir / d)
+        write_json(marker, want, indent=2)

@@ -1,0 +1,86 @@
+"""The experiment runner: for each seed, its noise draw (shared, or its own with ``[noise] vary``),
+then every arm on it; results.csv, summary.md, contrasts.csv and the forest plot are rewritten after
+each finished arm, so an interrupted experiment leaves a readable partial summary and resumes."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from .. import __version__
+from ..atomic import write_json, write_text
+from ..environment import describe, differences, versions
+from ..formats import load_coco
+from .arms import run_arm
+from .data import Replicate, log, prepare_clean, replicate
+from .spec import Spec, load_spec
+
+ROW_KEYS = ("n_frames", "n_boxes", "n_wrong", "n_ignore", "noise_seed")
+
+
+def _write_config(spec: Spec, out: Path, quick: bool) -> None:
+    env = versions()
+    if (out / "config.json").is_file():  # resuming: say if the libraries changed since the last run
+        changed = differences(json.loads((out / "config.json").read_text()).get("environment"), env)
+        if changed:
+            log(f"note: library versions differ from the previous run in this folder ({describe(changed)}); "
+                "arms whose selection changes are retrained")
+    write_json(out / "config.json", {"spec": spec.raw, "spec_file": str(spec.path), "quick": quick,
+                                     "qualmet_version": __version__, "environment": env}, indent=2)
+    if spec.path:
+        write_text(out / "spec.toml", spec.path.read_text(encoding="utf-8"))
+
+
+def run_experiment(spec_path: str | Path, out: str | Path | None = None, quick: bool = False,
+                   workers: int | None = None, progress: bool = True) -> Path:
+    """Run every arm x seed of an experiment spec and write results.csv, summary.md and summary.png."""
+    from ..summary import COCO_STATS, write_summary
+
+    spec = load_spec(spec_path, quick=quick)
+    out = Path(out) if out else Path("experiments") / "results" / (spec.name + ("_quick" if quick else ""))
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    _write_config(spec, out, quick)
+    det = spec.raw["detector"]
+    log(f"== experiment {spec.name}{' (quick)' if quick else ''}: {len(spec.arms)} arms x {len(spec.seeds)} seeds, "
+        f"budget {spec.raw['budget']}, {det['recipe']} x {det['iters']} iterations"
+        f"{', a noise draw per seed' if spec.vary_noise else ''} -> {out}")
+    clean_json, test_json = prepare_clean(spec, out)
+    test = load_coco(test_json)  # parsed once for every arm x seed
+    title = f"{spec.name}{' (quick)' if quick else ''}"
+    rows, train_s = [], 0.0  # train_s: over every finished arm, including those a resumed run skips
+    held: dict[int | None, Replicate] = {}  # one draw in memory at a time
+    for seed in spec.seeds:
+        key = seed if spec.vary_noise else None
+        if key not in held:
+            held = {key: replicate(spec, out, seed, clean_json, test, workers, progress)}
+        rep = held[key]
+        for arm in spec.arms:
+            r = run_arm(spec, arm, seed, out, rep, progress)
+            train_s += float(r.get("train_seconds") or 0.0)
+            rows.append({"arm": r["arm"], "seed": r["seed"], **{k: r["stats"].get(k) for k in COCO_STATS},
+                         **{k: r.get(k) for k in ROW_KEYS}})
+            results = pd.DataFrame(rows)
+            if "random" in set(results.arm):
+                write_summary(results, out, title, contrasts=spec.contrasts, oracle_arms=spec.anchor_arms(),
+                              notes=_notes(spec, quick, time.perf_counter() - t_start, train_s, len(rows)))
+    log(f"\n{(out / 'summary.md').read_text()}\nwrote {out} in {time.perf_counter() - t_start:.0f} s")
+    return out
+
+
+def _notes(spec: Spec, quick: bool, seconds: float, train_s: float, n_runs: int) -> str:
+    d, det = spec.raw["data"], spec.raw["detector"]
+    data = (f"synthetic pandas, {d['train']} train / {d['test']} clean test frames at {d['size']} px"
+            if d.get("source", "synthetic") == "synthetic" else f"{d['source']}")
+    draws = (f"a fresh noise draw per seed (noise seed {spec.noise.get('seed', 0)} + the seed)" if spec.vary_noise
+             else f"one noise draw (seed {spec.noise.get('seed', 0)}) shared by every seed")
+    planned = len(spec.arms) * len(spec.seeds)
+    partial = f" PARTIAL: {n_runs} of {planned} arm runs finished." if n_runs < planned else ""
+    return (f"Data: {data}; label noise rate {spec.noise.get('rate', 0)} on the training split only, {draws}. "
+            f"Budget {spec.raw['budget']} of the training frames (arms with match = \"boxes\" take frames until "
+            f"they hold random's box count); detector {det['recipe']}, {det['iters']} iterations from scratch, "
+            f"seeds {spec.seeds}. Training and scoring the {n_runs} arm run(s): {train_s / 60:.1f} min in all; this "
+            f"invocation's wall time: {seconds / 60:.1f} min (a resumed run skips finished arms; data, metrics and "
+            f"out-of-fold predictions are not counted in the first figure). qualmet {__version__}.{partial}")
