@@ -16,7 +16,8 @@ from qualmet.registry import load_registry
 from qualmet.select import STRATEGIES, Strategy
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-SPECS = ["pandas_filtering.toml", "raccoon_filtering.toml"]
+SPECS = ["pandas_filtering.toml", "raccoon_filtering.toml", "headroom_pilot.toml", "headroom_pilot_i800_n03.toml",
+         "headroom_pilot_i400_n05.toml", "headroom_pilot_i800_n05.toml"]
 
 
 @pytest.mark.parametrize("quick", [False, True])
