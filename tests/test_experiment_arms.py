@@ -180,3 +180,19 @@ def test_select_command_matches_boxes(draws, tmp_path):
     per_frame = reps[0].noisy.annotations.groupby("image_id").size()
     assert len(sets["frames"]["images"]) == 10
     assert len(rand["annotations"]) <= len(sets["boxes"]["annotations"]) < len(rand["annotations"]) + per_frame.max()
+
+
+def test_a_spec_of_random_and_clean_needs_no_metrics_run(tmp_path):
+    """The headroom pilot's arms rank by nothing: no metrics are computed (there are none to run), and
+    random and clean still select the same frames from the boxes per frame."""
+    p = tmp_path / "pilot.toml"
+    p.write_text(SPEC.split("[[arms]]")[0] + '[[arms]]\nname = "random"\nstrategy = "random"\n'
+                 '[[arms]]\nname = "clean"\nstrategy = "clean"\n')
+    spec = load_spec(p)
+    assert spec.metrics_needed() == []
+    clean_json, test_json = prepare_clean(spec, tmp_path / "out")
+    rep = replicate(spec, tmp_path / "out", 1, clean_json, load_coco(test_json), workers=1, progress=False)
+    assert rep.noise_seed == 11 and not (tmp_path / "out" / "draws" / "seed1" / "metrics").exists()
+    rsel, _ = _select(rep, spec, "random", seed=1)
+    csel, csub = _select(rep, spec, "clean", seed=1)
+    assert csel.image_ids == rsel.image_ids and known_wrong(csub, rep) == 0
