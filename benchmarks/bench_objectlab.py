@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     from qualmet.atomic import atomic_path, write_text
     from qualmet.formats import load_coco, load_predictions
     from qualmet.noise import load_manifest
-    from qualmet.registry import load_registry
+    from qualmet.discovery import load_registry
     from qualmet.runner import run_metrics
 
     exp, out = Path(args.exp), Path(args.out)

@@ -68,7 +68,7 @@ def importance(model_dir: str | Path, test_json: str | Path, out: str | Path, im
     from .detector.predictor import Predictor
     from .evaluate import evaluate
     from .formats import load_coco
-    from .registry import load_registry
+    from .discovery import load_registry
     from .runner import run_metrics
 
     out = Path(out)

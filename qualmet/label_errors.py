@@ -9,6 +9,7 @@ import pandas as pd
 
 from .atomic import atomic_path, write_text
 from .metric_run import MetricRun
+from .plots import auroc_heatmap
 from .stats import auroc
 
 
@@ -99,28 +100,7 @@ def write_label_error_table(table: pd.DataFrame, out: str | Path) -> None:
         piv = table.pivot_table(index="metric", columns="type", values="auroc")
         write_text(out / "label_errors.md", "# Finding the injected label errors (AUROC; 0.5 = chance)\n\n```\n"
                    + piv.round(3).to_string() + "\n```\n")
-        _heatmap(piv, out / "label_errors.png")
+        auroc_heatmap(piv, out / "label_errors.png")
     else:  # nothing was injected (or no metric fits): say so rather than leave an empty table unexplained
         write_text(out / "label_errors.md", "# Finding the injected label errors\n\nNothing to score: the manifest "
                    "records no injected error, or no metric of the run is oriented (`worse`).\n")
-
-
-def _heatmap(piv: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(1.2 * len(piv.columns) + 3, 0.35 * len(piv) + 1.5))
-    im = ax.imshow(piv.to_numpy(dtype=float), cmap="RdYlGn", vmin=0.3, vmax=1.0, aspect="auto")
-    ax.set_xticks(range(len(piv.columns)), piv.columns, rotation=30, ha="right")
-    ax.set_yticks(range(len(piv.index)), piv.index)
-    for (i, j), v in np.ndenumerate(piv.to_numpy(dtype=float)):
-        if np.isfinite(v):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7)
-    fig.colorbar(im, ax=ax, label="AUROC")
-    ax.set_title("Which metric finds which injected error")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)

@@ -59,7 +59,7 @@ def _load_run(run_dir: str, ds, ds_path: str):
     """The metrics run in ``run_dir``, which must have been computed on ``ds`` (same content hash)."""
     from ..errors import QualmetError
     from ..metric_run import MetricRun
-    from ..runner import dataset_hash
+    from ..steps import dataset_hash
 
     run = MetricRun.load(run_dir)
     recorded = (run.info.get("dataset") or {}).get("hash")
@@ -85,7 +85,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     from ..formats import load_coco, save_coco
     from ..select import Strategy, select
 
-    from ..runner import recorded_image_root
+    from ..metric_run import recorded_image_root
 
     ds = load_coco(args.dataset, images=args.images)
     run = _load_run(args.run, ds, args.dataset)

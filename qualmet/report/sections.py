@@ -10,11 +10,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..metric_run import MetricRun, fences
+from ..plots import histogram_png
 from ..stats import auroc
 from .html import esc, img, json_script, num, seconds, section, table, tile
 from .inputs import MetricInfo, RunData
 from .output import Output, strip_png_text
-from .plots import fences, histogram_png
 from .thumbs import Thumbs
 
 GALLERY_WORST = 24
@@ -33,17 +34,16 @@ def _fin(v: Any) -> Any:
     return v
 
 
-def suspicious_order(values: pd.Series, ids: pd.Series, worse: str) -> np.ndarray:
-    """Row positions with a value, most suspicious first (the side ``worse`` names), ties by id."""
-    v = values.to_numpy(dtype=np.float64)
+def suspicious_order(suspicion: pd.Series, ids: pd.Series) -> np.ndarray:
+    """Row positions with a value, most suspicious first, ties by id."""
+    v = suspicion.to_numpy(dtype=np.float64)
     ok = np.flatnonzero(np.isfinite(v))
-    key = -v[ok] if worse == "high" else v[ok]
-    return ok[np.lexsort((ids.to_numpy()[ok], key))]
+    return ok[np.lexsort((ids.to_numpy()[ok], -v[ok]))]
 
 
-def least_suspicious_order(values: pd.Series, ids: pd.Series, worse: str) -> np.ndarray:
+def least_suspicious_order(suspicion: pd.Series, ids: pd.Series) -> np.ndarray:
     """Row positions with a value, least suspicious first, ties by id."""
-    return suspicious_order(values, ids, "low" if worse == "high" else "high")
+    return suspicious_order(-suspicion, ids)
 
 
 # -- 1 overview ---------------------------------------------------------------------------------
@@ -179,16 +179,16 @@ def _gallery(run: RunData, m: MetricInfo, order: np.ndarray, thumbs: Thumbs | No
         '<p class="muted">no values</p>'
 
 
-def metric_stats(values: pd.Series, worse: str) -> dict[str, Any]:
+def metric_stats(run: MetricRun, name: str) -> dict[str, Any]:
     """What the card's side table shows: counts, quartiles, fences, items beyond the suspicious fence."""
-    v = values.to_numpy(dtype=np.float64)
+    v = run.values(name).to_numpy(dtype=np.float64)
     ok = v[np.isfinite(v)]
     out: dict[str, Any] = {"n": int(len(ok)), "nan": int(len(v) - len(ok))}
     if len(ok):
         q = np.percentile(ok, [0, 25, 50, 75, 100])
         out.update(min=q[0], q1=q[1], median=q[2], q3=q[3], max=q[4])
-        lo, hi = fences(ok)
-        out.update(lo=lo, hi=hi, beyond=int((ok > hi).sum() if worse == "high" else (ok < lo).sum()))
+        lo, hi = run.fences(name)
+        out.update(lo=lo, hi=hi, beyond=int(run.beyond_fence(name).sum()))
     return out
 
 
@@ -202,17 +202,17 @@ def metric_cards(run: RunData, out: Output, thumbs: Thumbs | None, number: int =
         vals = table_[m.name]
         ids = table_["annotation_id"] if m.level == "object" else table_["image_id"]
         inj = _injected_mask(run, m.level)
-        st = metric_stats(vals, m.worse)
+        st = metric_stats(run.run, m.name)
+        susp = run.run.suspicion(m.name)
         au = None
         if inj is not None and inj.any() and (~inj).any():
-            susp = vals.to_numpy(dtype=np.float64) * (1 if m.worse == "high" else -1)
-            au = auroc(susp, inj)
+            au = auroc(susp.to_numpy(), inj)
         png = histogram_png(vals.to_numpy(dtype=np.float64), m.worse, inj,
                             labels=("clean", "injected error") if m.level == "object" else
                             ("clean frames", "frames with injected errors"))
         rel = out.write_bytes(f"assets/plots/hist_{_slug(m.name)}.png", strip_png_text(png))
-        worst = suspicious_order(vals, ids, m.worse)[:GALLERY_WORST]
-        best = least_suspicious_order(vals, ids, m.worse)[:GALLERY_BEST]
+        worst = suspicious_order(susp, ids)[:GALLERY_WORST]
+        best = least_suspicious_order(susp, ids)[:GALLERY_BEST]
         side = [("values", num(st["n"])), ("not defined (NaN)", num(st["nan"]))]
         if st["n"]:
             side += [("min · max", f"{num(st['min'], 4)} · {num(st['max'], 4)}"),

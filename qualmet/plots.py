@@ -1,34 +1,52 @@
-"""The report's own plot: a metric's histogram, split into clean and injected-error items when a noise
-manifest is known, with the 1.5x IQR fences and the suspicious side shaded. Everything else the
-report shows is plotted by the command that made it (loss curves, PR curve, summary bars)."""
+"""Every picture qualmet draws, in one place: each function takes plain data (arrays, DataFrames)
+and writes a PNG (atomically) or returns its bytes. matplotlib is imported on first use, with the
+Agg backend, so nothing here needs a display and importing this module stays cheap."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
+
+from .atomic import atomic_path
+from .metric_run import fences
 
 CLEAN_C, INJ_C, FENCE_C, SIDE_C = "#5b7fa6", "#e4572e", "#333333", "#fde2dc"
 
 
-def fences(values: np.ndarray, k: float = 1.5) -> tuple[float, float] | None:
-    """(Q1 - k IQR, Q3 + k IQR) over the finite values, or None when there are none; the same
-    fences ``select``'s ``iqr`` method uses."""
-    v = values[np.isfinite(values)]
-    if not len(v):
-        return None
-    q1, q3 = np.percentile(v, [25, 75])
-    return float(q1 - k * (q3 - q1)), float(q3 + k * (q3 - q1))
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def png_bytes(fig: Any, **savefig: Any) -> bytes:
+    """The figure as PNG bytes; the figure is closed."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", **savefig)
+    pyplot().close(fig)
+    return buf.getvalue()
+
+
+def save_png(fig: Any, path: str | Path, **savefig: Any) -> Path:
+    """Write the figure to ``path`` atomically and close it."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", **savefig)
+    pyplot().close(fig)
+    return Path(path)
 
 
 def histogram_png(values: np.ndarray, worse: str, injected: np.ndarray | None = None, bins: int = 40,
                   labels: tuple[str, str] = ("clean", "injected error")) -> bytes:
     """PNG bytes of the histogram of ``values`` (NaN dropped); ``injected`` (bool per value) stacks the
     injected-error items on top of the clean ones."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     v = np.asarray(values, dtype=np.float64)
     ok = np.isfinite(v)
     fig, ax = plt.subplots(figsize=(6.4, 2.7), dpi=100)
@@ -69,7 +87,20 @@ def histogram_png(values: np.ndarray, worse: str, injected: np.ndarray | None = 
     ax.tick_params(labelsize=8)
     ax.grid(axis="y", color="#e5e7eb", lw=0.6, zorder=0)
     fig.tight_layout(pad=0.4)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
+
+
+def auroc_heatmap(piv: pd.DataFrame, path: str | Path) -> Path:
+    """Metric x injected-error-type AUROC table as a heat map (0.3 red ... 1.0 green)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(1.2 * len(piv.columns) + 3, 0.35 * len(piv) + 1.5))
+    im = ax.imshow(piv.to_numpy(dtype=float), cmap="RdYlGn", vmin=0.3, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(piv.columns)), piv.columns, rotation=30, ha="right")
+    ax.set_yticks(range(len(piv.index)), piv.index)
+    for (i, j), v in np.ndenumerate(piv.to_numpy(dtype=float)):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7)
+    fig.colorbar(im, ax=ax, label="AUROC")
+    ax.set_title("Which metric finds which injected error")
+    fig.tight_layout()
+    return save_png(fig, path, dpi=110)
