@@ -30,6 +30,7 @@ from .atomic import atomic_path, write_json, write_text
 from .boxes import coverage_matrix, iou_matrix
 from .dataset import Dataset, category_labels, empty_annotations
 from .errors import QualmetError
+from .predictions import check_predictions as _check
 
 COCO_STATS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
 BACKGROUND = "background"
@@ -42,32 +43,12 @@ def check_iou_threshold(iou_threshold: float) -> None:
         raise QualmetError(f"the IoU threshold must be in (0, 1], got {iou_threshold}")
 
 
-def _count(n: int, what: str) -> str:
-    return f"{n} {what}" + ("" if n == 1 else "s")
-
-
-def _id(v: Any) -> str:
-    """An id as the user wrote it: 7, not 7.0 (a float column), and never a crash on NaN."""
-    try:
-        return str(int(v)) if float(v) == int(v) else repr(v)
-    except (TypeError, ValueError, OverflowError):
-        return repr(v)
-
-
 def check_predictions(gt: Dataset, preds: pd.DataFrame) -> None:
-    """Refuse predictions on images ``gt`` does not have or of categories it does not define: COCOeval
-    would silently ignore them and the flags would mis-count them, so they most likely belong elsewhere."""
-    if not len(preds):
-        return
+    """Refuse predictions on images ``gt`` does not have or of categories it does not define (the check
+    every loader uses, :func:`qualmet.predictions.check_predictions`): COCOeval would silently ignore
+    them and the flags would mis-count them. Boxes outside their frame are warned about when loading."""
     where = gt.source if gt.source and gt.source != "<memory>" else "the ground truth"
-    bad = preds.loc[~preds["image_id"].isin(gt.images["id"]), "image_id"]
-    if len(bad):
-        raise QualmetError(f"{_count(len(bad), 'prediction')} on images not in {where} "
-                           f"(first: image_id {_id(bad.iat[0])}); are these predictions for this data set?")
-    bad = preds.loc[~preds["category_id"].isin(gt.categories["id"]), "category_id"]
-    if len(bad):
-        raise QualmetError(f"{_count(len(bad), 'prediction')} with a category id not among the categories of "
-                           f"{where} (first: category_id {_id(bad.iat[0])}); are these predictions for this data set?")
+    _check(preds, gt.images, gt.categories, where=where, warn_outside=False)
 
 
 def class_labels(categories: pd.DataFrame) -> dict[int, str]:

@@ -37,7 +37,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..formats import load_coco, load_predictions
 
     gt = load_coco(args.dataset)
-    preds = load_predictions(args.predictions, gt.images)
+    preds = load_predictions(args.predictions, gt)
     evaluate(gt, preds, out=args.out, score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
              verbose=True)
     print(f"wrote {args.out}")

@@ -7,12 +7,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from .. import atomic
 from ..dataset import Dataset, empty_annotations, is_int64
-from ..errors import DatasetError, PredictionsWarning, Problem
+from ..errors import DatasetError, Problem
 
 
 SIDECAR = ".images"  # NAME.images beside NAME.json: the image root, when it is not the default
@@ -258,16 +257,23 @@ def save_coco(ds: Dataset, path: str | os.PathLike, indent: int | None = None) -
     return out
 
 
-def load_predictions(path: str | os.PathLike, images: pd.DataFrame | None = None) -> pd.DataFrame:
+def load_predictions(path: str | os.PathLike, images: Dataset | pd.DataFrame | None = None,
+                     categories: pd.DataFrame | None = None, where: str | None = None) -> pd.DataFrame:
     """Load a COCO results list (image_id, category_id, bbox, score) into an annotations-shaped
-    DataFrame (ids assigned 1..N in file order). Unknown image ids are an error when ``images`` is given."""
+    DataFrame (ids assigned 1..N in file order), checked by :func:`qualmet.predictions.check_predictions`
+    against the data set: pass it whole (``images=dataset``), or its images and categories tables.
+    Unknown image or category ids are a :class:`DatasetError` naming the file and the first bad prediction."""
+    from ..predictions import check_predictions, where_of
+
+    if isinstance(images, Dataset):
+        where = where or where_of(images.source)
+        images, categories = images.images, images.categories if categories is None else categories
     p = Path(path)
     d = read_json(p)
     if isinstance(d, dict) and "annotations" in d:  # a full COCO file of predictions is accepted too
         d = d["annotations"]
     if not isinstance(d, list):
         raise DatasetError(f"{p}: predictions must be a COCO results list, got {type(d).__name__}")
-    known = set(images["id"].astype(int)) if images is not None else None
     recs = []
     for n, r in enumerate(d):
         item = f"prediction [{n}]"
@@ -281,33 +287,11 @@ def load_predictions(path: str | os.PathLike, images: pd.DataFrame | None = None
             raise DatasetError(f"{p}: {item}: bbox must be 4 finite numbers, got {b!r}")
         if not _is_finite(r["score"]):
             raise DatasetError(f"{p}: {item}: score must be a finite number, got {r['score']!r}")
-        if known is not None and r["image_id"] not in known:
-            raise DatasetError(f"{p}: {item}: image_id {r['image_id']} is not in the data set")
         recs.append({"id": n + 1, "image_id": int(r["image_id"]), "category_id": int(r["category_id"]),
                      "x": float(b[0]), "y": float(b[1]), "w": float(b[2]), "h": float(b[3]),
                      "area": float(b[2]) * float(b[3]), "iscrowd": 0, "score": float(r["score"])})
     if not recs:
         return empty_annotations(with_score=True)
     df = pd.DataFrame(recs)
-    if images is not None and {"width", "height"} <= set(images.columns):
-        _warn_outside(p, df, images)
+    check_predictions(df, images, categories, where=where or "the data set", file=str(p))
     return df
-
-
-def _warn_outside(path: Path, preds: pd.DataFrame, images: pd.DataFrame) -> None:
-    """Warn when predictions lie wholly outside their image: a detector cannot predict there, so they
-    were most likely made on other images (another data set, or these images at another size)."""
-    import warnings
-
-    size = images.drop_duplicates("id").set_index("id")[["width", "height"]].astype(float)
-    wh = size.reindex(preds["image_id"]).to_numpy()
-    x, y = preds["x"].to_numpy(), preds["y"].to_numpy()
-    out = (x >= wh[:, 0]) | (y >= wh[:, 1]) | (x + preds["w"].to_numpy() <= 0) | (y + preds["h"].to_numpy() <= 0)
-    if out.any():
-        k = int(out.argmax())
-        r = preds.iloc[k]
-        frame = f"a {wh[k, 0]:g}x{wh[k, 1]:g} frame" if np.isfinite(wh[k]).all() else "a frame of unknown size"
-        warnings.warn(f"{path}: {int(out.sum())} of {len(preds)} predictions lie wholly outside their image (first: "
-                      f"prediction [{k}], image {int(r['image_id'])}, box [{r['x']:g}, {r['y']:g}, {r['w']:g}, "
-                      f"{r['h']:g}] in {frame}): were they made on this data set, at its "
-                      "image size?", PredictionsWarning, stacklevel=3)
