@@ -10,6 +10,7 @@ images (or on these images at another size).
 from __future__ import annotations
 
 import warnings
+from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -94,3 +95,45 @@ def _warn_outside(file: str, preds: pd.DataFrame, images: pd.DataFrame) -> None:
 def where_of(source: str | None) -> str:
     """How messages name the data set: its file, or 'the data set' for one built in memory."""
     return source if source and source != "<memory>" else "the data set"
+
+
+def _name_keys(file_name: str) -> set[str]:
+    """What a prediction may call an image by: its file name, base name, stem, and a numeric stem as the
+    number (Ultralytics writes ``image_id = int(stem)`` when the stem is all digits: 000123 -> 123)."""
+    p = PurePosixPath(str(file_name).replace("\\", "/"))
+    keys = {str(file_name), p.name, p.stem}
+    if p.stem.isdigit():
+        keys.add(str(int(p.stem)))
+    return keys
+
+
+def match_by_file_name(records: list[dict], images: pd.DataFrame, file: str,
+                       own_images: list | None = None) -> list[dict]:
+    """``records`` (COCO results) with each ``image_id`` replaced by the id of the image of ``images`` it
+    names by file name, stem or numeric stem; ``own_images`` (a predictions file's own COCO ``images``)
+    first turns the file's ids into its file names. An id naming no image, or several (a stem shared by
+    two files, as in train/a.jpg and val/a.jpg), is a :class:`DatasetError` naming the prediction."""
+    lookup: dict[str, list[int]] = {}
+    for iid, fn in zip(images["id"], images["file_name"]):
+        for k in _name_keys(fn):
+            lookup.setdefault(k, []).append(int(iid))
+    names = {}
+    if own_images is not None:
+        names = {im.get("id"): im.get("file_name") for im in own_images if isinstance(im, dict)}
+    out = []
+    for n, r in enumerate(records):
+        if not isinstance(r, dict) or "image_id" not in r:
+            out.append(r)  # load_predictions names what is missing
+            continue
+        key = names.get(r["image_id"], r["image_id"]) if own_images is not None else r["image_id"]
+        found = lookup.get(str(key), [])
+        if not found and own_images is None and isinstance(key, str):
+            found = next((lookup[k] for k in sorted(_name_keys(key)) if k in lookup), [])
+        if len(set(found)) != 1:
+            fns = images.set_index("id").loc[sorted(set(found)), "file_name"].tolist() if found else []
+            why = (f"names {len(set(found))} images ({', '.join(map(str, fns[:3]))}): a file-name stem shared by "
+                   "several files cannot tell them apart; key the predictions by file name or image id") if found \
+                else "names no image of the data set by file name or stem"
+            raise DatasetError(f"{file}: prediction [{n}]: image {key!r} {why}")
+        out.append({**r, "image_id": found[0]})
+    return out

@@ -258,22 +258,33 @@ def save_coco(ds: Dataset, path: str | os.PathLike, indent: int | None = None) -
 
 
 def load_predictions(path: str | os.PathLike, images: Dataset | pd.DataFrame | None = None,
-                     categories: pd.DataFrame | None = None, where: str | None = None) -> pd.DataFrame:
+                     categories: pd.DataFrame | None = None, where: str | None = None,
+                     match_by: str = "id") -> pd.DataFrame:
     """Load a COCO results list (image_id, category_id, bbox, score) into an annotations-shaped
     DataFrame (ids assigned 1..N in file order), checked by :func:`qualmet.predictions.check_predictions`
     against the data set: pass it whole (``images=dataset``), or its images and categories tables.
-    Unknown image or category ids are a :class:`DatasetError` naming the file and the first bad prediction."""
-    from ..predictions import check_predictions, where_of
+    Unknown image or category ids are a :class:`DatasetError` naming the file and the first bad prediction.
+    ``match_by="file_name"`` maps each prediction to the image its ``image_id`` names by file name or stem
+    (Ultralytics' predictions.json), or, for a COCO file with its own ``images``, by their file names."""
+    from ..predictions import check_predictions, match_by_file_name, where_of
 
+    if match_by not in ("id", "file_name"):
+        raise DatasetError(f"match_by must be 'id' or 'file_name', got {match_by!r}")
     if isinstance(images, Dataset):
         where = where or where_of(images.source)
         images, categories = images.images, images.categories if categories is None else categories
     p = Path(path)
     d = read_json(p)
+    own_images = None
     if isinstance(d, dict) and "annotations" in d:  # a full COCO file of predictions is accepted too
+        own_images = d.get("images") if isinstance(d.get("images"), list) else None
         d = d["annotations"]
     if not isinstance(d, list):
         raise DatasetError(f"{p}: predictions must be a COCO results list, got {type(d).__name__}")
+    if match_by == "file_name":
+        if images is None:
+            raise DatasetError(f"{p}: matching predictions by file name needs the data set's images")
+        d = match_by_file_name(d, images, str(p), own_images)
     recs = []
     for n, r in enumerate(d):
         item = f"prediction [{n}]"
@@ -282,7 +293,10 @@ def load_predictions(path: str | os.PathLike, images: Dataset | pd.DataFrame | N
         b = r["bbox"]
         wrong = [k for k in ("image_id", "category_id") if not is_int64(r[k])]
         if wrong:
-            raise DatasetError(f"{p}: {item}: " + "; ".join(f"{k} must be an integer, got {r[k]!r}" for k in wrong))
+            hint = (" (an image named by file name or stem, as Ultralytics writes it: match by file name, "
+                    "--match-by file_name)") if isinstance(r["image_id"], str) else ""
+            raise DatasetError(f"{p}: {item}: " + "; ".join(f"{k} must be an integer, got {r[k]!r}" for k in wrong)
+                               + hint)
         if not (isinstance(b, list) and len(b) == 4 and all(_is_finite(v) for v in b)):
             raise DatasetError(f"{p}: {item}: bbox must be 4 finite numbers, got {b!r}")
         if not _is_finite(r["score"]):
