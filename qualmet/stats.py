@@ -36,3 +36,14 @@ def spearman(x, y) -> float:
     if len(a) <= 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
     return float(spearmanr(a, b).statistic)
+
+
+def bootstrap_ci(values, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean (``scipy.stats.bootstrap``), ``n_boot``
+    resamples drawn from ``numpy.random.default_rng(seed)``: the same seed gives the same interval."""
+    from scipy.stats import bootstrap
+
+    d = np.asarray(values, dtype=np.float64).ravel()
+    res = bootstrap((d,), np.mean, n_resamples=n_boot, method="percentile", confidence_level=level,
+                    rng=np.random.default_rng(seed), vectorized=True)
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)

@@ -119,3 +119,25 @@ def test_scipy_auroc_and_spearman_give_the_former_numbers(n):
             assert (np.isnan(r) and np.isnan(q)) or abs(r - q) <= 1e-12, (r, q)
     assert np.isnan(spearman([1.0, 1.0, 1.0, 1.0], [0, 1, 0, 1]))  # a constant metric says nothing
     assert spearman([1.0, 2.0, 3.0, np.nan], [0, 1, 1, 0]) == pytest.approx(0.75 ** 0.5)  # ranks 1,2,3 vs 1,2.5,2.5
+
+
+def _bootstrap_by_numpy(d, n_boot=2000, seed=0):
+    """summary.paired's own bootstrap before it used scipy: resampled means, 2.5 and 97.5 percentiles."""
+    rng = np.random.default_rng(seed)
+    boots = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
+    return tuple(float(v) for v in np.percentile(boots, [2.5, 97.5]))
+
+
+def test_scipy_bootstrap_gives_the_former_interval():
+    """The same seed draws the same resamples; the means may differ in the last bits (summation order)."""
+    import warnings
+
+    from qualmet.stats import bootstrap_ci
+
+    for n in (2, 3, 5, 12):
+        for seed in range(4):
+            d = np.random.default_rng(100 * n + seed).normal(0.01, 0.02, n)
+            np.testing.assert_allclose(bootstrap_ci(d, seed=seed), _bootstrap_by_numpy(d, seed=seed), rtol=0, atol=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # equal differences on every seed: a zero-width interval, no warning
+        assert bootstrap_ci(np.full(3, 0.02)) == pytest.approx((0.02, 0.02))
