@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path, write_json, write_text
-from .boxes import coverage_matrix, iou_matrix
+from .boxes import iou_matrix, xywh_to_xyxy
 from .cocoeval import BACKENDS, COCO_STATS, check_backend, coco_eval, coco_matches  # noqa: F401 (re-exported)
 from .dataset import Dataset, category_labels, empty_annotations
 from .errors import QualmetError
@@ -103,9 +103,8 @@ def match(gt: Dataset, preds: pd.DataFrame, iou_threshold: float = 0.5, ev: Any 
     crowd = anns["iscrowd"].to_numpy() != 0
     p_box, g_box = preds[["x", "y", "w", "h"]].to_numpy(float), anns[["x", "y", "w", "h"]].to_numpy(float)
     p_iou = _best_iou(preds, anns[~crowd], p_box)
-    for k in np.where(pred_match >= 0)[0]:  # a match's own overlap (with a crowd region: the share inside it)
-        j = pred_match[k]
-        p_iou[k] = (coverage_matrix if crowd[j] else iou_matrix)(p_box[k:k + 1], g_box[j:j + 1])[0, 0]
+    k = np.where(pred_match >= 0)[0]  # a match's own overlap (with a crowd region: the share inside it)
+    p_iou[k] = _pair_overlap(p_box[k], g_box[pred_match[k]], crowd[pred_match[k]])
     pdf = pd.DataFrame({"pred_id": preds["id"].to_numpy(np.int64), "image_id": preds["image_id"].to_numpy(np.int64),
                         "category_id": preds["category_id"].to_numpy(np.int64), "score": preds["score"].to_numpy(float),
                         "tp": (pred_match >= 0) & ~ignored, "ignored": ignored | capped, "capped": capped,
@@ -114,14 +113,27 @@ def match(gt: Dataset, preds: pd.DataFrame, iou_threshold: float = 0.5, ev: Any 
     rows = rows[np.argsort(_image_order(gt, anns["image_id"].to_numpy()[rows]), kind="stable")]
     m = gt_match[rows]
     pair = np.full(len(rows), np.nan)
-    for i in np.where(m >= 0)[0]:
-        pair[i] = iou_matrix(g_box[rows[i]:rows[i] + 1], p_box[m[i]:m[i] + 1])[0, 0]
+    i = np.where(m >= 0)[0]
+    pair[i] = _pair_overlap(p_box[m[i]], g_box[rows[i]], np.zeros(len(i), dtype=bool))
     gdf = pd.DataFrame({"annotation_id": anns["id"].to_numpy(np.int64)[rows],
                         "image_id": anns["image_id"].to_numpy(np.int64)[rows],
                         "category_id": anns["category_id"].to_numpy(np.int64)[rows],
                         "matched_pred_id": _take(pdf["pred_id"].to_numpy(), m, -1),
                         "matched_score": _take(pdf["score"].to_numpy(), m, np.nan), "iou": pair})
     return gdf, pdf
+
+
+def _pair_overlap(p: np.ndarray, g: np.ndarray, crowd: np.ndarray) -> np.ndarray:
+    """Row k: the IoU of boxes ``p[k]`` and ``g[k]`` (xywh), or, where ``crowd[k]``, the share of ``p[k]``
+    inside ``g[k]`` (COCO's overlap with a crowd region); the same arithmetic as ``iou_matrix``."""
+    a, b = xywh_to_xyxy(p), xywh_to_xyxy(g)
+    inter = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None) * \
+        np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    den = np.where(crowd, area_a, area_a + area_b - inter)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.clip(np.where(den > 0, inter / den, 0.0), 0.0, 1.0)
 
 
 def _take(values: np.ndarray, idx: np.ndarray, fill: Any) -> np.ndarray:
