@@ -203,3 +203,17 @@ def test_one_split_labels_folder_finds_its_images(tmp_path):
     whole = load_dataset(y, split="train")
     assert sorted(one.images["file_name"]) == ["000012.jpg", "empty.jpg", "street_a.jpg"]
     assert [[o[:2] for o in v] for v in _by_frame(one).values()] == [[o[:2] for o in v] for v in _by_frame(whole).values()]
+
+
+def test_bad_label_lines_and_files_are_named_not_fatal(tmp_path):
+    y = _layout(tmp_path / "ul")
+    (tmp_path / "ul" / "labels" / "val" / "park.txt").write_bytes(b"0 0.5 \xff\n")
+    (tmp_path / "ul" / "labels" / "train" / "street_a.txt").write_text("0 0.5 0.5 0.2\n5 0.5 0.5 0.2 0.2\n")
+    ds = load_dataset(y, on_invalid="skip")
+    msgs = sorted(f"{Path(p.file).name}: {p.item}: {p.message}" for p in ds.skipped)
+    assert msgs[0].startswith("park.txt: park.jpg: cannot read this label file")
+    assert msgs[1:] == ["street_a.txt: line 1: expected 5 fields 'class cx cy w h', got 4 (6 with a confidence; 7 or "
+                        "more for a polygon 'class x1 y1 x2 y2 x3 y3 ...')",
+                        "street_a.txt: line 2: class 5 not in ul.yaml (2 names)"]
+    with pytest.raises(DatasetError, match=r"ul.yaml: 3 item\(s\) cannot be loaded"):
+        load_dataset(y)

@@ -110,7 +110,12 @@ def _frame(img: Path, root: Path, split: str, names: list[str], where: str, prob
         return None
     lab, objects = _label_path(img), []
     if lab.is_file():
-        for n, line in enumerate(lab.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            text = lab.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(Problem("error", str(lab), img.name, f"cannot read this label file ({exc}); frame skipped"))
+            return None
+        for n, line in enumerate(text.splitlines(), start=1):
             if line.strip():
                 obj = parse_line(line, names, w, h, where)
                 if isinstance(obj, str):
