@@ -26,9 +26,9 @@ def _count(n: int, what: str) -> str:
 def _id(v: Any) -> str:
     """An id as the user wrote it: 7, not 7.0 (a float column), and never a crash on NaN."""
     try:
-        return str(int(v)) if float(v) == int(v) else repr(v)
-    except (TypeError, ValueError, OverflowError):
-        return repr(v)
+        return str(int(v)) if float(v) == int(v) else str(v)
+    except (TypeError, ValueError, OverflowError):  # NaN, inf, text
+        return str(v) if isinstance(v, (float, np.floating)) else repr(v)
 
 
 def _first(bad: np.ndarray, file: str | None) -> str:
@@ -66,11 +66,13 @@ def check_predictions(preds: pd.DataFrame, images: pd.DataFrame | None = None,
         bad = ~preds["category_id"].isin(categories["id"]).to_numpy()
         if bad.any():
             cats = {int(c) for c in categories["id"]}
-            pred_cats = {int(c) for c in pd.unique(preds["category_id"])}
+            ids = pd.to_numeric(pd.Series(pd.unique(preds["category_id"])), errors="coerce").dropna()
+            pred_cats = {int(c) for c in ids if float(c).is_integer()}
             raise DatasetError(f"{head}{_count(int(bad.sum()), 'prediction')} with a category id not among the "
                                f"categories of {where} (first: {_first(bad, file)}category_id "
                                f"{_id(preds['category_id'].to_numpy()[bad][0])})"
-                               + (_shift_hint(pred_cats, cats, where) if cats else "; the data set has no category"))
+                               + (_shift_hint(pred_cats, cats, where) if cats and pred_cats
+                                  else "; are these predictions for this data set?"))
     if warn_outside and images is not None and {"width", "height"} <= set(images.columns):
         _warn_outside(file or "predictions", preds, images)
 
