@@ -136,7 +136,7 @@ def objectlab_scores(labels: list[dict], predictions: list[list[np.ndarray]]
 
 def object_combined(objects: pd.DataFrame, metrics: tuple[str, ...], worse: dict[str, str]) -> pd.Series:
     """Per-annotation analogue of qualmet.select.combined_suspicion: mean percentile rank of suspicion."""
-    from qualmet.select import orient
+    from qualmet.metric_run import orient
 
     ranks = [orient(objects[m], worse[m]).rank(pct=True, method="average").fillna(0.0)
              for m in metrics if m in objects.columns]
@@ -146,11 +146,13 @@ def object_combined(objects: pd.DataFrame, metrics: tuple[str, ...], worse: dict
 def frame_scores(objects: pd.DataFrame, frames: pd.DataFrame, worse: dict[str, str], ids: pd.Index,
                  combos: dict[str, tuple[str, ...]]) -> dict[str, pd.Series]:
     """Per frame suspicion (higher = more suspicious) for each qualmet metric and combined score."""
-    from qualmet.select import combined_suspicion, frame_suspicion
+    from qualmet.metric_run import MetricRun
+    from qualmet.select import combined_suspicion
 
-    out = {m: frame_suspicion(objects, frames, m, worse[m], ids) for m in worse}
+    run = MetricRun.from_tables(objects, frames, worse)
+    out = {m: run.frame_suspicion(m, ids) for m in worse}
     for name, ms in combos.items():
-        out[name] = combined_suspicion(objects, frames, ms, worse, ids)
+        out[name] = combined_suspicion(run, ms, ids)
     return out
 
 
@@ -196,10 +198,12 @@ def annotation_table(objects: pd.DataFrame, worse: dict[str, str], manifest: pd.
     """Annotation-level rows from qualmet.label_errors.detection_table (object metrics only); rows are
     shuffled (seeded) first, so ties are not broken by annotation id (added boxes have the largest ids)."""
     from qualmet.label_errors import detection_table
+    from qualmet.metric_run import MetricRun
 
     objects = objects.iloc[np.random.default_rng(seed).permutation(len(objects))]
     frames = pd.DataFrame({"image_id": pd.Series([], dtype="int64")})  # frame level is frame_table's job
-    t = detection_table(objects, frames, manifest[manifest["type"] != "missing"], worse)
+    run = MetricRun.from_tables(objects, frames, {m: w for m, w in worse.items() if m in objects.columns})
+    t = detection_table(run, manifest[manifest["type"] != "missing"])
     return t.rename(columns={"metric": "method"})
 
 

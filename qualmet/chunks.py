@@ -19,7 +19,7 @@ import pandas as pd
 from . import atomic
 from .dataset import Dataset
 from .errors import ImageError
-from .metric_tables import FRAME_BASE
+from .metric_run import FRAME_BASE
 from .paths import safe_join
 
 

@@ -58,8 +58,8 @@ def demo(out: str | Path, quick: bool = True) -> Path:
     print(f"wrote {grid} ({time.perf_counter() - t:.1f} s)")
 
     t = _step("4. quality metrics over every training frame, and how well each finds the injected errors")
-    run, worse = compute_metrics(spec, exp, noisy_json, workers=None, progress=True)
-    write_label_error_report(run.objects, run.frames, manifest, worse, exp / "label_errors")
+    run = compute_metrics(spec, exp, noisy_json, workers=None, progress=True)
+    write_label_error_report(run, manifest, exp / "label_errors")
     print((exp / "label_errors" / "label_errors.md").read_text())
 
     t = _step(f"5. experiment{' (quick)' if quick else ''}: every arm trains the same detector on the same budget")

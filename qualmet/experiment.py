@@ -8,7 +8,6 @@ finished arms whose configuration is unchanged, so an interrupted experiment res
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import time
 import tomllib
@@ -18,9 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from . import __version__
+from . import __version__, steps
 from .atomic import write_json, write_text
-from .dataset import labels_sha256
 from .environment import describe, differences, digest, versions
 from .errors import QualmetError
 from .formats import load_coco, save_coco
@@ -170,28 +168,12 @@ def _known_metrics(spec: Spec):
     return reg
 
 
-def config_hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
 def _log(msg: str) -> None:
     print(msg, flush=True)
-
-
-def _cached_step(out: Path, cfg: dict, files: list[Path]) -> bool:
-    """True when a step's outputs exist and were made from the same configuration."""
-    stamp = out / "step.json"
-    if not stamp.exists() or not all(f.exists() for f in files):
-        return False
-    return json.loads(stamp.read_text()).get("config") == config_hash(cfg)
-
-
-def _stamp(out: Path, cfg: dict) -> None:
-    write_json(out / "step.json", {"config": config_hash(cfg), "spec": cfg})
 
 
 def prepare_data(spec: Spec, out: Path) -> tuple[Path, Path, Path | None]:
@@ -203,7 +185,7 @@ def prepare_data(spec: Spec, out: Path) -> tuple[Path, Path, Path | None]:
     cfg = {"data": d, "noise": noise, "libraries": digest()}  # generated frames depend on numpy and OpenCV
     noisy, test, manifest = data_dir / "train_noisy.json", data_dir / "test.json", data_dir / "manifest.json"
     clean = data_dir / "train.json"
-    if _cached_step(data_dir, cfg, [noisy, test]):
+    if steps.done(data_dir, cfg, [noisy, test]):
         return noisy, test, manifest if manifest.exists() else None
     data_dir.mkdir(parents=True, exist_ok=True)
     if d.get("source", "synthetic") == "synthetic":
@@ -248,7 +230,7 @@ def prepare_data(spec: Spec, out: Path) -> tuple[Path, Path, Path | None]:
     else:
         save_coco(load_coco(clean), noisy)
         manifest.unlink(missing_ok=True)  # an earlier run's noise: these labels have none
-    _stamp(data_dir, cfg)
+    steps.stamp(data_dir, cfg)
     return noisy, test, manifest if manifest.exists() else None
 
 
@@ -264,7 +246,7 @@ def compute_metrics(spec: Spec, out: Path, noisy: Path, workers: int | None, pro
         oof = out / "oof" / "preds_oof.json"
         cfg = {"predictions": p, "detector": spec.raw["detector"], "data": spec.raw["data"], "noise": spec.raw.get("noise"),
                "libraries": digest()}  # a torch upgrade retrains the fold models
-        if not _cached_step(out / "oof", cfg, [oof]):
+        if not steps.done(out / "oof", cfg, [oof]):
             from .detector.crossval import crossval
 
             _log(f"out-of-fold predictions: {p['folds']} folds x {p.get('iters', spec.raw['detector']['iters'])} iterations")
@@ -272,13 +254,12 @@ def compute_metrics(spec: Spec, out: Path, noisy: Path, workers: int | None, pro
             crossval(load_coco(noisy), folds=int(p["folds"]), out=oof, work_dir=out / "oof" / "folds",
                      iters=int(p.get("iters", det["iters"])), seed=0, recipe=det["recipe"], progress=progress,
                      **{k: v for k, v in det.items() if k not in ("recipe", "iters", "val_fraction")})
-            _stamp(out / "oof", cfg)
+            steps.stamp(out / "oof", cfg)
         preds = oof
     _log(f"metrics: {', '.join(names)}")
     run = run_metrics(load_coco(noisy), predictions=preds, metrics=names, out=out / "metrics", workers=workers,
                       progress=progress)
-    worse = {m: reg[m].worse for m in names}
-    return run, worse
+    return run
 
 
 def _train_subset(subset_json: Path, test, arm_dir: Path, spec: Spec, seed: int, progress: bool) -> dict:
@@ -294,7 +275,7 @@ def _train_subset(subset_json: Path, test, arm_dir: Path, spec: Spec, seed: int,
     return dict(ev["stats"])  # None where COCO cannot compute a stat (e.g. no large objects)
 
 
-def run_arm(spec: Spec, arm: dict, seed: int, out: Path, run, worse: dict, noisy_json: Path, test,
+def run_arm(spec: Spec, arm: dict, seed: int, out: Path, run, noisy_json: Path, test,
             manifest: Path | None, progress: bool) -> dict:
     """Select, train, evaluate one arm for one seed; resumable (skips when result.json matches)."""
     from .noise import load_manifest, restore_images
@@ -303,23 +284,21 @@ def run_arm(spec: Spec, arm: dict, seed: int, out: Path, run, worse: dict, noisy
     arm_dir = out / "arms" / _slug(arm["name"]) / f"seed{seed}"
     cfg = {"arm": arm, "seed": seed, "budget": spec.raw["budget"], "detector": spec.raw["detector"],
            "data": spec.raw["data"], "noise": spec.raw.get("noise")}
-    # results written before 2026-12-02 hashed one more key, always null (a lookup that never matched)
-    hashes = {config_hash(cfg), config_hash({**cfg, "metrics_hash": None})}
     result_path = arm_dir / "result.json"
     noisy = load_coco(noisy_json)
     strategy = Strategy.from_dict(arm)
-    sel = select(run.objects, run.frames, noisy.images["id"], strategy, spec.raw["budget"], seed, worse)
+    sel = select(run, noisy.images["id"], strategy, spec.raw["budget"], seed)
     restored = sel.relabel_images if arm.get("oracle") else []
     fingerprint = selection_hash(sel.image_ids, restored, sel.drop_annotations)
     if result_path.exists():
         prev = json.loads(result_path.read_text())
-        if prev.get("config_hash") in hashes:
-            if _same_selection(prev, arm_dir, sel, restored, fingerprint):
+        if prev.get("config_hash") == steps.fingerprint(cfg):
+            if prev.get("selection_hash") == fingerprint:
                 _log(f"  {arm['name']} seed {seed}: done before (AP {prev['stats']['AP'] or 0:.3f}), skipped")
                 return prev
             # same configuration, other training data: the metric values changed (code or library versions)
-            _log(f"  {arm['name']} seed {seed}: the metrics now select other frames or boxes than the recorded run "
-                 "(or the record cannot tell); retraining")
+            _log(f"  {arm['name']} seed {seed}: the metrics now select other frames or boxes than the recorded run; "
+                 "retraining")
     subset = noisy.subset(sel.image_ids)
     if sel.drop_annotations:
         subset.annotations = subset.annotations[~subset.annotations["id"].isin(sel.drop_annotations)].reset_index(drop=True)
@@ -328,14 +307,14 @@ def run_arm(spec: Spec, arm: dict, seed: int, out: Path, run, worse: dict, noisy
             raise QualmetError(f"arm {arm['name']!r}: an oracle arm needs a noise manifest (the spec has no [noise])")
         subset = restore_images(subset, load_manifest(manifest), restored)
     arm_dir.mkdir(parents=True, exist_ok=True)
-    _clear_stale_training(arm_dir, {"selection_hash": fingerprint, "labels_sha256": labels_sha256(subset)})
+    _clear_stale_training(arm_dir, {"selection_hash": fingerprint, "dataset_hash": steps.dataset_hash(subset)})
     subset_json = arm_dir / "subset.json"
     save_coco(subset, subset_json)
     sel.reasons.to_csv(arm_dir / "reasons.csv.tmp", index=False)
     Path(arm_dir / "reasons.csv.tmp").replace(arm_dir / "reasons.csv")
     t0 = time.perf_counter()
     stats = _train_subset(subset_json, test, arm_dir, spec, seed, progress)
-    result = {"arm": arm["name"], "seed": seed, "config_hash": config_hash(cfg), "config": cfg, "stats": stats,
+    result = {"arm": arm["name"], "seed": seed, "config_hash": steps.fingerprint(cfg), "config": cfg, "stats": stats,
               "n_frames": len(sel.image_ids), "n_boxes": int(len(subset.annotations)),
               "dropped_annotations": len(sel.drop_annotations), "train_seconds": round(time.perf_counter() - t0, 1),
               "selection_hash": fingerprint, "qualmet_version": __version__, "environment": versions()}
@@ -366,29 +345,8 @@ def _clear_stale_training(arm_dir: Path, want: dict) -> None:
 def selection_hash(image_ids, restored, dropped) -> str:
     """Hash of what an arm trains on: its frames, the frames whose clean labels an oracle restores,
     and the removed boxes. A resumed experiment retrains an arm when this changed."""
-    return config_hash({"kept": sorted(int(i) for i in image_ids), "relabel": sorted(int(i) for i in restored),
+    return steps.fingerprint({"kept": sorted(int(i) for i in image_ids), "relabel": sorted(int(i) for i in restored),
                         "dropped": sorted(int(a) for a in dropped)})
-
-
-def _same_selection(prev: dict, arm_dir: Path, sel, restored: list[int], fingerprint: str) -> bool:
-    """Whether a recorded arm trained on what ``sel`` selects now. Results written before result.json
-    held the hash are checked through their reasons.csv (kept and restored frames) and their count
-    of removed boxes (the ids were not recorded); a record that cannot be read counts as different."""
-    from .select import RELABEL_REASON
-
-    if "selection_hash" in prev:
-        return prev["selection_hash"] == fingerprint
-    try:
-        reasons = pd.read_csv(arm_dir / "reasons.csv")
-        kept = reasons["kept"].map({True: True, False: False, "True": True, "False": False})
-        if kept.isna().any():
-            return False
-        was_restored = reasons.loc[reasons["reason"] == RELABEL_REASON, "image_id"] if restored else []
-        before = selection_hash(reasons.loc[kept.astype(bool), "image_id"], was_restored, [])
-    except (OSError, KeyError, ValueError, pd.errors.ParserError):
-        return False
-    return (before == selection_hash(sel.image_ids, restored, [])
-            and prev.get("dropped_annotations", 0) == len(sel.drop_annotations))
 
 
 def run_experiment(spec_path: str | Path, out: str | Path | None = None, quick: bool = False,
@@ -413,17 +371,17 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, quick: 
     _log(f"== experiment {spec.name}{' (quick)' if quick else ''}: {len(spec.arms)} arms x {len(spec.seeds)} seeds, "
          f"budget {spec.raw['budget']}, {spec.raw['detector']['recipe']} x {spec.raw['detector']['iters']} iterations -> {out}")
     noisy_json, test_json, manifest = prepare_data(spec, out)
-    run, worse = compute_metrics(spec, out, noisy_json, workers, progress)
+    run = compute_metrics(spec, out, noisy_json, workers, progress)
     test = load_coco(test_json)
     if manifest is not None:
         from .label_errors import write_label_error_report
 
-        write_label_error_report(run.objects, run.frames, manifest, worse, out / "label_errors")
+        write_label_error_report(run, manifest, out / "label_errors")
     rows = []
     train_s = 0.0  # over every finished arm, including those a resumed run skips
     for seed in spec.seeds:
         for arm in spec.arms:
-            r = run_arm(spec, arm, seed, out, run, worse, noisy_json, test, manifest, progress)
+            r = run_arm(spec, arm, seed, out, run, noisy_json, test, manifest, progress)
             train_s += float(r.get("train_seconds") or 0.0)
             rows.append({"arm": r["arm"], "seed": r["seed"], **{k: r["stats"].get(k) for k in COCO_STATS},
                          "n_frames": r["n_frames"], "n_boxes": r["n_boxes"]})

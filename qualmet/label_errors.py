@@ -3,12 +3,12 @@ per metric x error type, at annotation level (and at frame level for deleted box
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path, write_text
+from .metric_run import MetricRun
 from .stats import auroc
 
 
@@ -31,14 +31,14 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
 TABLE_COLUMNS = ["metric", "type", "level", "positives", "n", "auroc", "ap", "precision_at_k"]
 
 
-def detection_table(objects: pd.DataFrame, frames: pd.DataFrame, manifest: pd.DataFrame,
-                    worse: Mapping[str, str]) -> pd.DataFrame:
+def detection_table(run: MetricRun, manifest: pd.DataFrame) -> pd.DataFrame:
     """Rows: metric, error type, level, positives, AUROC, AP, precision@k (k = positives)."""
     rows = []
+    objects, frames = run.objects, run.frames
     kinds = manifest.drop_duplicates("annotation_id").set_index("annotation_id")["type"]
     obj_kind = objects["annotation_id"].map(kinds)
-    for m in [c for c in worse if c in objects.columns]:
-        susp = objects[m] if worse[m] == "high" else -objects[m]
+    for m in [m for m in run.metrics if run.level(m) == "object"]:
+        susp = run.suspicion(m)
         for t in sorted(obj_kind.dropna().unique()):
             sel = obj_kind.isna() | (obj_kind == t)
             y = (obj_kind[sel] == t).to_numpy()
@@ -53,8 +53,8 @@ def detection_table(objects: pd.DataFrame, frames: pd.DataFrame, manifest: pd.Da
         ids = frames["image_id"].astype(int)
         sel = (ids.isin(missing_frames) | ~ids.isin(touched)).to_numpy()
         y = ids[sel].isin(missing_frames).to_numpy()
-        for m in [c for c in worse if c in frames.columns]:
-            susp = frames[m] if worse[m] == "high" else -frames[m]
+        for m in [m for m in run.metrics if run.level(m) == "frame"]:
+            susp = run.suspicion(m)
             rows.append(_row(m, "missing", "frame", susp.to_numpy()[sel], y))
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
@@ -80,12 +80,11 @@ def _row(metric: str, kind: str, level: str, susp: np.ndarray, y: np.ndarray) ->
             "ap": average_precision(susp, y), "precision_at_k": precision_at_k(susp, y, k)}
 
 
-def write_label_error_report(objects: pd.DataFrame, frames: pd.DataFrame, manifest_path: str | Path,
-                             worse: Mapping[str, str], out: str | Path) -> pd.DataFrame:
+def write_label_error_report(run: MetricRun, manifest_path: str | Path, out: str | Path) -> pd.DataFrame:
     """Write label_errors.csv, .md and an AUROC heat map PNG into ``out``."""
     from .noise import load_manifest
 
-    table = detection_table(objects, frames, load_manifest(manifest_path), worse)
+    table = detection_table(run, load_manifest(manifest_path))
     write_label_error_table(table, out)
     return table
 

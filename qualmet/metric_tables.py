@@ -8,10 +8,9 @@ import numpy as np
 import pandas as pd
 
 from .compute import PARTIAL
+from .metric_run import FRAME_BASE, OBJECT_BASE
 from .registry import MetricSpec
 
-OBJECT_BASE = ["annotation_id", "image_id", "category_id", "x", "y", "w", "h"]
-FRAME_BASE = ["image_id", "file_name", "width", "height"]
 
 
 class Tables:
@@ -79,14 +78,14 @@ class Tables:
         return np.full((len(self.ann_ids), 0), np.nan) if mat is None else mat
 
     def objects(self, anns: pd.DataFrame) -> pd.DataFrame:
-        out = anns[["id", "image_id", "category_id", "x", "y", "w", "h"]].rename(columns={"id": "annotation_id"})
+        out = anns[["id"] + OBJECT_BASE[1:]].rename(columns={"id": "annotation_id"})
         out = out.reset_index(drop=True)
         for c, v in self.obj.items():
             out[c] = v
         return out
 
     def frames(self, images_df: pd.DataFrame) -> pd.DataFrame:
-        out = images_df[["id", "file_name", "width", "height"]].rename(columns={"id": "image_id"}).reset_index(drop=True)
+        out = images_df[["id"] + FRAME_BASE[1:]].rename(columns={"id": "image_id"}).reset_index(drop=True)
         for c, v in self.frm.items():
             out[c] = v
         return out

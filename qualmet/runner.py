@@ -32,7 +32,8 @@ from .dataset import Dataset
 from .environment import METRIC_LIBRARIES, digest, versions
 from .errors import QualmetError
 from .executors import Executor, LocalExecutor, SerialExecutor, is_killed_worker, is_worker_death
-from .metric_tables import FRAME_BASE, OBJECT_BASE, Tables
+from .metric_run import FRAME_BASE, OBJECT_BASE, MetricRun
+from .metric_tables import Tables
 from .registry import MetricSpec, Registry, load_registry, plugin_api_digest
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "MetricRun", "run_metrics", "summarise", "recorded_image_root", "dataset_hash"]
@@ -52,28 +53,6 @@ def recorded_image_root(info: dict, dataset_path: str | os.PathLike) -> str | No
         return None
     same = os.path.abspath(dataset_path) == os.path.abspath(recorded)
     return root if same and Path(root).is_dir() else None
-
-
-@dataclass
-class MetricRun:
-    """What ``run_metrics`` returns: the two metric tables and the run manifest (run.json)."""
-
-    objects: pd.DataFrame
-    frames: pd.DataFrame
-    info: dict[str, Any]
-
-    @property
-    def errors(self) -> list[dict]:
-        return self.info["errors"]
-
-    @property
-    def skipped_frames(self) -> list[dict]:
-        return self.info["skipped_frames"]
-
-    @property
-    def exit_code(self) -> int:
-        """0 when every cell could be computed, 1 when a metric raised or a frame was skipped."""
-        return 1 if (self.info["errors"] or self.info["skipped_frames"]) else 0
 
 
 def _load_inputs(dataset: Dataset | str | os.PathLike, images: str | os.PathLike | None,
@@ -178,14 +157,11 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
 
     info = _manifest(ds, ds_hash, preds, src, reg, specs, env, got, workers=workers, chunk_size=chunk_size,
                      timings={"total_s": round(time.perf_counter() - t_start, 4), "compute_s": round(compute_s, 4)})
+    run = MetricRun(objects, frames, info)
     if out_dir is not None:
-        for name, df in (("objects.parquet", objects), ("frames.parquet", frames)):
-            with atomic.atomic_path(out_dir / name) as tmp:
-                df.to_parquet(tmp, index=False)
-            info["outputs"][name] = {"rows": len(df), "sha256": atomic.sha256_file(out_dir / name)}
         info["timings"]["total_s"] = round(time.perf_counter() - t_start, 4)
-        atomic.write_json(out_dir / "run.json", info, indent=2)
-    return MetricRun(objects, frames, info)
+        run.save(out_dir)
+    return run
 
 
 def _chosen(reg: Registry, metrics: Iterable[str] | str | None, have_predictions: bool) -> list[MetricSpec]:

@@ -1,9 +1,9 @@
 """Subset selection strategies: pure functions from metric tables, a strategy, a budget and a seed
 to the training image ids (plus, per frame, why it was kept or dropped).
 
-Suspicion is oriented by each metric's ``worse`` side, so higher suspicion always means "more
-likely a label error"; NaN (metric not defined here) is never suspicious. A frame is as suspicious
-as its worst object.
+Suspicion comes from the run (:meth:`MetricRun.suspicion`): higher always means "more likely a
+label error"; NaN (metric not defined here) is never suspicious. A frame is as suspicious as its
+worst object.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import QualmetError
+from .metric_run import MetricRun, orient
 
 RELABEL_REASON = "random sample; to relabel (most suspicious)"
 STRATEGIES = ("random", "filter", "rank", "stratify", "combined", "remove_annotations", "relabel")
@@ -95,51 +96,20 @@ def resolve_budget(n_frames: int, budget: float | int) -> int:
     return int(budget)
 
 
-def orient(values: pd.Series, worse: str) -> pd.Series:
-    """Suspicion from metric values: larger is more suspicious; NaN stays NaN."""
-    if worse not in ("high", "low"):
-        raise QualmetError(f"'worse' must be 'high' or 'low', got {worse!r}")
-    return values.astype("float64") if worse == "high" else -values.astype("float64")
-
-
-def metric_level(metric: str, objects: pd.DataFrame, frames: pd.DataFrame) -> str:
-    if metric in objects.columns:
-        return "object"
-    if metric in frames.columns:
-        return "frame"
-    from .metric_tables import FRAME_BASE, OBJECT_BASE  # the tables' id and box columns, not metrics
-
-    base = set(OBJECT_BASE) | set(FRAME_BASE)
-    raise QualmetError(f"metric {metric!r} is not in the metrics run; computed metrics: "
-                       f"{', '.join(sorted((set(objects.columns) | set(frames.columns)) - base))}")
-
-
-def frame_suspicion(objects: pd.DataFrame, frames: pd.DataFrame, metric: str, worse: str,
-                    image_ids: pd.Index) -> pd.Series:
-    """Per frame: the suspicion of its worst object (object metrics) or of the frame itself."""
-    if metric_level(metric, objects, frames) == "object":
-        s = orient(objects[metric], worse).groupby(objects["image_id"]).max()
-    else:
-        s = orient(frames.set_index("image_id")[metric], worse)
-    return s.reindex(image_ids)
-
-
-def object_flags(values: pd.Series, worse: str, s: Strategy) -> pd.Series:
-    """True for objects (or frames) that ``s.method`` calls suspicious on the ``worse`` side."""
-    v = values.astype("float64")
-    finite = v.dropna()
+def object_flags(run: MetricRun, metric: str, s: Strategy, rows: pd.Index | None = None) -> pd.Series:
+    """True for the objects (or frames) that ``s.method`` calls suspicious on the side ``metric``'s
+    ``worse`` names, judged among the rows ``rows`` of its table (all when None): the percentile cut
+    and the IQR fences are those of these rows."""
+    susp = run.suspicion(metric)
+    if rows is not None:
+        susp = susp.loc[rows]
+    finite = susp.dropna()
     if s.method == "threshold":
-        flag = v > s.threshold if worse == "high" else v < s.threshold
+        flag = susp > orient(pd.Series([s.threshold]), run.spec(metric).worse).iloc[0]
     elif s.method == "percentile":
-        susp = orient(v, worse)
-        cut = np.nanpercentile(susp, 100 - s.percentile) if len(finite) else np.inf
-        flag = susp >= cut
-    else:  # iqr fences
-        if len(finite) == 0:
-            return pd.Series(False, index=v.index)
-        q1, q3 = np.percentile(finite, [25, 75])
-        iqr = q3 - q1
-        flag = v > q3 + s.iqr_k * iqr if worse == "high" else v < q1 - s.iqr_k * iqr
+        flag = susp >= (np.percentile(finite, 100 - s.percentile) if len(finite) else np.inf)
+    else:
+        flag = run.beyond_fence(metric, s.iqr_k, rows)
     return flag.fillna(False).astype(bool)
 
 
@@ -157,30 +127,20 @@ def _sample(ids: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.choice(np.sort(ids), size=n, replace=False)) if n else np.array([], dtype=np.int64)
 
 
-def combined_suspicion(objects: pd.DataFrame, frames: pd.DataFrame, metrics: tuple[str, ...],
-                       worse: Mapping[str, str], image_ids: pd.Index) -> pd.Series:
+def combined_suspicion(run: MetricRun, metrics: tuple[str, ...], image_ids: pd.Index) -> pd.Series:
     """Mean over metrics of each frame's suspicion percentile rank (NaN ranks count as least suspicious)."""
-    ranks = []
-    for m in metrics:
-        s = frame_suspicion(objects, frames, m, worse[m], image_ids)
-        ranks.append(s.rank(pct=True, method="average").fillna(0.0))
+    ranks = [run.frame_suspicion(m, image_ids).rank(pct=True, method="average").fillna(0.0) for m in metrics]
     return pd.concat(ranks, axis=1).mean(axis=1)
 
 
-def select(objects: pd.DataFrame, frames: pd.DataFrame, image_ids, strategy: Strategy,
-           budget: float | int, seed: int, worse: Mapping[str, str]) -> Selection:
-    """Choose exactly ``budget`` frames of ``image_ids`` by ``strategy`` (or raise saying why not).
-
-    ``objects``: one row per annotation (annotation_id, image_id, metric columns); ``frames``: one
-    row per image (image_id, metric columns); ``worse``: metric name -> "high" | "low".
-    """
+def select(run: MetricRun, image_ids, strategy: Strategy, budget: float | int, seed: int) -> Selection:
+    """Choose exactly ``budget`` frames of ``image_ids`` by ``strategy`` (or raise saying why not),
+    reading each metric's suspicion from ``run``."""
     ids = pd.Index(sorted(int(i) for i in image_ids), dtype="int64")
     if len(ids) == 0:
         raise QualmetError("the data set has no frames to select from")
     for m in dict.fromkeys(((strategy.metric,) if strategy.metric else ()) + tuple(strategy.metrics or ())):
-        metric_level(m, objects, frames)  # raises naming the metrics the run has
-        if m not in worse:
-            raise QualmetError(f"metric {m!r} has no recorded direction (worse = high or low) in the run")
+        run.spec(m)  # raises naming the metrics the run has
     n = resolve_budget(len(ids), budget)
     rng = np.random.default_rng(seed)
     s = strategy
@@ -191,27 +151,27 @@ def select(objects: pd.DataFrame, frames: pd.DataFrame, image_ids, strategy: Str
         sel = Selection(chosen.tolist(), _reasons(ids, set(chosen.tolist()), "random sample", "not sampled", None))
         if kind == "remove_annotations":
             m = s.metric
-            if metric_level(m, objects, frames) != "object":
+            if run.level(m) != "object":
                 raise QualmetError(f"remove_annotations needs an object-level metric; {m!r} is frame-level")
-            objs = objects[objects["image_id"].isin(chosen)]
-            flags = object_flags(objs[m], worse[m], s)
+            objs = run.objects[run.objects["image_id"].isin(chosen)]
+            flags = object_flags(run, m, s, objs.index)
             sel.drop_annotations = sorted(int(a) for a in objs.loc[flags, "annotation_id"])
         if kind == "relabel":
             k = s.k if s.k is not None else max(1, n // 4)
             metrics = s.metrics or ((s.metric,) if s.metric else ())
             if not metrics:
                 raise QualmetError("relabel needs 'metric' or 'metrics' to rank frames by suspicion")
-            susp = (combined_suspicion(objects, frames, metrics, worse, pd.Index(chosen)) if len(metrics) > 1
-                    else frame_suspicion(objects, frames, metrics[0], worse[metrics[0]], pd.Index(chosen)).fillna(-np.inf))
+            susp = (combined_suspicion(run, metrics, pd.Index(chosen)) if len(metrics) > 1
+                    else run.frame_suspicion(metrics[0], chosen).fillna(-np.inf))
             top = susp.sort_values(ascending=False, kind="mergesort").index[:k]
             sel.reasons = _reasons(ids, set(chosen.tolist()), "random sample", "not sampled", susp)
             sel.reasons.loc[sel.reasons.image_id.isin(top), "reason"] = RELABEL_REASON
             sel.relabel_images = sorted(int(i) for i in top)
-            sel.relabel_annotations = _suspicious_boxes(objects, top, metrics, worse)
+            sel.relabel_annotations = _suspicious_boxes(run, top, metrics)
         return sel
 
     if kind == "combined":
-        susp = combined_suspicion(objects, frames, s.metrics, worse, ids)
+        susp = combined_suspicion(run, s.metrics, ids)
         label = "combined rank of " + "+".join(s.metrics)
         cut = np.percentile(susp, 100 - s.percentile)
         dropped = susp >= cut
@@ -219,14 +179,10 @@ def select(objects: pd.DataFrame, frames: pd.DataFrame, image_ids, strategy: Str
         return _fill(ids, keep_pool, n, rng, susp, f"{label} in top {s.percentile:g}%", s, "combined")
 
     m = s.metric
-    susp = frame_suspicion(objects, frames, m, worse[m], ids)
+    susp = run.frame_suspicion(m, ids)
     if kind == "filter":
-        if metric_level(m, objects, frames) == "object":
-            flags = object_flags(objects[m], worse[m], s)
-            bad_frames = set(objects.loc[flags, "image_id"].astype(int))
-        else:
-            fr = frames.set_index("image_id")[m].reindex(ids)
-            bad_frames = set(fr.index[object_flags(fr, worse[m], s).to_numpy()])
+        flags = object_flags(run, m, s)
+        bad_frames = set(run.table(m).loc[flags, "image_id"].astype(int))
         keep_pool = ids[~ids.isin(list(bad_frames))]
         return _fill(ids, keep_pool, n, rng, susp, f"{m} suspicious ({_method_label(s)})", s, "filter")
     if kind == "rank":
@@ -281,14 +237,14 @@ def _stratify(ids: pd.Index, susp: pd.Series, n: int, bins: int, rng: np.random.
     return Selection(chosen.tolist(), r)
 
 
-def _suspicious_boxes(objects: pd.DataFrame, frames_ids, metrics, worse) -> list[int]:
+def _suspicious_boxes(run: MetricRun, frames_ids, metrics) -> list[int]:
     """In each frame to relabel, the object that is worst under any of the metrics."""
-    objs = objects[objects["image_id"].isin(list(frames_ids))]
+    in_frames = run.objects["image_id"].isin(list(frames_ids))
     out: set[int] = set()
     for m in metrics:
-        if m in objs.columns:
-            s = orient(objs[m], worse[m]).dropna()  # a frame whose boxes are all NaN here has no worst box
+        if run.level(m) == "object":
+            s = run.suspicion(m)[in_frames].dropna()  # a frame whose boxes are all NaN here has no worst box
             if len(s):
-                idx = s.groupby(objs.loc[s.index, "image_id"]).idxmax()
-                out.update(int(objs.loc[i, "annotation_id"]) for i in idx)
+                idx = s.groupby(run.objects.loc[s.index, "image_id"]).idxmax()
+                out.update(int(run.objects.loc[i, "annotation_id"]) for i in idx)
     return sorted(out)

@@ -21,6 +21,7 @@ from qualmet.errors import QualmetError
 from qualmet.evaluate import evaluate
 from qualmet.formats import load_coco
 from qualmet.label_errors import write_label_error_report
+from qualmet.metric_run import MetricRun
 from qualmet.noise import corrupt_file, load_manifest
 from qualmet.report import build_report
 from qualmet.report.output import Output
@@ -89,8 +90,8 @@ def exp_dir(data) -> Path:
             rows.append({"arm": arm, "seed": seed, **{k: ap + 0.01 * seed for k in ("AP", "AP50", "AP75")},
                          **{k: ar + 0.02 * seed for k in ("AR1", "AR10", "AR100")}, "n_frames": 8, "n_boxes": 17})
     write_summary(pd.DataFrame(rows), exp, "fake")
-    worse = {m["name"]: m["worse"] for m in data["info"]["metrics"]}
-    write_label_error_report(data["objects"], data["frames"], data["manifest"], worse, exp / "label_errors")
+    write_label_error_report(MetricRun(data["objects"], data["frames"], data["info"]), data["manifest"],
+                             exp / "label_errors")
     (exp / "config.json").write_text(json.dumps({"spec": {"name": "fake", "budget": 0.25, "seeds": [0, 1],
                                                           "arms": [{"name": "random"}]}, "quick": False,
                                                  "qualmet_version": "test"}))

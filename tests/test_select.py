@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from qualmet.errors import QualmetError
+from qualmet.metric_run import MetricRun
 from qualmet.select import Strategy, combined_suspicion, resolve_budget, select
 
 WORSE = {"tight": "low", "dup": "high", "count": "high", "odd": "high"}
@@ -37,9 +38,9 @@ def test_budget_resolution():
 
 def test_random_is_seeded_and_meets_the_budget():
     o, f, ids = tables()
-    a = select(o, f, ids, Strategy("random"), 0.25, seed=3, worse=WORSE)
-    b = select(o, f, ids, Strategy("random"), 0.25, seed=3, worse=WORSE)
-    c = select(o, f, ids, Strategy("random"), 0.25, seed=4, worse=WORSE)
+    a = select(MetricRun.from_tables(o, f, WORSE), ids, Strategy("random"), 0.25, seed=3)
+    b = select(MetricRun.from_tables(o, f, WORSE), ids, Strategy("random"), 0.25, seed=3)
+    c = select(MetricRun.from_tables(o, f, WORSE), ids, Strategy("random"), 0.25, seed=4)
     assert a.image_ids == b.image_ids != c.image_ids
     assert len(a.image_ids) == 10 and len(set(a.image_ids)) == 10
     assert a.reasons.kept.sum() == 10 and len(a.reasons) == 40
@@ -49,7 +50,7 @@ def test_random_is_seeded_and_meets_the_budget():
 def test_filter_never_keeps_a_frame_it_should_drop(method, extra):
     o, f, ids = tables()
     for seed in range(20):
-        sel = select(o, f, ids, Strategy("filter", metric="tight", method=method, **extra), 30, seed=seed, worse=WORSE)
+        sel = select(MetricRun.from_tables(o, f, WORSE), ids, Strategy("filter", metric="tight", method=method, **extra), 30, seed=seed)
         assert len(sel.image_ids) == 30
         assert not set(sel.image_ids) & {1, 2, 3, 4}
     r = sel.reasons.set_index("image_id")
@@ -59,28 +60,28 @@ def test_filter_never_keeps_a_frame_it_should_drop(method, extra):
 
 def test_filter_uses_the_worse_side():
     o, f, ids = tables()
-    sel = select(o, f, ids, Strategy("filter", metric="dup", method="threshold", threshold=0.5), 30, seed=0, worse=WORSE)
+    sel = select(MetricRun.from_tables(o, f, WORSE), ids, Strategy("filter", metric="dup", method="threshold", threshold=0.5), 30, seed=0)
     assert not set(sel.image_ids) & {5, 6}
 
 
 def test_filter_says_why_the_budget_cannot_be_met():
     o, f, ids = tables()
     with pytest.raises(QualmetError, match="only 36 remain for a budget of 37"):
-        select(o, f, ids, Strategy("filter", metric="tight", method="threshold", threshold=0.5), 37, seed=0, worse=WORSE)
+        select(MetricRun.from_tables(o, f, WORSE), ids, Strategy("filter", metric="tight", method="threshold", threshold=0.5), 37, seed=0)
 
 
 def test_rank_takes_the_least_suspicious_frames():
     o, f, ids = tables()
-    sel = select(o, f, ids, Strategy("rank", metric="tight"), 5, seed=0, worse=WORSE)
+    sel = select(MetricRun.from_tables(o, f, WORSE), ids, Strategy("rank", metric="tight"), 5, seed=0)
     # tight is 0.9 - 0.001*i: higher is better, so the least suspicious are the lowest ids after the 4 loose frames
     assert sel.image_ids == [5, 6, 7, 8, 9]
-    sel = select(o, f, ids, Strategy("rank", metric="count"), 8, seed=0, worse=WORSE)
+    sel = select(MetricRun.from_tables(o, f, WORSE), ids, Strategy("rank", metric="count"), 8, seed=0)
     assert sorted(f.set_index("image_id").loc[sel.image_ids, "count"]) == [0] * 8
 
 
 def test_stratify_takes_an_equal_share_from_each_bin():
     o, f, ids = tables()
-    sel = select(o, f, ids, Strategy("stratify", metric="count", bins=4), 12, seed=1, worse=WORSE)
+    sel = select(MetricRun.from_tables(o, f, WORSE), ids, Strategy("stratify", metric="count", bins=4), 12, seed=1)
     assert len(sel.image_ids) == 12
     bins = sel.reasons.set_index("image_id").loc[sel.image_ids, "bin"]
     assert sorted(bins.value_counts().tolist()) == [3, 3, 3, 3]
@@ -89,25 +90,25 @@ def test_stratify_takes_an_equal_share_from_each_bin():
 def test_combined_ranks_average_over_metrics_and_drop_the_top():
     o, f, ids = tables()
     o.loc[o.tight > 0.5, "tight"] = 0.9  # ties everywhere but the planted errors
-    susp = combined_suspicion(o, f, ("tight", "dup"), WORSE, pd.Index(ids))
+    susp = combined_suspicion(MetricRun.from_tables(o, f, WORSE), ("tight", "dup"), pd.Index(ids))
     top = susp.sort_values(ascending=False).index[:6]
     assert set(top) == {1, 2, 3, 4, 5, 6}
-    sel = select(o, f, ids, Strategy("combined", metrics=("tight", "dup"), percentile=15), 20, seed=0, worse=WORSE)
+    sel = select(MetricRun.from_tables(o, f, WORSE), ids, Strategy("combined", metrics=("tight", "dup"), percentile=15), 20, seed=0)
     assert len(sel.image_ids) == 20 and not set(sel.image_ids) & {1, 2, 3, 4, 5, 6}
 
 
 def test_remove_annotations_keeps_the_random_frames_and_drops_only_suspicious_boxes():
     o, f, ids = tables()
-    base = select(o, f, ids, Strategy("random"), 40, seed=0, worse=WORSE)
-    sel = select(o, f, ids, Strategy("remove_annotations", metric="dup", method="threshold", threshold=0.5), 40, seed=0,
-                 worse=WORSE)
+    base = select(MetricRun.from_tables(o, f, WORSE), ids, Strategy("random"), 40, seed=0)
+    sel = select(MetricRun.from_tables(o, f, WORSE), ids,
+                 Strategy("remove_annotations", metric="dup", method="threshold", threshold=0.5), 40, seed=0)
     assert sel.image_ids == base.image_ids
     assert sel.drop_annotations == sorted(o.loc[o.dup > 0.5, "annotation_id"].tolist())
 
 
 def test_relabel_marks_the_worst_box_of_the_most_suspicious_frames():
     o, f, ids = tables()
-    sel = select(o, f, ids, Strategy("relabel", metric="tight", k=4), 40, seed=0, worse=WORSE)
+    sel = select(MetricRun.from_tables(o, f, WORSE), ids, Strategy("relabel", metric="tight", k=4), 40, seed=0)
     assert len(sel.image_ids) == 40
     marked = set(sel.reasons.loc[sel.reasons.reason.str.contains("relabel"), "image_id"])
     assert marked == {1, 2, 3, 4}
@@ -125,7 +126,7 @@ def test_strategy_specs_are_checked():
     assert s.metrics == ("a", "b")
     with pytest.raises(QualmetError, match="is not in the metrics run"):
         o, f, ids = tables()
-        select(o, f, ids, Strategy("rank", metric="nope"), 5, seed=0, worse={"nope": "high"})
+        select(MetricRun.from_tables(o, f, {"nope": "high"}), ids, Strategy("rank", metric="nope"), 5, seed=0)
 
 
 @pytest.mark.parametrize("fields,words", [
@@ -142,15 +143,15 @@ def test_rank_breaks_ties_by_seed_whatever_the_scale():
     """Equal suspicion (here every frame, at a large value, and NaN frames) is ordered by the seed."""
     o, f, ids = tables()
     f = f.assign(big=1e5)
-    picks = {tuple(select(o, f, ids, Strategy("rank", metric="big"), 5, seed=s, worse={"big": "high"}).image_ids)
+    picks = {tuple(select(MetricRun.from_tables(o, f, {"big": "high"}), ids, Strategy("rank", metric="big"), 5, seed=s).image_ids)
              for s in range(4)}
     assert len(picks) > 1
     f = f.assign(gone=np.nan)
-    picks = {tuple(select(o, f, ids, Strategy("rank", metric="gone"), 5, seed=s, worse={"gone": "high"}).image_ids)
+    picks = {tuple(select(MetricRun.from_tables(o, f, {"gone": "high"}), ids, Strategy("rank", metric="gone"), 5, seed=s).image_ids)
              for s in range(4)}
     assert len(picks) > 1
-    same = select(o, f, ids, Strategy("rank", metric="big"), 5, seed=2, worse={"big": "high"}).image_ids
-    assert same == select(o, f, ids, Strategy("rank", metric="big"), 5, seed=2, worse={"big": "high"}).image_ids
+    same = select(MetricRun.from_tables(o, f, {"big": "high"}), ids, Strategy("rank", metric="big"), 5, seed=2).image_ids
+    assert same == select(MetricRun.from_tables(o, f, {"big": "high"}), ids, Strategy("rank", metric="big"), 5, seed=2).image_ids
 
 
 def test_relabel_with_frames_whose_metric_is_nan():
@@ -158,7 +159,7 @@ def test_relabel_with_frames_whose_metric_is_nan():
     (it used to crash idxmax); the frame is still listed."""
     o, f, ids = tables()
     o.loc[o.image_id <= 20, "dup"] = np.nan
-    sel = select(o, f, ids, Strategy("relabel", metric="dup", k=20), 20, seed=0, worse=WORSE)
+    sel = select(MetricRun.from_tables(o, f, WORSE), ids, Strategy("relabel", metric="dup", k=20), 20, seed=0)
     assert len(sel.relabel_images) == 20 and min(sel.relabel_images) <= 20  # NaN frames among them
     boxes_in = set(o.loc[o.annotation_id.isin(sel.relabel_annotations), "image_id"])
     assert boxes_in <= {i for i in sel.relabel_images if i > 20}

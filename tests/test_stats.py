@@ -70,7 +70,10 @@ def test_frames_that_lost_a_box_are_scored_against_untouched_frames():
     objects = pd.DataFrame({"annotation_id": [10, 11], "image_id": [3, 4], "object_count_obj": [0.0, 0.0]})
     manifest = pd.DataFrame({"annotation_id": [90, 91, 10, 11], "image_id": [1, 2, 3, 4],
                              "type": ["missing", "missing", "spurious", "spurious"]})
-    row = detection_table(objects, frames, manifest, {"object_count": "low"}).set_index("type").loc["missing"]
+    from qualmet.metric_run import MetricRun
+
+    run = MetricRun.from_tables(objects, frames, {"object_count": "low"})
+    row = detection_table(run, manifest).set_index("type").loc["missing"]
     # positives: frames 1, 2 (one box each); negatives: the untouched frames 5, 6 (two each), not 3, 4
     assert (row["positives"], row["n"], row["auroc"]) == (2, 4, 1.0)
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from ._common import add_dataset_args, add_seed
@@ -56,25 +55,19 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_run(run_dir: str, ds=None, ds_path: str | None = None):
-    """The metric tables of a metrics run and each metric's 'worse' side, as recorded in run.json;
-    with ``ds``, the run must have been computed on that data set (same content hash)."""
-    import pandas as pd
-
+def _load_run(run_dir: str, ds, ds_path: str):
+    """The metrics run in ``run_dir``, which must have been computed on ``ds`` (same content hash)."""
     from ..errors import QualmetError
+    from ..metric_run import MetricRun
     from ..runner import dataset_hash
 
-    d = Path(run_dir)
-    if not (d / "objects.parquet").exists() or not (d / "run.json").exists():
-        raise QualmetError(f"{d}: not a metrics run (objects.parquet, run.json); run `qualmet metrics run ... --out {d}` first")
-    objects, frames = pd.read_parquet(d / "objects.parquet"), pd.read_parquet(d / "frames.parquet")
-    info = json.loads((d / "run.json").read_text())
-    recorded = (info.get("dataset") or {}).get("hash")
-    if ds is not None and recorded and recorded != dataset_hash(ds):
-        raise QualmetError(f"{d}: this metrics run was computed on another data set ({info['dataset'].get('path')}), "
-                           f"not {ds_path}; run `qualmet metrics run {ds_path} --out DIR` for it")
-    worse = {m["name"]: m["worse"] for m in info.get("metrics", [])}
-    return objects, frames, worse, info
+    run = MetricRun.load(run_dir)
+    recorded = (run.info.get("dataset") or {}).get("hash")
+    if recorded and recorded != dataset_hash(ds):
+        raise QualmetError(f"{run_dir}: this metrics run was computed on another data set "
+                           f"({run.info['dataset'].get('path')}), not {ds_path}; run `qualmet metrics run {ds_path} "
+                           "--out DIR` for it")
+    return run
 
 
 def parse_budget(text: str) -> float | int:
@@ -95,8 +88,8 @@ def cmd_select(args: argparse.Namespace) -> int:
     from ..runner import recorded_image_root
 
     ds = load_coco(args.dataset, images=args.images)
-    objects, frames, worse, info = _load_run(args.run, ds, args.dataset)
-    recorded = recorded_image_root(info, args.dataset) if args.images is None else None
+    run = _load_run(args.run, ds, args.dataset)
+    recorded = recorded_image_root(run.info, args.dataset) if args.images is None else None
     if recorded:
         ds.image_root = Path(recorded)  # the images the metrics were computed on
     spec = {"strategy": args.strategy, "method": args.method, "iqr_k": args.iqr_k, "percentile": args.percentile,
@@ -107,7 +100,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     if args.metrics:
         spec["metrics"] = args.metrics.split(",")
     budget = parse_budget(args.budget)
-    sel = select(objects, frames, ds.images["id"], Strategy.from_dict(spec), budget, args.seed, worse)
+    sel = select(run, ds.images["id"], Strategy.from_dict(spec), budget, args.seed)
     out = Path(args.out)
     sub = ds.subset(sel.image_ids)
     if sel.drop_annotations:
@@ -134,7 +127,7 @@ def cmd_errors(args: argparse.Namespace) -> int:
     from ..noise import load_manifest, manifest_mismatch
 
     ds = load_coco(args.dataset, images=args.images)
-    objects, frames, worse, _ = _load_run(args.run, ds, args.dataset)
+    run = _load_run(args.run, ds, args.dataset)
     manifest = load_manifest(args.manifest)
     if not len(manifest):
         raise QualmetError(f"{args.manifest}: records no injected error (was it written with --rate 0?): "
@@ -142,7 +135,7 @@ def cmd_errors(args: argparse.Namespace) -> int:
     why = manifest_mismatch(ds, manifest)
     if why:
         raise QualmetError(f"{args.manifest}: does not describe {args.dataset}: {why}")
-    table = write_label_error_report(objects, frames, args.manifest, worse, args.out)
+    table = write_label_error_report(run, args.manifest, args.out)
     piv = table.pivot_table(index="metric", columns="type", values="auroc")
     print(piv.round(3).to_string())
     print(f"wrote {args.out}/label_errors.csv, .md, .png")
