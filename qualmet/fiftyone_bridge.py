@@ -22,7 +22,6 @@ were computed with.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -34,10 +33,9 @@ import pandas as pd
 from . import __version__, atomic
 from .dataset import Dataset
 from .errors import QualmetError
+from .metric_run import FRAME_BASE, OBJECT_BASE
 
 PREFIX = "qualmet_"
-_BASE_OBJECT = ["annotation_id", "image_id", "category_id", "x", "y", "w", "h"]
-_BASE_FRAME = ["image_id", "file_name", "width", "height"]
 
 
 def _dataset(dataset: Dataset | str | os.PathLike) -> Dataset:
@@ -49,18 +47,15 @@ def _dataset(dataset: Dataset | str | os.PathLike) -> Dataset:
 def read_run(run_dir: str | os.PathLike, dataset: Dataset | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """(objects, frames, run.json) of a metrics run folder, as plain tables; with ``dataset``, the run
     must have been computed on it (the content hash run.json records)."""
-    from .chunks import dataset_hash
+    from .metric_run import MetricRun
+    from .runner import dataset_hash
 
-    d = Path(run_dir)
-    missing = [f for f in ("objects.parquet", "frames.parquet", "run.json") if not (d / f).is_file()]
-    if missing:
-        raise QualmetError(f"{d}: not a metrics run (missing {', '.join(missing)})")
-    info = json.loads((d / "run.json").read_text(encoding="utf-8"))
-    recorded = (info.get("dataset") or {}).get("hash")
+    run = MetricRun.load(run_dir)
+    recorded = (run.info.get("dataset") or {}).get("hash")
     if dataset is not None and recorded and recorded != dataset_hash(dataset):
-        raise QualmetError(f"{d}: this metrics run was computed on another data set "
-                           f"({(info.get('dataset') or {}).get('path')}), not {dataset.source}")
-    return pd.read_parquet(d / "objects.parquet"), pd.read_parquet(d / "frames.parquet"), info
+        raise QualmetError(f"{run_dir}: this metrics run was computed on another data set "
+                           f"({(run.info.get('dataset') or {}).get('path')}), not {dataset.source}")
+    return run.objects, run.frames, run.info
 
 
 def _json_value(v: Any) -> Any:
@@ -74,8 +69,8 @@ def metrics_coco(run_dir: str | os.PathLike, dataset: Dataset | str | os.PathLik
     ds = _dataset(dataset)
     objects, frames, _ = read_run(run_dir, ds)
     coco = ds.to_coco()
-    obj_cols = [c for c in objects.columns if c not in _BASE_OBJECT]
-    frm_cols = [c for c in frames.columns if c not in _BASE_FRAME]
+    obj_cols = [c for c in objects.columns if c not in OBJECT_BASE]
+    frm_cols = [c for c in frames.columns if c not in FRAME_BASE]
     by_ann = objects.set_index("annotation_id")[obj_cols]
     by_img = frames.set_index("image_id")[frm_cols]
     for a in coco["annotations"]:
@@ -208,14 +203,14 @@ def _attribute_names(det: Any) -> list[str]:
 def from_fiftyone(samples: Iterable[Any], dataset: Dataset | str | os.PathLike, out: str | os.PathLike | None = None,
                   object_fields: Iterable[str] | None = None, frame_fields: Iterable[str] | None = None,
                   label_field: str = "ground_truth", worse: dict[str, str] | None = None, prefix: str = PREFIX):
-    """A qualmet metrics run (:class:`qualmet.runner.MetricRun`, written to ``out`` when given) from the
+    """A qualmet metrics run (:class:`qualmet.metric_run.MetricRun`, written to ``out`` when given) from the
     fields of FiftyOne samples: ``object_fields`` of the detections in ``label_field`` (by default every
     attribute named ``<prefix>...``), ``frame_fields`` of the samples (likewise). A metric is named after
     its field, less ``prefix``; ``worse`` sets each one's suspicious end ("low", the default, or "high":
     e.g. ``{"mistakenness": "high"}``). Samples are matched to frames by file path, detections to boxes
     by ``coco_id``, else by class and box. Objects and frames no sample gives a value for are NaN."""
-    from .chunks import dataset_hash
-    from .runner import MetricRun
+    from .metric_run import MetricRun
+    from .runner import dataset_hash
 
     ds = _dataset(dataset)
     samples = list(samples)
@@ -228,10 +223,10 @@ def from_fiftyone(samples: Iterable[Any], dataset: Dataset | str | os.PathLike, 
     frame_fields = _fields(frame_fields, (k for s in samples for k in (s if isinstance(s, dict) else
                                                                        getattr(s, "field_names", ()))), prefix)
     col = {f: f[len(prefix):] if f.startswith(prefix) and len(f) > len(prefix) else f for f in object_fields + frame_fields}
-    clash = [c for c in col.values() if c in _BASE_OBJECT + _BASE_FRAME]
+    clash = [c for c in col.values() if c in OBJECT_BASE + FRAME_BASE]
     if clash or len(set(col.values())) < len(col):
         raise QualmetError(f"fields {', '.join(col)} give the metric names {', '.join(col.values())}: each must be "
-                           f"unique and none of {', '.join(dict.fromkeys(_BASE_OBJECT + _BASE_FRAME))}")
+                           f"unique and none of {', '.join(dict.fromkeys(OBJECT_BASE + FRAME_BASE))}")
     by_name: dict[str, list[int]] = {}
     for iid, fn in zip(ds.images["id"], ds.images["file_name"]):
         for k in {str(fn), Path(str(fn)).name}:
@@ -250,10 +245,10 @@ def from_fiftyone(samples: Iterable[Any], dataset: Dataset | str | os.PathLike, 
             aid = _object_of(det, frame, names, tuple(int(v) for v in sizes.loc[img]), where)
             for f in object_fields:
                 obj_vals[f][aid] = _number(_get(det, f), f"{where}: annotation {aid}: {f}")
-    objects = ds.annotations[["id"] + _BASE_OBJECT[1:]].rename(columns={"id": "annotation_id"}).reset_index(drop=True)
+    objects = ds.annotations[["id"] + OBJECT_BASE[1:]].rename(columns={"id": "annotation_id"}).reset_index(drop=True)
     for f in object_fields:
         objects[col[f]] = objects["annotation_id"].map(obj_vals[f]).astype("float64")
-    frames = ds.images[["id"] + _BASE_FRAME[1:]].rename(columns={"id": "image_id"}).reset_index(drop=True)
+    frames = ds.images[["id"] + FRAME_BASE[1:]].rename(columns={"id": "image_id"}).reset_index(drop=True)
     for f in frame_fields:
         frames[col[f]] = frames["image_id"].map(frm_vals[f]).astype("float64")
     metrics = [{"name": col[f], "level": level, "needs": [], "worse": worse.get(col[f], worse.get(f, "low")),
@@ -264,11 +259,8 @@ def from_fiftyone(samples: Iterable[Any], dataset: Dataset | str | os.PathLike, 
                         "annotations": len(ds.annotations), "skipped_items": [],
                         "image_root": str(Path(ds.image_root).resolve()) if ds.image_root is not None else None},
             "predictions": None, "metrics": metrics, "errors": [], "errors_by_metric": {}, "skipped_frames": []}
+    run = MetricRun(objects, frames, info)
     if out is not None:
-        o = Path(out)
-        o.mkdir(parents=True, exist_ok=True)
-        for name, df in (("objects.parquet", objects), ("frames.parquet", frames)):
-            with atomic.atomic_path(o / name) as tmp:
-                df.to_parquet(tmp, index=False)
-        atomic.write_json(o / "run.json", info, indent=2)
-    return MetricRun(objects, frames, info)
+        Path(out).mkdir(parents=True, exist_ok=True)
+        run.save(out)
+    return run

@@ -52,8 +52,8 @@ def test_plain_samples_read_back_as_the_same_run(run, tmp_path):
         "brightness": "frame", "object_count": "frame"}
     from qualmet.commands.experiment import _load_run  # what `qualmet select --run` reads
 
-    _, _, worse, _ = _load_run(str(tmp_path / "back"), load_coco(data), str(data))
-    assert set(worse) == set(METRICS)
+    loaded = _load_run(str(tmp_path / "back"), load_coco(data), str(data))
+    assert set(loaded.specs) == set(METRICS) and loaded.level("brightness") == "frame"
     samples[0]["filepath"] = "/elsewhere/other.png"
     with pytest.raises(QualmetError, match="other.png: is not an image of the data set"):
         from_fiftyone(samples, data)

@@ -14,7 +14,7 @@ import pytest
 from qualmet.cli import main
 from qualmet.errors import DatasetError
 from qualmet.evaluate import evaluate
-from qualmet.formats import load_coco, load_dataset, load_predictions, save_coco, save_ultralytics
+from qualmet.formats import load_coco, load_dataset, load_predictions, save_coco
 
 # (split, stem, width, height, label lines): boxes are "class cx cy w h", polygons "class x1 y1 x2 y2 ..."
 FRAMES = [
