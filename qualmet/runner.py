@@ -67,7 +67,7 @@ def _load_inputs(dataset: Dataset | str | os.PathLike, images: str | os.PathLike
             preds = predictions
             src["predictions_path"] = "<memory>"
         else:
-            preds = load_predictions(predictions, ds.images)
+            preds = load_predictions(predictions, ds)
             src["predictions_path"] = str(predictions)
             src["predictions_sha256"] = atomic.sha256_file(predictions)
     return ds, preds, src

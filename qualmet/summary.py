@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path, write_text
+from .stats import bootstrap_ci
 
 COCO_STATS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
 HEADLINE = ("AP", "AR100")
@@ -27,9 +28,7 @@ def paired(base: pd.Series, arm: pd.Series, n_boot: int = 2000, seed: int = 0) -
     d = (both["a"] - both["b"]).to_numpy()
     out = {"n": int(len(d)), "diff": float(d.mean()) if len(d) else np.nan, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan}
     if len(d) >= 2:
-        rng = np.random.default_rng(seed)
-        boots = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
-        out["ci_low"], out["ci_high"] = (float(v) for v in np.percentile(boots, [2.5, 97.5]))
+        out["ci_low"], out["ci_high"] = bootstrap_ci(d, n_boot, seed)
         if np.ptp(d) > 1e-9:  # float rounding of equal differences is not variation (p 8e-17 from 7e-18)
             from scipy.stats import ttest_rel
 
