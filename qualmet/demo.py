@@ -66,7 +66,7 @@ def demo(out: str | Path, quick: bool = True) -> Path:
 
     t = _step("5. the review queue: likely label issues, worst first, without using the noise manifest")
     oof = exp / "oof" / "preds_oof.json"
-    review = build_review(noisy, run, load_predictions(oof, noisy.images) if oof.is_file() else None)
+    review = build_review(noisy, run, load_predictions(oof, noisy) if oof.is_file() else None)
     write_review(review, noisy, out / "review")
     print(f"{len(review.issues)} issues: {review.issues['kind'].value_counts().to_dict()}; "
           f"wrote {out / 'review'} ({time.perf_counter() - t:.1f} s)")

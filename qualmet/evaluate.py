@@ -253,8 +253,10 @@ def evaluate(gt: Dataset, preds: pd.DataFrame | list | Dataset | None, out: str 
             write_text(o / f"{name}.csv", df.to_csv(index=False))
             with atomic_path(o / f"{name}.parquet") as tmp:
                 df.to_parquet(tmp, index=False)
-        plot_confusion(cm, o / "confusion_matrix.png")
-        plot_pr(ev, names, o / "pr_curve.png")
+        from .plots import confusion_png, pr_curves_png
+
+        confusion_png(cm, o / "confusion_matrix.png")
+        pr_curves_png(ev, names, o / "pr_curve.png")
     result["gt_flags"], result["pred_flags"], result["confusion_matrix"] = gflags, pflags, cm
     return result
 
@@ -276,69 +278,3 @@ def format_table(result: dict[str, Any]) -> str:
                  + (f"  ({ignored} ignored, as COCO does: in crowd regions or beyond 100 per frame and class)"
                     if ignored else ""))
     return "\n".join(lines)
-
-
-def plot_confusion(cm: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Confusion matrix heat map with counts."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(cm)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * n, 1.0 + 0.6 * n))
-    ax.imshow(cm.to_numpy(), cmap="Blues")
-    ax.set_xticks(range(n), cm.columns, rotation=45, ha="right")
-    ax.set_yticks(range(n), cm.index)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    vmax = cm.to_numpy().max() if cm.size else 0
-    for i in range(n):
-        for j in range(n):
-            v = int(cm.iat[i, j])
-            ax.text(j, i, str(v), ha="center", va="center", color="white" if v > vmax / 2 else "black")
-    ax.set_title("confusion matrix")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-
-
-def plot_pr(ev: Any, names: dict[int, str], path: str | os.PathLike) -> None:
-    """Precision-recall curves: all classes at IoU 0.5 and 0.75, and each class at IoU 0.5."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    if ev is None:
-        ax.text(0.5, 0.5, "nothing to evaluate\n(no predictions or no ground-truth box)", ha="center", va="center")
-    else:
-        rec = ev.params.recThrs
-        prec = ev.eval["precision"]
-        for t_idx, style in ((0, "-"), (5, "--")):
-            p = prec[t_idx, :, :, 0, -1]
-            p = np.where(p > -1, p, np.nan)
-            if np.isfinite(p).any():
-                ax.plot(rec, np.nanmean(p, axis=1), style, color="black", lw=2,
-                        label=f"all, IoU {ev.params.iouThrs[t_idx]:.2f}")
-        if len(ev.params.catIds) > 1:
-            for k, c in enumerate(ev.params.catIds):
-                p = prec[0, :, k, 0, -1]
-                if (p > -1).any():
-                    ax.plot(rec, np.where(p > -1, p, np.nan), lw=1, label=f"{names.get(c, c)} @0.5")
-        if ax.lines:
-            ax.legend(fontsize=8)
-        else:  # COCO could compute no curve: the ground truth has no (non-crowd) box
-            ax.text(0.5, 0.5, "nothing to evaluate\n(no ground-truth box)", ha="center", va="center")
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
-    ax.set_title("precision-recall")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-

@@ -104,3 +104,57 @@ def auroc_heatmap(piv: pd.DataFrame, path: str | Path) -> Path:
     ax.set_title("Which metric finds which injected error")
     fig.tight_layout()
     return save_png(fig, path, dpi=110)
+
+
+def confusion_png(cm: pd.DataFrame, path: str | Path) -> Path:
+    """Confusion matrix heat map with counts."""
+    plt = pyplot()
+    n = len(cm)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * n, 1.0 + 0.6 * n))
+    ax.imshow(cm.to_numpy(), cmap="Blues")
+    ax.set_xticks(range(n), cm.columns, rotation=45, ha="right")
+    ax.set_yticks(range(n), cm.index)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    vmax = cm.to_numpy().max() if cm.size else 0
+    for i in range(n):
+        for j in range(n):
+            v = int(cm.iat[i, j])
+            ax.text(j, i, str(v), ha="center", va="center", color="white" if v > vmax / 2 else "black")
+    ax.set_title("confusion matrix")
+    fig.tight_layout()
+    return save_png(fig, path, dpi=100)
+
+
+def pr_curves_png(ev: Any, names: dict[int, str], path: str | Path) -> Path:
+    """Precision-recall curves of a pycocotools/faster-coco-eval ``COCOeval`` after ``accumulate()``
+    (None: nothing to evaluate): all classes at IoU 0.5 and 0.75, and each class at IoU 0.5."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    if ev is None:
+        ax.text(0.5, 0.5, "nothing to evaluate\n(no predictions or no ground-truth box)", ha="center", va="center")
+    else:
+        rec = ev.params.recThrs
+        prec = ev.eval["precision"]
+        for t_idx, style in ((0, "-"), (5, "--")):
+            p = prec[t_idx, :, :, 0, -1]
+            p = np.where(p > -1, p, np.nan)
+            if np.isfinite(p).any():
+                ax.plot(rec, np.nanmean(p, axis=1), style, color="black", lw=2,
+                        label=f"all, IoU {ev.params.iouThrs[t_idx]:.2f}")
+        if len(ev.params.catIds) > 1:
+            for k, c in enumerate(ev.params.catIds):
+                p = prec[0, :, k, 0, -1]
+                if (p > -1).any():
+                    ax.plot(rec, np.where(p > -1, p, np.nan), lw=1, label=f"{names.get(c, c)} @0.5")
+        if ax.lines:
+            ax.legend(fontsize=8)
+        else:  # COCO could compute no curve: the ground truth has no (non-crowd) box
+            ax.text(0.5, 0.5, "nothing to evaluate\n(no ground-truth box)", ha="center", va="center")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_title("precision-recall")
+    fig.tight_layout()
+    return save_png(fig, path, dpi=100)

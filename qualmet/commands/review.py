@@ -35,7 +35,7 @@ def cmd_review(args: argparse.Namespace) -> int:
 
     ds = load_coco(args.dataset, images=args.images)
     run = _load_run(args.run, ds, args.dataset)
-    preds = load_predictions(args.predictions, ds.images) if args.predictions else None
+    preds = load_predictions(args.predictions, ds) if args.predictions else None
     verified = read_verified(args.verified, run) if args.verified else None
     review = build_review(ds, run, preds, verified)
     paths = write_review(review, ds, args.out)

@@ -41,7 +41,7 @@ def _predictions(model: ModelData, test, frame_ids: list[int]) -> pd.DataFrame |
         return None
     from ..formats import load_predictions
 
-    p = load_predictions(model.predictions_path, test.images)
+    p = load_predictions(model.predictions_path, test)
     return p[p["image_id"].isin(frame_ids)]
 
 
