@@ -5,7 +5,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -125,8 +125,20 @@ def parse_coco(d: Any, source: str = "<memory>", image_root: str | os.PathLike |
         if key in d and not isinstance(d[key], list):
             raise DatasetError(f"{source}: '{key}' must be a list, got {type(d[key]).__name__}")
 
+    cats = _categories(d.get("categories", []), bad)
+    imgs = _images(d["images"], bad)
+    anns = _annotations(d.get("annotations", []), {im["id"] for im in imgs}, {c["id"] for c in cats}, bad)
+
+    info = {k: v for k, v in d.items() if k not in ("images", "annotations", "categories")}
+    ds = Dataset.from_records(imgs, anns, cats, image_root=image_root, info=info, source=source)
+    ds.skipped = problems
+    return ds
+
+
+def _categories(records: list, bad: Callable[[str, str], None]) -> list[dict]:
+    """The loadable category records (integer id, string name, first of a duplicated id)."""
     cats, cat_ids = [], set()
-    for n, c in enumerate(d.get("categories", [])):
+    for n, c in enumerate(records):
         item = f"categories[{n}]"
         if not isinstance(c, dict) or not is_int64(c.get("id")) or not isinstance(c.get("name"), str):
             bad(item, f"a category needs an integer 'id' and a string 'name'; got {json.dumps(c)[:120]}")
@@ -136,9 +148,13 @@ def parse_coco(d: Any, source: str = "<memory>", image_root: str | os.PathLike |
             continue
         cat_ids.add(c["id"])
         cats.append(c)
+    return cats
 
+
+def _images(records: list, bad: Callable[[str, str], None]) -> list[dict]:
+    """The loadable image records (integer id, file name, positive size, first of a duplicated id)."""
     imgs, img_ids = [], set()
-    for n, im in enumerate(d["images"]):
+    for n, im in enumerate(records):
         item = f"images[{n}]"
         if not isinstance(im, dict):
             bad(item, f"an image must be an object, got {type(im).__name__}")
@@ -162,9 +178,14 @@ def parse_coco(d: Any, source: str = "<memory>", image_root: str | os.PathLike |
             continue
         img_ids.add(im["id"])
         imgs.append(im)
+    return imgs
 
+
+def _annotations(records: list, img_ids: set, cat_ids: set, bad: Callable[[str, str], None]) -> list[dict]:
+    """The loadable annotation records: integer ids of a loaded image and category, a finite
+    [x, y, w, h] bbox, finite score and area, iscrowd 0 or 1, no key clashing with the box columns."""
     anns, ann_ids = [], set()
-    for n, a in enumerate(d.get("annotations", [])):
+    for n, a in enumerate(records):
         item = f"annotations[{n}]"
         if not isinstance(a, dict):
             bad(item, f"an annotation must be an object, got {type(a).__name__}")
@@ -209,11 +230,7 @@ def parse_coco(d: Any, source: str = "<memory>", image_root: str | os.PathLike |
             continue
         ann_ids.add(a["id"])
         anns.append(a)
-
-    info = {k: v for k, v in d.items() if k not in ("images", "annotations", "categories")}
-    ds = Dataset.from_records(imgs, anns, cats, image_root=image_root, info=info, source=source)
-    ds.skipped = problems
-    return ds
+    return anns
 
 
 def load_coco(path: str | os.PathLike, images: str | os.PathLike | None = None, on_invalid: str = "raise") -> Dataset:

@@ -48,6 +48,31 @@ def least_suspicious_order(suspicion: pd.Series, ids: pd.Series) -> np.ndarray:
 
 # -- 1 overview ---------------------------------------------------------------------------------
 
+def _runner_errors(info: dict) -> list[str]:
+    """The card listing what the runner recorded: metric errors, skipped frames, unloaded records."""
+    errors = info.get("errors") or []
+    skipped = info.get("skipped_frames") or []
+    html: list[str] = []
+    if errors or skipped or (info.get("dataset") or {}).get("skipped_items"):
+        parts = []
+        if errors:
+            rows = [(e.get("metric"), "whole data set" if e.get("image_id") is None else e.get("image_id"),
+                     e.get("file_name") or "", e.get("error")) for e in errors[:50]]
+            more = f'<p class="muted small">and {len(errors) - 50} more in run.json</p>' if len(errors) > 50 else ""
+            by = ", ".join(f"{k}: {v}" for k, v in (info.get("errors_by_metric") or {}).items())
+            parts.append(f"<h4>Metric errors ({len(errors)}; {esc(by)})</h4>"
+                         f'{table(["metric", "image", "file", "error"], rows, cls="compact")}{more}')
+        if skipped:
+            rows = [(s.get("image_id"), s.get("file_name"), s.get("reason")) for s in skipped[:50]]
+            parts.append(f"<h4>Skipped frames ({len(skipped)})</h4>{table(['image', 'file', 'reason'], rows, cls='compact')}")
+        items = (info.get("dataset") or {}).get("skipped_items") or []
+        if items:
+            rows = [(i.get("item"), i.get("message")) for i in items[:50]]
+            parts.append(f"<h4>Data set records not loaded ({len(items)})</h4>{table(['item', 'problem'], rows, cls='compact')}")
+        html.append(f'<div class="card"><h3>Errors recorded by the runner</h3>{"".join(parts)}</div>')
+    return html
+
+
 def overview(run: RunData, thumbs: Thumbs | None, inputs: dict[str, str]) -> str:
     info, objects, frames = run.info, run.objects, run.frames
     names = run.category_names
@@ -104,23 +129,7 @@ def overview(run: RunData, thumbs: Thumbs | None, inputs: dict[str, str]) -> str
                 '</div>')
     html.append(f'<div class="card"><h3>Inputs</h3><div class="tablewrap"><table class="kv compact">{kv}</table></div></div>')
 
-    if errors or skipped or (info.get("dataset") or {}).get("skipped_items"):
-        parts = []
-        if errors:
-            rows = [(e.get("metric"), "whole data set" if e.get("image_id") is None else e.get("image_id"),
-                     e.get("file_name") or "", e.get("error")) for e in errors[:50]]
-            more = f'<p class="muted small">and {len(errors) - 50} more in run.json</p>' if len(errors) > 50 else ""
-            by = ", ".join(f"{k}: {v}" for k, v in (info.get("errors_by_metric") or {}).items())
-            parts.append(f"<h4>Metric errors ({len(errors)}; {esc(by)})</h4>"
-                         f'{table(["metric", "image", "file", "error"], rows, cls="compact")}{more}')
-        if skipped:
-            rows = [(s.get("image_id"), s.get("file_name"), s.get("reason")) for s in skipped[:50]]
-            parts.append(f"<h4>Skipped frames ({len(skipped)})</h4>{table(['image', 'file', 'reason'], rows, cls='compact')}")
-        items = (info.get("dataset") or {}).get("skipped_items") or []
-        if items:
-            rows = [(i.get("item"), i.get("message")) for i in items[:50]]
-            parts.append(f"<h4>Data set records not loaded ({len(items)})</h4>{table(['item', 'problem'], rows, cls='compact')}")
-        html.append(f'<div class="card"><h3>Errors recorded by the runner</h3>{"".join(parts)}</div>')
+    html += _runner_errors(info)
 
     secs = (timings.get("seconds_in_workers") or {})
     if secs:
