@@ -8,12 +8,16 @@ import sys
 from ..formats import FORMATS
 from ._common import IMAGES_HELP
 
+PATH_HELP = ("a COCO .json, a CSV .csv, an Ultralytics data.yaml, or a folder of VOC .xml / YOLO .txt files (or an "
+             "Ultralytics images/ + labels/ root)")
+FORMAT_HELP = "the input's format (default auto: from the file's suffix or the folder's contents)"
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="report every problem in a data set (exit 1 on errors)",
                        description="Check a COCO/VOC/YOLO/CSV data set and its images; every problem names its file and item.")
-    p.add_argument("path", help="COCO .json, CSV .csv, or a folder of VOC .xml / YOLO .txt files")
-    p.add_argument("--format", default="auto", choices=("auto",) + FORMATS)
+    p.add_argument("path", help=PATH_HELP)
+    p.add_argument("--format", default="auto", choices=("auto",) + FORMATS, help=FORMAT_HELP)
     p.add_argument("--images", default=None, help=IMAGES_HELP)
     p.add_argument("--no-images", action="store_true", help="check labels only, do not open image files")
     p.add_argument("--json", action="store_true", help="print problems as JSON lines")
@@ -21,8 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     c = sub.add_parser("convert", help="convert a data set between formats",
                        description="Convert VOC/YOLO/CSV/COCO to COCO JSON or YOLO txt.")
-    c.add_argument("path")
-    c.add_argument("--from", dest="src_format", default="auto", choices=("auto",) + FORMATS)
+    c.add_argument("path", help=PATH_HELP)
+    c.add_argument("--from", dest="src_format", default="auto", choices=("auto",) + FORMATS, help=FORMAT_HELP)
     c.add_argument("--to", dest="dst_format", default="coco", choices=("coco", "yolo", "ultralytics"),
                    help="coco: a COCO JSON; yolo: labels/ + images/ + classes.txt; ultralytics: images/<split>/, "
                         "labels/<split>/ and data.yaml (each image to its split, else train)")
@@ -36,8 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=cmd_convert)
 
     i = sub.add_parser("info", help="summarise a data set (frames, boxes, classes)")
-    i.add_argument("path")
-    i.add_argument("--format", default="auto", choices=("auto",) + FORMATS)
+    i.add_argument("path", help=PATH_HELP)
+    i.add_argument("--format", default="auto", choices=("auto",) + FORMATS, help=FORMAT_HELP)
     i.add_argument("--images", default=None, help=IMAGES_HELP)
     i.set_defaults(func=cmd_info)
 
