@@ -111,6 +111,7 @@ def _order(df: pd.DataFrame, metric: str, ascending: bool) -> list[int]:
     return d.sort_values([metric, "annotation_id"], ascending=[ascending, True], kind="mergesort")["annotation_id"].tolist()
 
 
+@pytest.mark.slow
 def test_every_section_renders_and_every_picture_loads(page, report, tmp_path):
     for sid in SECTIONS:
         assert page.locator(f"section#{sid} > h2").is_visible(), sid
@@ -137,6 +138,7 @@ def test_every_section_renders_and_every_picture_loads(page, report, tmp_path):
     assert page.errors == []
 
 
+@pytest.mark.slow
 def test_explorer_sorts_by_clicked_metric_and_reverses(page, report):
     objs = report["objects"]
     page.locator("#explorer").scroll_into_view_if_needed()
@@ -153,6 +155,7 @@ def test_explorer_sorts_by_clicked_metric_and_reverses(page, report):
         assert shown == _order(objs, m, ascending=worse != "low")[:len(shown)]
 
 
+@pytest.mark.slow
 def test_explorer_filters_by_threshold_like_pandas(page, report):
     objs = report["objects"]
     m = "box_tightness_iou"
@@ -173,6 +176,7 @@ def test_explorer_filters_by_threshold_like_pandas(page, report):
     assert int(count.get_attribute("data-count")) == len(objs)
 
 
+@pytest.mark.slow
 def test_select_rows_and_export_ids(page, report, tmp_path):
     page.locator('#explorer-objects th[data-key="annotation_id"]').click()
     boxes = page.locator("#explorer-objects tbody input.ex-sel")
@@ -209,6 +213,7 @@ def test_select_rows_and_export_ids(page, report, tmp_path):
     page.click("#explorer-objects .ex-selnone")
 
 
+@pytest.mark.slow
 def test_review_queue_filters_by_kind_sorts_and_exports(page, report, tmp_path):
     issues = report["issues"]
     q = "#review-queue"
@@ -243,6 +248,7 @@ def test_review_queue_filters_by_kind_sorts_and_exports(page, report, tmp_path):
     page.click(f"{q} .ex-selnone")
 
 
+@pytest.mark.slow
 def test_lightbox_shows_the_whole_frame(page, report):
     first = page.locator("#metrics .gallery .thumb").first
     first.scroll_into_view_if_needed()
@@ -255,6 +261,7 @@ def test_lightbox_shows_the_whole_frame(page, report):
     assert "open" not in box.get_attribute("class")
 
 
+@pytest.mark.slow
 def test_nothing_left_the_file_system(page):
     """Runs last in this module: every request the page made, lazily loaded pictures and downloads included."""
     assert page.requests, "no request recorded"
