@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 import qualmet
-from qualmet import registry
+from qualmet import discovery, plugin
 from qualmet.cli import main
-from qualmet.registry import load_registry
+from qualmet.discovery import load_registry
 
 NAMES = ["objectlab_quality", "objectlab_overlooked", "objectlab_badloc", "objectlab_swap"]
 MODULE = "qualmet.objectlab_metrics"
@@ -116,9 +116,9 @@ def test_entry_point_is_declared():
 def test_without_cleanlab_nothing_is_registered_and_nothing_warns(monkeypatch, capsys):
     original = importlib.import_module(MODULE)  # the real state, put back after the test
     monkeypatch.setattr(qualmet, "objectlab_metrics", original)  # a fresh import rebinds it
-    monkeypatch.setattr(registry, "_CACHE", {})  # nor may the cleanlab-less registry outlive the test
+    monkeypatch.setattr(discovery, "_CACHE", {})  # nor may the cleanlab-less registry outlive the test
     monkeypatch.delitem(sys.modules, MODULE)  # the entry point imports the module afresh
-    monkeypatch.delitem(registry._DEFINED, MODULE, raising=False)
+    monkeypatch.delitem(plugin._DEFINED, MODULE, raising=False)
     monkeypatch.setitem(sys.modules, "cleanlab", None)  # `import cleanlab` now fails, as when it is absent
     reg = load_registry()
     assert not [n for n in reg.metrics if n.startswith("objectlab")]
