@@ -104,3 +104,57 @@ def write_label_error_table(table: pd.DataFrame, out: str | Path) -> None:
     else:  # nothing was injected (or no metric fits): say so rather than leave an empty table unexplained
         write_text(out / "label_errors.md", "# Finding the injected label errors\n\nNothing to score: the manifest "
                    "records no injected error, or no metric of the run is oriented (`worse`).\n")
+
+
+# the review queue's kind for each injected error type (qualmet.noise.ERROR_TYPES)
+KIND_OF_TYPE = {"loose": "loose/shifted box", "shift": "loose/shifted box", "squash": "loose/shifted box",
+                "spurious": "spurious box", "duplicate": "duplicate", "missing": "missing box",
+                "wrong_class": "wrong class"}
+
+
+def _issue_truth(issues: pd.DataFrame, manifest: pd.DataFrame) -> pd.DataFrame:
+    """Per issue: the injected type it found (None for a clean box or frame) and the manifest's
+    annotation id of that error. A box issue finds the error recorded on its annotation; a
+    missing-box issue finds the deleted box of its frame that its suggestion overlaps most (IoU >= 0.5)."""
+    from .boxes import iou_matrix
+
+    by_ann = manifest[manifest["type"] != "missing"].drop_duplicates("annotation_id").set_index("annotation_id")["type"]
+    ann = issues["annotation_id"]
+    found = [by_ann.get(int(a)) if pd.notna(a) else None for a in ann]
+    found_id = [int(a) if f is not None else None for a, f in zip(ann, found)]
+    gone = manifest[manifest["type"] == "missing"]
+    for i in np.flatnonzero((issues["kind"] == "missing box").to_numpy()):
+        r = issues.iloc[i]
+        g = gone[gone["image_id"] == r["image_id"]]
+        if len(g):
+            iou = iou_matrix(np.array([[r["sx"], r["sy"], r["sw"], r["sh"]]], float),
+                             g[["orig_x", "orig_y", "orig_w", "orig_h"]].to_numpy(float))[0]
+            if iou.max() >= 0.5:
+                found[i], found_id[i] = "missing", int(g["annotation_id"].iloc[int(np.argmax(iou))])
+    return issues.assign(found=found, found_id=found_id)
+
+
+def review_against_manifest(issues: pd.DataFrame, manifest: pd.DataFrame,
+                            ks: tuple[int, ...] = (10, 30, 100)) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """How a review queue (``review.csv``'s rows) does on injected noise: per kind, the share of its
+    top k issues that are injected errors (precision@k; "right kind" when the error's type maps to
+    that kind); per injected type, the share found by some issue (recall) and by an issue of its
+    kind."""
+    t = _issue_truth(issues, manifest)
+    prec = []
+    for kind, g in t.groupby("kind", sort=False):
+        row = {"kind": kind, "issues": len(g)}
+        for k in ks:
+            top = g.head(k)
+            row[f"precision@{k}"] = float(top["found"].notna().mean()) if len(top) else np.nan
+            row[f"right_kind@{k}"] = float((top["found"].map(KIND_OF_TYPE) == kind).mean()) if len(top) else np.nan
+        prec.append(row)
+    rec = []
+    keyed = t[t["found"].notna()]
+    for typ, g in manifest.groupby("type"):
+        hits = keyed[keyed["found"] == typ]
+        n_found = hits["found_id"].nunique()
+        n_right = hits.loc[hits["kind"] == KIND_OF_TYPE[typ], "found_id"].nunique()
+        rec.append({"type": typ, "injected": len(g), "found": int(n_found), "recall": n_found / len(g),
+                    "recall_right_kind": n_right / len(g)})
+    return pd.DataFrame(prec), pd.DataFrame(rec)

@@ -178,3 +178,23 @@ def test_the_report_shows_the_queue_with_a_crop_per_issue(planted, tmp_path):
     assert {"duplicate", "missing box", "bad image"} <= kinds
     crops = [r[0] for r in blob["rows"]]
     assert all(c and (index.parent / c).is_file() for c in crops)
+
+
+def test_the_queue_scored_against_a_manifest_of_the_planted_faults(planted):
+    from qualmet.label_errors import review_against_manifest
+
+    d = planted["deleted"]
+    man = pd.DataFrame([
+        {"annotation_id": planted["loose"], "image_id": 3, "type": "loose"},
+        {"annotation_id": int(d["id"]), "image_id": int(d["image_id"]), "type": "missing", "orig_x": d["x"],
+         "orig_y": d["y"], "orig_w": d["w"], "orig_h": d["h"]},
+        {"annotation_id": planted["dup"], "image_id": 10, "type": "duplicate"},
+        {"annotation_id": planted["spurious"], "image_id": 9, "type": "spurious"}])
+    review = build_review(planted["ds"], planted["run"], planted["preds"])
+    prec, rec = review_against_manifest(review.issues, man)
+    rec = rec.set_index("type")
+    assert rec["recall"].tolist() == [1.0] * 4 and rec["recall_right_kind"].tolist() == [1.0] * 4
+    p = prec.set_index("kind")
+    assert p.loc["duplicate", "precision@10"] == 1.0 and p.loc["missing box", "right_kind@10"] == 1.0
+    n_loose = int((review.issues["kind"] == "loose/shifted box").sum())
+    assert p.loc["loose/shifted box", "precision@10"] == pytest.approx(1 / min(10, n_loose))

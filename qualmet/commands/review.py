@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--verified", default=None,
                    help="CSV annotation_id,verdict (correct|wrong) of boxes checked by hand: the combined score "
                         "becomes a logistic model fitted on them")
+    p.add_argument("--manifest", default=None,
+                   help="noise manifest of injected errors (from `qualmet corrupt`): also write how the queue does "
+                        "on them (precision@k per kind, recall per injected type) to against_manifest.csv")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_review)
 
@@ -44,4 +47,19 @@ def cmd_review(args: argparse.Namespace) -> int:
           f"wrote {', '.join(str(p) for p in paths.values())}")
     for note in review.notes:
         print(f"note: {note}")
+    if args.manifest:
+        _against_manifest(review, args.manifest, args.out)
     return 0
+
+
+def _against_manifest(review, manifest_path: str, out: str) -> None:
+    from pathlib import Path
+
+    from ..atomic import write_text
+    from ..label_errors import review_against_manifest
+    from ..noise import load_manifest
+
+    prec, rec = review_against_manifest(review.issues, load_manifest(manifest_path))
+    text = (prec.round(3).to_string(index=False) + "\n\n" + rec.round(3).to_string(index=False) + "\n")
+    write_text(Path(out) / "against_manifest.csv", prec.to_csv(index=False) + "\n" + rec.to_csv(index=False))
+    print(text + f"wrote {Path(out) / 'against_manifest.csv'}")
