@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.qualmet-installed
 DEMO_OUT ?= runs/demo
 
-.PHONY: install demo test bench clean lock
+.PHONY: install demo test test-fast bench clean lock
 
 install: $(STAMP)
 
@@ -36,6 +36,11 @@ demo: install
 test: install
 	./scripts/install-browser.sh
 	$(BIN)/python -m pytest -q
+
+# The edit loop (docs/development.md): every test but those marked slow (they train a detector, run a
+# whole experiment or the demo, or drive the browser). `make test` still runs everything.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: install
 	set -o pipefail; $(BIN)/pip install -q -c constraints.txt -e '.[bench]' 2>&1 | { grep -v "^WARNING: Location" || true; }

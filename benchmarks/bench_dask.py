@@ -34,7 +34,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from qualmet.dask_executor import DaskExecutor
-    from qualmet.runner import LocalExecutor
+    from qualmet.executors import LocalExecutor
     from qualmet.synth import generate
 
     with tempfile.TemporaryDirectory() as tmp:

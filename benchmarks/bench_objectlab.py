@@ -2,10 +2,11 @@
 
 Reads an experiment folder written by `qualmet experiment` (its noisy training set
 ``data/train_noisy.json``, the noise manifest ``data/manifest.json`` and the out-of-fold predictions
-``oof/preds_oof.json``), computes every built-in qualmet metric on the noisy set with those
-predictions (into OUT/metrics; nothing is written in the experiment folder), converts labels and
-predictions to ObjectLab's formats, and scores how well each ranking finds the injected errors:
-AUROC and average precision per error type,
+``oof/preds_oof.json``), computes every qualmet metric on the noisy set with those predictions (into
+OUT/metrics; nothing is written in the experiment folder) -- the built-ins and, through the
+``objectlab`` entry point (qualmet/objectlab_metrics.py), ObjectLab's scores with cleanlab's default
+thresholds -- and scores how well each ranking finds the injected errors: AUROC and average
+precision per error type,
 
 - at frame level (ObjectLab scores images): a frame is erroneous if any manifest change touches it;
   for a type, positives are frames touched by that type and negatives are frames touched by none;
@@ -13,12 +14,14 @@ AUROC and average precision per error type,
 - at annotation level: qualmet's per-box metrics vs ObjectLab's per-box scores (the lower of its
   badly-located and swap box scores); ``missing`` boxes have no annotation, so frame level only.
 
-Methods: each qualmet metric, two qualmet combined scores fixed in advance (the experiment's
+Methods: each built-in qualmet metric, two qualmet combined scores fixed in advance (the experiment's
 ``combined`` arm metrics; the same plus the prediction-based ``confidence`` and ``missed_by_labels``),
-ObjectLab's image score (``cleanlab.object_detection.rank.get_label_quality_scores``) and its three
-sub-scores (overlooked, badloc, swap), pooled per image the way ObjectLab pools them.
+ObjectLab's image score (metric ``objectlab_quality``, cleanlab's
+``object_detection.rank.get_label_quality_scores``) and its three sub-scores (overlooked, badloc,
+swap), pooled per image the way ObjectLab pools them, and ObjectLab with thresholds adapted to the
+detector (computed here, on the plugin's conversion of the tables: the plugin keeps cleanlab's defaults).
 
-    .venv/bin/pip install 'cleanlab>=2.8'   # benchmark dependency only
+    .venv/bin/pip install -c constraints.txt -e '.[objectlab]'   # cleanlab: the plugin's optional dependency
     nice .venv/bin/python benchmarks/bench_objectlab.py [--exp experiments/results/pandas_filtering] [--out /tmp/bench_objectlab]
 """
 from __future__ import annotations
@@ -63,34 +66,8 @@ def combined_metrics(exp: Path) -> tuple[str, ...]:
 
 # -- ObjectLab ------------------------------------------------------------------------------
 
-def to_objectlab(ds, preds: pd.DataFrame) -> tuple[list[dict], list[list[np.ndarray]], list[int], list[np.ndarray]]:
-    """COCO labels and predictions -> ObjectLab's (labels, predictions), in image-id order.
-
-    labels[i] = {'bboxes': (L, 4) xyxy, 'labels': (L,) class index, 'image_name'};
-    predictions[i][k] = (M_k, 5) [x1, y1, x2, y2, score] for class index k. Also returns the image ids
-    and, per image, the annotation ids in the order of labels[i]['bboxes']."""
-    cats = sorted(int(c) for c in ds.categories["id"])
-    k_of = {c: k for k, c in enumerate(cats)}
-    image_ids = sorted(int(i) for i in ds.images["id"])
-    names = ds.images.set_index("id")["file_name"]
-    anns = ds.annotations.sort_values("id", kind="stable")
-    by_img = {int(i): g for i, g in anns.groupby("image_id")}
-    pby_img = {int(i): g for i, g in preds.groupby("image_id")}
-    labels, predictions, ann_ids = [], [], []
-    for i in image_ids:
-        a = by_img.get(i, anns.iloc[0:0])
-        xywh = a[["x", "y", "w", "h"]].to_numpy(np.float64).reshape(-1, 4)
-        labels.append({"bboxes": np.c_[xywh[:, :2], xywh[:, :2] + xywh[:, 2:]],
-                       "labels": a["category_id"].map(k_of).to_numpy(np.int64), "image_name": str(names[i])})
-        ann_ids.append(a["id"].to_numpy(np.int64))
-        p = pby_img.get(i, preds.iloc[0:0])
-        per_class = []
-        for c in cats:
-            q = p[p["category_id"] == c]
-            b = q[["x", "y", "w", "h"]].to_numpy(np.float64).reshape(-1, 4)
-            per_class.append(np.c_[b[:, :2], b[:, :2] + b[:, 2:], q["score"].to_numpy(np.float64)].reshape(-1, 5))
-        predictions.append(per_class)
-    return labels, predictions, image_ids, ann_ids
+PLUGIN = {"objectlab_quality": "objectlab", "objectlab_overlooked": "objectlab:overlooked",
+          "objectlab_badloc": "objectlab:badloc", "objectlab_swap": "objectlab:swap"}  # metric -> method name
 
 
 def adapted_thresholds(labels: list[dict], predictions: list[list[np.ndarray]]) -> tuple[float, float]:
@@ -103,33 +80,48 @@ def adapted_thresholds(labels: list[dict], predictions: list[list[np.ndarray]]) 
     return high / 2, high
 
 
-def objectlab_scores(labels: list[dict], predictions: list[list[np.ndarray]]
-                     ) -> tuple[dict[str, np.ndarray], dict[str, list[np.ndarray]], tuple[float, float], float]:
-    """ObjectLab's image scores (lower = more likely mislabelled): the public overall score, its three
-    sub-scores pooled per image as ObjectLab pools them, and the overall score with thresholds adapted
-    to the detector (private ``_get_subtype_label_quality_scores``, the function the public one calls);
-    plus per-annotation scores (min of the badly-located and swap box scores), default and adapted;
-    plus the thresholds used and the seconds the public call alone took."""
+def _pooled(objects: pd.DataFrame, column: str, ids: pd.Index) -> pd.Series:
+    """A per-box ObjectLab score pooled per frame as ObjectLab pools it (softmin; 1.0 for no box)."""
     from cleanlab.object_detection import rank
 
+    by_image = {int(i): g.to_numpy(np.float64) for i, g in objects.groupby("image_id")[column]}
+    return pd.Series(rank.pool_box_scores_per_image([by_image.get(int(i), np.zeros(0)) for i in ids]), index=ids)
+
+
+def objectlab_scores(run, ds, preds: pd.DataFrame, ids: pd.Index
+                     ) -> tuple[dict[str, pd.Series], dict[str, pd.Series], tuple[float, float]]:
+    """ObjectLab's scores (lower = more likely mislabelled) per image and per annotation id.
+
+    Default thresholds: the run's plugin metrics (qualmet/objectlab_metrics.py: the public overall
+    score and the overlooked sub-score per frame, the badloc and swap scores per box), with badloc and
+    swap also pooled per image as ObjectLab pools them; per annotation, the lower of badloc and swap.
+    Adapted thresholds: cleanlab's private ``_get_subtype_label_quality_scores`` (the function the
+    public one calls with fixed constants) and the box scores with those thresholds, on the plugin's
+    conversion of the same tables. Also returns the adapted thresholds."""
+    from cleanlab.object_detection import rank
+
+    from qualmet.objectlab_metrics import to_objectlab_inputs
+
+    fr = run.frames.set_index("image_id")
+    obj = run.objects
+    images = {PLUGIN[m]: fr[m].reindex(ids) for m in ("objectlab_quality", "objectlab_overlooked")}
+    images.update({PLUGIN[m]: _pooled(obj, m, ids) for m in ("objectlab_badloc", "objectlab_swap")})
+    boxes = {"objectlab": pd.Series(np.fmin(obj["objectlab_badloc"], obj["objectlab_swap"]).to_numpy(),
+                                    index=obj["annotation_id"].to_numpy())}
+
+    inputs = to_objectlab_inputs(ds.annotations, ds.images, preds)
+    labels, predictions = inputs.labels, inputs.predictions
     low, high = adapted_thresholds(labels, predictions)
-    over = rank.compute_overlooked_box_scores(labels=labels, predictions=predictions)
-    bad = rank.compute_badloc_box_scores(labels=labels, predictions=predictions)
-    swap = rank.compute_swap_box_scores(labels=labels, predictions=predictions)
     bad_a = rank.compute_badloc_box_scores(labels=labels, predictions=predictions, low_probability_threshold=low)
     swap_a = rank.compute_swap_box_scores(labels=labels, predictions=predictions, high_probability_threshold=high)
-    t0 = time.perf_counter()
-    public = rank.get_label_quality_scores(labels, predictions, verbose=False)
-    seconds = time.perf_counter() - t0
-    images = {"objectlab": public,
-              "objectlab:overlooked": rank.pool_box_scores_per_image(over),
-              "objectlab:badloc": rank.pool_box_scores_per_image(bad),
-              "objectlab:swap": rank.pool_box_scores_per_image(swap),
-              "objectlab:adapted": rank._get_subtype_label_quality_scores(
-                  labels, predictions, low_probability_threshold=low, high_probability_threshold=high)}
-    boxes = {"objectlab": [np.fmin(np.asarray(b, float), np.asarray(s, float)) for b, s in zip(bad, swap)],
-             "objectlab:adapted": [np.fmin(np.asarray(b, float), np.asarray(s, float)) for b, s in zip(bad_a, swap_a)]}
-    return images, boxes, (low, high), seconds
+    images["objectlab:adapted"] = pd.Series(rank._get_subtype_label_quality_scores(
+        labels, predictions, low_probability_threshold=low, high_probability_threshold=high),
+        index=inputs.image_ids).reindex(ids)
+    ann_ids = ds.annotations["id"].to_numpy(np.int64)
+    boxes["objectlab:adapted"] = pd.Series(
+        np.concatenate([np.fmin(b, w) for b, w in zip(bad_a, swap_a)] + [np.zeros(0)]),
+        index=np.concatenate([ann_ids[r] for r in inputs.rows] + [np.zeros(0, np.int64)]))
+    return images, boxes, (low, high)
 
 
 # -- qualmet scores -------------------------------------------------------------------------
@@ -252,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     from qualmet.atomic import atomic_path, write_text
     from qualmet.formats import load_coco, load_predictions
     from qualmet.noise import load_manifest
-    from qualmet.registry import load_registry
+    from qualmet.discovery import load_registry
     from qualmet.runner import run_metrics
 
     exp, out = Path(args.exp), Path(args.out)
@@ -268,25 +260,30 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     run = run_metrics(ds, predictions=preds, out=out / "metrics", workers=args.workers, progress=False)
-    reg = load_registry()
-    worse = {m: reg[m].worse for m in list(run.objects.columns) + list(run.frames.columns) if m in reg}
     t_qualmet = time.perf_counter() - t0
+    absent = [m for m in PLUGIN if m not in run.objects.columns and m not in run.frames.columns]
+    if absent:
+        raise SystemExit(f"the ObjectLab metrics ({', '.join(absent)}) did not run: install cleanlab "
+                         f"(pip install -c constraints.txt -e '.[objectlab]'); run.json: {run.info.get('plugin_problems')}")
+    reg = load_registry()
+    cols = list(run.objects.columns) + list(run.frames.columns)
+    worse = {m: reg[m].worse for m in cols if m in reg and m not in PLUGIN}  # qualmet's own metrics
+    seconds = run.info.get("timings", {}).get("seconds_in_workers", {})
+    t_plugin = sum(seconds.get(m, 0.0) for m in PLUGIN)  # 0 when every value came from the cache
     base = combined_metrics(exp)
     combos = {"combined": base, "combined+oof": tuple(dict.fromkeys(base + MODEL_METRICS))}
     ids = pd.Index(sorted(int(i) for i in ds.images["id"]), name="image_id")
     fscores = frame_scores(run.objects, run.frames, worse, ids, combos)
 
     t0 = time.perf_counter()
-    labels, predictions, image_ids, ann_ids = to_objectlab(ds, preds)
-    ol_images, ol_boxes, (low, high), t_public = objectlab_scores(labels, predictions)
+    ol_images, ol_boxes, (low, high) = objectlab_scores(run, ds, preds, ids)
     t_objectlab = time.perf_counter() - t0
     for name, v in ol_images.items():
-        fscores[name] = pd.Series(-np.asarray(v, float), index=pd.Index(image_ids))  # lower score = worse
+        fscores[name] = -v.astype(float)  # lower score = worse
 
-    objects = run.objects.copy()
+    objects = run.objects.drop(columns=list(PLUGIN), errors="ignore")
     obj_worse = {m: w for m, w in worse.items() if m in objects.columns}
-    for name, per_image in ol_boxes.items():
-        box = pd.Series(np.concatenate(per_image), index=np.concatenate(ann_ids))
+    for name, box in ol_boxes.items():
         objects[name] = objects["annotation_id"].map(box)
         obj_worse[name] = "low"
     for name, ms in combos.items():
@@ -309,8 +306,9 @@ def main(argv: list[str] | None = None) -> int:
              f"high = the score of the N-th most confident prediction (N = labelled boxes) = {high:.3f}, low = "
              f"{low:.3f}. "
              f"Column headers give the number of positives. Time: qualmet metrics {t_qualmet:.1f} s "
-             f"({args.workers} worker(s), cached chunks reused on a rerun), ObjectLab {t_objectlab:.1f} s for all "
-             f"its scores above, {t_public:.1f} s of it for the public `get_label_quality_scores` "
+             f"({args.workers} worker(s), cached chunks reused on a rerun), of which {t_plugin:.1f} s for the four "
+             f"ObjectLab plugin metrics (0 when cached); ObjectLab's adapted variant and the pooling "
+             f"{t_objectlab:.1f} s "
              f"(2 shared cores, niced, other jobs running: noisy).")
     md = ["# qualmet vs cleanlab ObjectLab: finding the injected label errors", "", notes, ""]
     for level, what in (("frame", "Frame level (a frame is positive if any change touches it)"),

@@ -18,8 +18,8 @@ __all__ = ["__version__", "Dataset", "DatasetError", "ImageError", "PathSafetyEr
 
 # Heavier parts load on first use, so ``import qualmet`` (and the CLI) stays fast and torch-free.
 _LAZY = {
-    "metric": "qualmet.registry",
-    "MetricContext": "qualmet.registry",
+    "metric": "qualmet.plugin",
+    "MetricContext": "qualmet.context",
     "run_metrics": "qualmet.runner",
     "Predictor": "qualmet.detector.predictor",
 }

@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 
 from . import atomic
-from .dataset import Dataset
 from .errors import ImageError
 from .metric_run import FRAME_BASE
 from .paths import safe_join
@@ -49,13 +48,6 @@ def hash_table(df: pd.DataFrame) -> str:
             h.update(pd.util.hash_pandas_object(col, index=False).to_numpy().tobytes())
     return h.hexdigest()[:16]
 
-
-
-def dataset_hash(ds: Dataset) -> str:
-    """Content hash of the images and annotations tables (what the metrics see)."""
-    return hashlib.sha256((hash_df(ds.images, FRAME_BASE[1:] + ["id"])
-                           + hash_df(ds.annotations, ["id", "image_id", "category_id", "x", "y", "w", "h"])).encode()
-                          ).hexdigest()[:16]
 
 
 def cache_key(*parts: str) -> str:

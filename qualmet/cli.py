@@ -10,22 +10,52 @@ import argparse
 import importlib
 import pkgutil
 import sys
+import textwrap
 import warnings
 
 from . import __version__
 from .errors import PredictionsWarning, QualmetError
 
 
+# ``qualmet --help`` lists the commands in the order a user meets them; a command missing here is
+# listed under "other" (tests/test_cli_help.py keeps this table complete).
+GROUPS = (("data", ("synth", "validate", "convert", "info", "show", "corrupt")),
+          ("metrics", ("metrics", "errors", "importance")),
+          ("review and selection", ("review", "select")),
+          ("model", ("train", "predict", "crossval", "evaluate", "summary")),
+          ("experiments", ("experiment", "demo")),
+          ("report", ("report",)))
+EXIT_CODES = ("exit codes: 0 done; 1 done, with problems it reports (a metric failed on some frames, a frame "
+              "could not be read, validate found errors); 2 not done: a usage or data error, said in one line; "
+              "130 interrupted (rerun the same command to resume)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qualmet", description="Data-centric quality metrics for object detection.")
+    parser = argparse.ArgumentParser(prog="qualmet", description="Data-centric quality metrics for object detection.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"qualmet {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", help=argparse.SUPPRESS)
     from . import commands
 
     for mod in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if not mod.name.startswith("_"):
             importlib.import_module(f"{commands.__name__}.{mod.name}").register(sub)
+    parser.epilog = (_grouped_commands(sub) + "\n\n" + textwrap.fill(EXIT_CODES, 100, subsequent_indent="  ")
+                     + "\n\n'qualmet COMMAND --help' describes each command.")
     return parser
+
+
+def _grouped_commands(sub: argparse._SubParsersAction) -> str:
+    """The commands under their GROUPS headings, each with its one-line help."""
+    helps = {a.dest: a.help or "" for a in sub._choices_actions}
+    width = max(len(n) for n in helps) + 2
+    listed = {n for _, names in GROUPS for n in names}
+    groups = list(GROUPS) + ([("other", tuple(sorted(set(helps) - listed)))] if set(helps) - listed else [])
+    lines = ["commands:"]
+    for title, names in groups:
+        lines.append(f"  {title}")
+        lines += [f"    {n.ljust(width)}{helps[n]}" for n in names if n in helps]
+    return "\n".join(lines)
 
 
 def describe_os_error(exc: OSError) -> str:

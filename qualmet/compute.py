@@ -3,9 +3,7 @@ return value checked.
 
 :func:`compute_chunk` (frames + metric names + plugin sources -> partial tables) is what executors
 run, in this process, a worker process or a Dask worker; it depends on nothing but its task, so any
-executor that can map a function over picklable tasks can run it. This module is part of
-``plugin_api_digest`` (it builds the context and reads what plugins return), so a change here
-recomputes cached values.
+executor that can map a function over picklable tasks can run it.
 """
 from __future__ import annotations
 
@@ -21,10 +19,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import __version__
 from . import imageio as _imageio
 from .errors import ImageError, QualmetError
 from .paths import safe_join
-from .registry import MetricContext, MetricSpec, load_registry, plugin_api_digest, private_copy
+from .context import MetricContext, private_copy
+from .discovery import load_registry
+from .plugin import MetricSpec
 
 PARTIAL = "__partial__"  # prefix of per-object vector columns awaiting a finalize step
 
@@ -57,7 +58,7 @@ class ChunkTask:
     image_root: str | None
     entry_points: bool = True
     metric_keys: dict[str, str] = field(default_factory=dict)  # name -> MetricSpec.key the caller loaded
-    api_digest: str = ""  # the caller's plugin_api_digest()
+    qualmet_version: str = ""  # the caller's
 
 
 @dataclass
@@ -83,13 +84,8 @@ def compute_chunk(task: ChunkTask) -> ChunkResult:
     need_pixels = any(s.needs_pixels for s in specs)
     anns_all = task.annotations.sort_values("image_id", kind="stable")
     boxes_all = anns_all[["x", "y", "w", "h"]].to_numpy(dtype=np.float64)
-    ids_all = anns_all["image_id"].to_numpy()
     ann_ids_all = anns_all["id"].to_numpy(dtype=np.int64)
-    anns_by = {}
-    if len(ids_all):
-        cut = np.flatnonzero(np.diff(ids_all)) + 1
-        starts, ends = np.r_[0, cut], np.r_[cut, len(ids_all)]
-        anns_by = {int(ids_all[a]): (a, b) for a, b in zip(starts, ends)}
+    anns_by = _row_ranges(anns_all["image_id"].to_numpy())
     preds_by: dict[int, pd.DataFrame] = {}
     empty_p = None
     if task.predictions is not None:
@@ -114,13 +110,8 @@ def compute_chunk(task: ChunkTask) -> ChunkResult:
         image = None
         if need_pixels:
             t0 = time.perf_counter()
-            try:
-                if task.image_root is None:
-                    raise ImageError(f"image {iid} ({fr['file_name']}): data set has no image root")
-                image = _imageio.read_image(safe_join(task.image_root, fr["file_name"], cache=path_cache))
-                decodes += 1  # images decoded, not tried: a run whose images are all missing says 0
-            except ImageError as exc:
-                skipped.append({"image_id": iid, "file_name": fr["file_name"], "reason": str(exc)})
+            image = _decode(task.image_root, fr, path_cache, skipped)
+            decodes += image is not None  # images decoded, not tried: a run whose images are all missing says 0
             seconds["decode"] += time.perf_counter() - t0
         # one context for the frame's metrics, each of which (ctx.begin) sees only the inputs it declares;
         # the frame's annotation rows are sliced out only if a metric reads ctx.annotations
@@ -159,12 +150,28 @@ def compute_chunk(task: ChunkTask) -> ChunkResult:
                 errors.append(error_record(s.name, iid, fr["file_name"], exc, s.func))
                 col.append(math.nan)
             seconds[s.name] += time.perf_counter() - t0
-    objects = pd.DataFrame(obj_cols)
-    objects["annotation_id"] = objects["annotation_id"].astype("int64")
-    objects["image_id"] = objects["image_id"].astype("int64")
-    frames = pd.DataFrame(frame_cols)
-    frames["image_id"] = frames["image_id"].astype("int64")
+    objects = pd.DataFrame(obj_cols).astype({"annotation_id": "int64", "image_id": "int64"})
+    frames = pd.DataFrame(frame_cols).astype({"image_id": "int64"})
     return ChunkResult(task.index, objects, frames, errors, skipped, decodes, seconds)
+
+
+def _row_ranges(image_ids: np.ndarray) -> dict[int, tuple[int, int]]:
+    """image id -> (start, stop) of its rows, for rows sorted by image id."""
+    if not len(image_ids):
+        return {}
+    cut = np.flatnonzero(np.diff(image_ids)) + 1
+    return {int(image_ids[a]): (int(a), int(b)) for a, b in zip(np.r_[0, cut], np.r_[cut, len(image_ids)])}
+
+
+def _decode(root: str | None, fr: dict, path_cache: dict, skipped: list[dict]) -> np.ndarray | None:
+    """Frame ``fr``'s pixels, or None with a record in ``skipped`` saying why they cannot be read."""
+    try:
+        if root is None:
+            raise ImageError(f"image {fr['image_id']} ({fr['file_name']}): data set has no image root")
+        return _imageio.read_image(safe_join(root, fr["file_name"], cache=path_cache))
+    except ImageError as exc:
+        skipped.append({"image_id": int(fr["image_id"]), "file_name": fr["file_name"], "reason": str(exc)})
+        return None
 
 
 def _object_values(s: MetricSpec, v: Any, ctx: MetricContext, n: int) -> list:
@@ -204,7 +211,7 @@ def _current_specs(task: ChunkTask) -> list[MetricSpec]:
     if stale(reg):
         reg = load_registry(task.plugin_sources, entry_points=task.entry_points)
     differ = stale(reg)
-    if task.api_digest and plugin_api_digest() != task.api_digest:
+    if task.qualmet_version and task.qualmet_version != __version__:
         differ.append("qualmet itself")
     if differ:
         raise QualmetError(f"this worker process runs other code than the caller for {', '.join(differ)} (it was "
@@ -261,7 +268,7 @@ def plugin_frame(exc: BaseException, func: Any) -> str | None:
 
 def split_task(task: ChunkTask) -> list[ChunkTask]:
     """The chunk as one task per frame (same index, metrics, plugins, and the metric keys and code
-    digest its caller loaded, so a worker running other code still refuses each frame)."""
+    version its caller loaded, so a worker running other code still refuses each frame)."""
     a_ids = task.annotations["image_id"].to_numpy()
     p_ids = task.predictions["image_id"].to_numpy() if task.predictions is not None else None
     return [replace(task, frames=[fr], annotations=task.annotations[a_ids == fr["image_id"]],

@@ -30,7 +30,9 @@ def demo(out: str | Path, quick: bool = True) -> Path:
     """Run the demo into ``out`` (the quick experiment unless ``quick=False``) and return that folder."""
     from .label_errors import write_label_error_report
     from .experiment import compute_metrics, load_spec, prepare_data, run_experiment
-    from .formats import load_coco
+    from .formats import load_coco, load_predictions
+    from .review import build_review
+    from .review_files import write_review
     from .noise import load_manifest
     from .show import show_grid
     from .validate import validate
@@ -62,15 +64,28 @@ def demo(out: str | Path, quick: bool = True) -> Path:
     write_label_error_report(run, manifest, exp / "label_errors")
     print((exp / "label_errors" / "label_errors.md").read_text())
 
-    t = _step(f"5. experiment{' (quick)' if quick else ''}: every arm trains the same detector on the same budget")
+    t = _step("5. the review queue: likely label issues, worst first, without using the noise manifest")
+    oof = exp / "oof" / "preds_oof.json"
+    review = build_review(noisy, run, load_predictions(oof, noisy) if oof.is_file() else None)
+    write_review(review, noisy, out / "review")
+    print(f"{len(review.issues)} issues: {review.issues['kind'].value_counts().to_dict()}; "
+          f"wrote {out / 'review'} ({time.perf_counter() - t:.1f} s)")
+
+    t = _step(f"6. experiment{' (quick)' if quick else ''}: every arm trains the same detector on the same budget")
     run_experiment(SPEC, out=exp, quick=quick, progress=True)
 
-    t = _step("6. the browsable report: metric distributions, worst-first galleries, explorer, model, verdict")
+    t = _step("7. the browsable report: metric distributions, galleries, explorer, review queue, model, verdict")
+    import tempfile
+
+    from .commands.report import predict_for_report
     from .report import build_report
 
     model = exp / "arms" / "random" / f"seed{spec.seeds[0]}" / "model"
-    index = build_report(out / "report", experiment=exp, model=model if model.is_dir() else None,
-                         title="qualmet demo: synthetic pandas, 30% label noise", progress=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        preds = predict_for_report(model, test_json, tmp) if (model / "model.pt").is_file() else None
+        index = build_report(out / "report", experiment=exp, model=model if model.is_dir() else None,
+                             predictions=preds, review=out / "review",
+                             title="qualmet demo: synthetic pandas, 30% label noise", progress=True)
     print(f"wrote {index} ({time.perf_counter() - t:.1f} s); open it in a browser")
     print(f"\ndemo finished in {(time.perf_counter() - t0) / 60:.1f} min; everything is under {out.resolve()}")
     print(f"  look at: {grid}, {exp / 'summary.md'}, {exp / 'summary.png'}, {exp / 'label_errors' / 'label_errors.png'},")

@@ -1,24 +1,24 @@
-"""Detection evaluation: pycocotools COCOeval (bbox) with all 12 stats named, per-class AP, a
-precision-recall plot, a confusion matrix (classes + background) and per-object TP/FP/FN flags.
+"""Detection evaluation: COCOeval (bbox; pycocotools, or faster-coco-eval with ``backend=``) with all 12
+stats named, per-class AP, a precision-recall plot, a confusion matrix (classes + background) and
+per-object TP/FP/FN flags.
 
 No torch here: predictions come as a DataFrame (annotations-shaped, with ``score``), a COCO
 results list, or a Dataset of predictions.
 
-Matching for the flags and the confusion matrix is greedy by descending score at IoU >= 0.5:
-each prediction takes the unmatched same-class ground-truth box it overlaps most. Because the
-order is by score, the matching at any score threshold is a prefix of the full one: a ground-truth
-box counts as found at threshold t iff ``matched_score >= t``, a prediction is a TP at t iff
-``tp and score >= t``. As in COCOeval, a prediction that finds no box but lies in a crowd region
-(``iscrowd=1``) of its class is *ignored* (neither TP nor FP), and crowd regions are never missed.
-The confusion matrix then pairs the leftovers across classes.
+The flags are COCOeval's own matches (:mod:`qualmet.cocoeval`): same class, greedy by descending
+score, each prediction taking the unmatched box it overlaps most at IoU >= 0.5, at most 100
+predictions per frame and class, so flags and AP never disagree. Because the order is by score, the
+matching at any score threshold is a prefix of the full one: a ground-truth box counts as found at
+threshold t iff ``matched_score >= t``, a prediction is a TP at t iff ``tp and score >= t``. As in
+COCOeval, a prediction that finds no box but lies in a crowd region (``iscrowd=1``) of its class is
+*ignored* (neither TP nor FP), and crowd regions are never missed. The confusion matrix then pairs
+the leftovers across classes.
 
 Predictions on an image or of a category the ground truth does not have are refused
 (:class:`QualmetError`): pycocotools would silently drop them, and the flags would mis-bin them.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 from pathlib import Path
 from typing import Any
@@ -27,13 +27,13 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path, write_json, write_text
-from .boxes import coverage_matrix, iou_matrix
+from .boxes import iou_matrix, xywh_to_xyxy
+from .cocoeval import BACKENDS, COCO_STATS, check_backend, coco_eval, coco_matches  # noqa: F401 (re-exported)
 from .dataset import Dataset, category_labels, empty_annotations
 from .errors import QualmetError
+from .predictions import check_predictions as _check
 
-COCO_STATS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
 BACKGROUND = "background"
-SMALL, LARGE = 32 ** 2, 96 ** 2  # COCO's area ranges, bounds included on both sides: [0, S], [S, L], [L, inf)
 
 
 def check_iou_threshold(iou_threshold: float) -> None:
@@ -42,32 +42,12 @@ def check_iou_threshold(iou_threshold: float) -> None:
         raise QualmetError(f"the IoU threshold must be in (0, 1], got {iou_threshold}")
 
 
-def _count(n: int, what: str) -> str:
-    return f"{n} {what}" + ("" if n == 1 else "s")
-
-
-def _id(v: Any) -> str:
-    """An id as the user wrote it: 7, not 7.0 (a float column), and never a crash on NaN."""
-    try:
-        return str(int(v)) if float(v) == int(v) else repr(v)
-    except (TypeError, ValueError, OverflowError):
-        return repr(v)
-
-
 def check_predictions(gt: Dataset, preds: pd.DataFrame) -> None:
-    """Refuse predictions on images ``gt`` does not have or of categories it does not define: COCOeval
-    would silently ignore them and the flags would mis-count them, so they most likely belong elsewhere."""
-    if not len(preds):
-        return
+    """Refuse predictions on images ``gt`` does not have or of categories it does not define (the check
+    every loader uses, :func:`qualmet.predictions.check_predictions`): COCOeval would silently ignore
+    them and the flags would mis-count them. Boxes outside their frame are warned about when loading."""
     where = gt.source if gt.source and gt.source != "<memory>" else "the ground truth"
-    bad = preds.loc[~preds["image_id"].isin(gt.images["id"]), "image_id"]
-    if len(bad):
-        raise QualmetError(f"{_count(len(bad), 'prediction')} on images not in {where} "
-                           f"(first: image_id {_id(bad.iat[0])}); are these predictions for this data set?")
-    bad = preds.loc[~preds["category_id"].isin(gt.categories["id"]), "category_id"]
-    if len(bad):
-        raise QualmetError(f"{_count(len(bad), 'prediction')} with a category id not among the categories of "
-                           f"{where} (first: category_id {_id(bad.iat[0])}); are these predictions for this data set?")
+    _check(preds, gt.images, gt.categories, where=where, warn_outside=False)
 
 
 def class_labels(categories: pd.DataFrame) -> dict[int, str]:
@@ -103,121 +83,84 @@ def predictions_frame(preds: pd.DataFrame | list | Dataset | None) -> pd.DataFra
     return df
 
 
-def _coco_gt(gt: Dataset) -> dict[str, Any]:
-    """The ground truth as a pycocotools dataset. Annotation ids are renumbered 1..N: COCOeval marks
-    an unmatched detection with id 0, so a box whose id is 0 would never count as found."""
-    anns = []
-    for k, r in enumerate(gt.annotations.itertuples(index=False), start=1):
-        anns.append({"id": k, "image_id": int(r.image_id), "category_id": int(r.category_id),
-                     "bbox": [float(r.x), float(r.y), float(r.w), float(r.h)],
-                     "area": float(r.area) if np.isfinite(r.area) else float(r.w * r.h), "iscrowd": int(r.iscrowd)})
-    return {"images": [{"id": int(i), "width": int(w), "height": int(h)}
-                       for i, w, h in zip(gt.images["id"], gt.images["width"], gt.images["height"])],
-            "annotations": anns,
-            "categories": [{"id": int(c), "name": str(n)} for c, n in zip(gt.categories["id"], gt.categories["name"])]}
-
-
-def coco_eval(gt: Dataset, preds: pd.DataFrame) -> tuple[dict[str, float | None], dict[int, float | None], Any]:
-    """Run COCOeval (bbox) silently: (12 named stats, AP per category id, the COCOeval object or None).
-
-    A stat COCO cannot compute is ``None``: no object of that size, or no (non-crowd) ground-truth box
-    at all (COCO's -1). With no predictions, AP and AR are 0 where there are boxes to find.
-    """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    cat_ids = [int(c) for c in gt.categories["id"]]
-    known = set(int(i) for i in gt.images["id"])
-    preds = preds[preds["image_id"].isin(known)] if len(preds) else preds
-    if not len(preds) or not len(gt.annotations):
-        # as COCOeval would say: 0 where there are objects to find, n/a (None) where there are none: for a
-        # size with no objects, or for everything when the ground truth has no box (crowd regions do not count)
-        a = gt.annotations[gt.annotations["iscrowd"] == 0]
-        area = (a["area"].where(np.isfinite(a["area"]), a["w"] * a["h"]) if "area" in a else a["w"] * a["h"]).to_numpy(float)
-        present = {"all": bool(len(a)), "s": bool((area <= SMALL).any()),
-                   "m": bool(((area >= SMALL) & (area <= LARGE)).any()), "l": bool((area >= LARGE).any())}
-        size_of = {"APs": "s", "APm": "m", "APl": "l", "ARs": "s", "ARm": "m", "ARl": "l"}
-        stats = {k: (0.0 if present[size_of.get(k, "all")] else None) for k in COCO_STATS}
-        return stats, {c: (0.0 if (a["category_id"] == c).any() else None) for c in cat_ids}, None
-    with contextlib.redirect_stdout(io.StringIO()):
-        cg = COCO()
-        cg.dataset = _coco_gt(gt)
-        cg.createIndex()
-        res = [{"image_id": int(r.image_id), "category_id": int(r.category_id),
-                "bbox": [float(r.x), float(r.y), float(r.w), float(r.h)], "score": float(r.score)}
-               for r in preds.itertuples(index=False)]
-        cd = cg.loadRes(res)
-        ev = COCOeval(cg, cd, "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    stats = {k: (None if v < 0 else float(v)) for k, v in zip(COCO_STATS, ev.stats)}
-    prec = ev.eval["precision"]  # [T, R, K, A, M]
-    per_class: dict[int, float | None] = {}
-    for k, c in enumerate(ev.params.catIds):
-        p = prec[:, :, k, 0, -1]
-        p = p[p > -1]
-        per_class[int(c)] = float(p.mean()) if p.size else None
-    return stats, per_class, ev
-
-
-def match(gt: Dataset, preds: pd.DataFrame, iou_threshold: float = 0.5) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Greedy same-class matching by descending score over all predictions.
+def match(gt: Dataset, preds: pd.DataFrame, iou_threshold: float = 0.5, ev: Any = None
+          ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-object flags from COCOeval's own matches (:func:`qualmet.cocoeval.coco_matches`): same-class,
+    greedy by descending score, at ``iou_threshold``, area "all", at most 100 predictions per frame and class.
 
     Returns (gt flags: annotation id, image_id, category_id, matched_pred_id, matched_score, iou;
-    pred flags: pred id, image_id, category_id, score, tp, ignored, matched_gt_id, iou). Crowd regions
-    (``iscrowd``) get no gt row: they are never missed. As in COCOeval, a prediction that matches no box
-    but covers a crowd region of its class to ``iou_threshold`` (intersection over the prediction's
-    area) is ``ignored``, neither TP nor FP; its ``matched_gt_id``/``iou`` name that region and overlap.
+    pred flags: pred id, image_id, category_id, score, tp, ignored, capped, matched_gt_id, iou). Crowd
+    regions (``iscrowd``) get no gt row: they are never missed. A prediction COCO does not count is
+    ``ignored``, neither TP nor FP: inside a crowd region of its class (``matched_gt_id``/``iou`` name that
+    region and the share of the prediction inside it), or ``capped``: beyond the 100 best-scoring of its
+    class on its frame. ``iou`` of any other prediction is its best IoU with a box of any class.
+    ``ev``: a finished pycocotools COCOeval on the same inputs, reused when it holds ``iou_threshold``.
     """
     check_iou_threshold(iou_threshold)
     check_predictions(gt, preds)
-    g_rows, p_rows = [], []
-    preds_by = {int(k): v for k, v in preds.groupby("image_id")} if len(preds) else {}
-    is_crowd = gt.annotations["iscrowd"] != 0
-    gts, crowds = gt.annotations[~is_crowd], gt.annotations[is_crowd]
-    gts_by = {int(k): v for k, v in gts.groupby("image_id")}
-    crowds_by = {int(k): v for k, v in crowds.groupby("image_id")}
-    for img in gt.images["id"].astype(int):
-        g = gts_by.get(img, gts.iloc[0:0])
-        cr = crowds_by.get(img, crowds.iloc[0:0])
-        p = preds_by.get(img, preds.iloc[0:0])
-        p = p.sort_values("score", ascending=False, kind="mergesort")
-        p_boxes = p[["x", "y", "w", "h"]].to_numpy()
-        iou = iou_matrix(p_boxes, g[["x", "y", "w", "h"]].to_numpy())
-        same = p["category_id"].to_numpy()[:, None] == g["category_id"].to_numpy()[None, :]
-        iou_same = np.where(same, iou, 0.0)
-        same_cr = p["category_id"].to_numpy()[:, None] == cr["category_id"].to_numpy()[None, :]
-        cover = np.where(same_cr, coverage_matrix(p_boxes, cr[["x", "y", "w", "h"]].to_numpy()), 0.0)
-        cr_ids = cr["id"].to_numpy()
-        g_pred = np.full(len(g), -1, dtype=np.int64)
-        g_score = np.full(len(g), np.nan)
-        g_iou = np.full(len(g), np.nan)
-        p_ids, g_ids = p["id"].to_numpy(), g["id"].to_numpy()
-        p_scores = p["score"].to_numpy()
-        for k in range(len(p)):
-            cand = np.where(g_pred < 0, iou_same[k], 0.0)
-            j = int(np.argmax(cand)) if len(g) else -1
-            if j >= 0 and cand[j] >= iou_threshold:
-                g_pred[j], g_score[j], g_iou[j] = p_ids[k], p_scores[k], cand[j]
-                p_rows.append((int(p_ids[k]), img, int(p["category_id"].iat[k]), float(p_scores[k]), True, False,
-                               int(g_ids[j]), float(cand[j])))
-            elif len(cr) and cover[k].max() >= iou_threshold:  # inside a crowd region of its class: ignored
-                c = int(np.argmax(cover[k]))
-                p_rows.append((int(p_ids[k]), img, int(p["category_id"].iat[k]), float(p_scores[k]), False, True,
-                               int(cr_ids[c]), float(cover[k, c])))
-            else:
-                p_rows.append((int(p_ids[k]), img, int(p["category_id"].iat[k]), float(p_scores[k]), False, False,
-                               -1, float(iou[k].max()) if len(g) else 0.0))
-        for j in range(len(g)):
-            g_rows.append((int(g_ids[j]), img, int(g["category_id"].iat[j]), int(g_pred[j]), float(g_score[j]),
-                           float(g_iou[j])))
-    gdf = pd.DataFrame(g_rows, columns=["annotation_id", "image_id", "category_id", "matched_pred_id",
-                                        "matched_score", "iou"])
-    pdf = pd.DataFrame(p_rows, columns=["pred_id", "image_id", "category_id", "score", "tp", "ignored",
-                                        "matched_gt_id", "iou"])
-    return gdf.astype({"annotation_id": "int64", "image_id": "int64", "category_id": "int64",
-                       "matched_pred_id": "int64"}), pdf.astype({"tp": "bool", "ignored": "bool"})
+    anns, preds = gt.annotations.reset_index(drop=True), preds.reset_index(drop=True)
+    gt_match, pred_match, ignored, capped = coco_matches(gt, preds, iou_threshold, ev)
+    crowd = anns["iscrowd"].to_numpy() != 0
+    p_box, g_box = preds[["x", "y", "w", "h"]].to_numpy(float), anns[["x", "y", "w", "h"]].to_numpy(float)
+    p_iou = _best_iou(preds, anns[~crowd], p_box)
+    k = np.where(pred_match >= 0)[0]  # a match's own overlap (with a crowd region: the share inside it)
+    p_iou[k] = _pair_overlap(p_box[k], g_box[pred_match[k]], crowd[pred_match[k]])
+    pdf = pd.DataFrame({"pred_id": preds["id"].to_numpy(np.int64), "image_id": preds["image_id"].to_numpy(np.int64),
+                        "category_id": preds["category_id"].to_numpy(np.int64), "score": preds["score"].to_numpy(float),
+                        "tp": (pred_match >= 0) & ~ignored, "ignored": ignored | capped, "capped": capped,
+                        "matched_gt_id": _take(anns["id"].to_numpy(np.int64), pred_match, -1), "iou": p_iou})
+    rows = np.where(~crowd)[0]
+    rows = rows[np.argsort(_image_order(gt, anns["image_id"].to_numpy()[rows]), kind="stable")]
+    m = gt_match[rows]
+    pair = np.full(len(rows), np.nan)
+    i = np.where(m >= 0)[0]
+    pair[i] = _pair_overlap(p_box[m[i]], g_box[rows[i]], np.zeros(len(i), dtype=bool))
+    gdf = pd.DataFrame({"annotation_id": anns["id"].to_numpy(np.int64)[rows],
+                        "image_id": anns["image_id"].to_numpy(np.int64)[rows],
+                        "category_id": anns["category_id"].to_numpy(np.int64)[rows],
+                        "matched_pred_id": _take(pdf["pred_id"].to_numpy(), m, -1),
+                        "matched_score": _take(pdf["score"].to_numpy(), m, np.nan), "iou": pair})
+    return gdf, pdf
+
+
+def _pair_overlap(p: np.ndarray, g: np.ndarray, crowd: np.ndarray) -> np.ndarray:
+    """Row k: the IoU of boxes ``p[k]`` and ``g[k]`` (xywh), or, where ``crowd[k]``, the share of ``p[k]``
+    inside ``g[k]`` (COCO's overlap with a crowd region); the same arithmetic as ``iou_matrix``."""
+    a, b = xywh_to_xyxy(p), xywh_to_xyxy(g)
+    inter = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None) * \
+        np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    den = np.where(crowd, area_a, area_a + area_b - inter)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.clip(np.where(den > 0, inter / den, 0.0), 0.0, 1.0)
+
+
+def _take(values: np.ndarray, idx: np.ndarray, fill: Any) -> np.ndarray:
+    """``values[idx]`` where ``idx >= 0``, ``fill`` elsewhere (also when ``values`` is empty)."""
+    out = np.full(len(idx), fill, dtype=values.dtype if np.can_cast(type(fill), values.dtype) else float)
+    ok = idx >= 0
+    out[ok] = values[idx[ok]]
+    return out
+
+
+def _best_iou(preds: pd.DataFrame, boxes: pd.DataFrame, p_box: np.ndarray) -> np.ndarray:
+    """Each prediction's best IoU with a (non-crowd) box of any class on its frame; 0 on a frame with none."""
+    out = np.zeros(len(preds))
+    if not len(preds) or not len(boxes):
+        return out
+    by_img = boxes.groupby("image_id")
+    for img, rows in preds.groupby("image_id").indices.items():
+        if img in by_img.groups:
+            g = by_img.get_group(img)[["x", "y", "w", "h"]].to_numpy(float)
+            out[rows] = iou_matrix(p_box[rows], g).max(axis=1)
+    return out
+
+
+def _image_order(gt: Dataset, image_ids: np.ndarray) -> np.ndarray:
+    """The position of each image id in ``gt.images`` (the flags list frames in the data set's order)."""
+    pos = pd.Series(np.arange(len(gt.images)), index=gt.images["id"].to_numpy())
+    return pos.reindex(image_ids).to_numpy()
 
 
 def confusion_matrix(gt: Dataset, preds: pd.DataFrame, score_threshold: float = 0.5,
@@ -264,7 +207,8 @@ def confusion_matrix(gt: Dataset, preds: pd.DataFrame, score_threshold: float = 
 
 
 def evaluate(gt: Dataset, preds: pd.DataFrame | list | Dataset | None, out: str | os.PathLike | None = None,
-             score_threshold: float = 0.5, iou_threshold: float = 0.5, verbose: bool = False) -> dict[str, Any]:
+             score_threshold: float = 0.5, iou_threshold: float = 0.5, verbose: bool = False,
+             backend: str = "pycocotools") -> dict[str, Any]:
     """Evaluate predictions against ``gt``: COCO stats, per-class AP, and (with ``out``) the files
     metrics.json, pr_curve.png, confusion_matrix.png/.csv, gt_flags.parquet/.csv, pred_flags.parquet/.csv.
 
@@ -272,13 +216,16 @@ def evaluate(gt: Dataset, preds: pd.DataFrame | list | Dataset | None, out: str 
     confusion matrix and the boolean ``found``/``tp_at_threshold`` columns of the flag tables.
     Predictions on images or of categories ``gt`` does not have raise :class:`QualmetError`, as does an
     ``iou_threshold`` outside (0, 1]. Predictions in crowd regions are ignored (see :func:`match`).
+    ``backend``: ``"pycocotools"`` or ``"faster-coco-eval"`` (optional package) computes the stats; the
+    flags always come from pycocotools' per-image matches (faster-coco-eval keeps none in Python).
     """
     check_iou_threshold(iou_threshold)
+    check_backend(backend)
     p = predictions_frame(preds)
     check_predictions(gt, p)
-    stats, per_class, ev = coco_eval(gt, p)
+    stats, per_class, ev = coco_eval(gt, p, backend)
     names = class_labels(gt.categories)
-    gflags, pflags = match(gt, p, iou_threshold)
+    gflags, pflags = match(gt, p, iou_threshold, ev=ev if backend == "pycocotools" else None)
     gflags["found"] = gflags["matched_score"].fillna(-np.inf) >= score_threshold
     pflags["tp_at_threshold"] = pflags["tp"] & (pflags["score"] >= score_threshold)
     cm = confusion_matrix(gt, p, score_threshold, iou_threshold)
@@ -290,8 +237,8 @@ def evaluate(gt: Dataset, preds: pd.DataFrame | list | Dataset | None, out: str 
         "stats": stats,
         "per_class_AP": {names[c]: v for c, v in per_class.items()},
         "counts_at_threshold": counts,
-        "ignored_at_threshold": int((pflags["ignored"] & above).sum()),  # in crowd regions: neither TP nor FP
-        "score_threshold": score_threshold, "iou_threshold": iou_threshold,
+        "ignored_at_threshold": int((pflags["ignored"] & above).sum()),  # not counted by COCO: neither TP nor FP
+        "score_threshold": score_threshold, "iou_threshold": iou_threshold, "backend": backend,
         "n_images": int(len(gt.images)), "n_gt": int(len(gt.annotations)), "n_predictions": int(len(p)),
     }
     if verbose:
@@ -306,8 +253,10 @@ def evaluate(gt: Dataset, preds: pd.DataFrame | list | Dataset | None, out: str 
             write_text(o / f"{name}.csv", df.to_csv(index=False))
             with atomic_path(o / f"{name}.parquet") as tmp:
                 df.to_parquet(tmp, index=False)
-        plot_confusion(cm, o / "confusion_matrix.png")
-        plot_pr(ev, names, o / "pr_curve.png")
+        from .plots import confusion_png, pr_curves_png
+
+        confusion_png(cm, o / "confusion_matrix.png")
+        pr_curves_png(ev, names, o / "pr_curve.png")
     result["gt_flags"], result["pred_flags"], result["confusion_matrix"] = gflags, pflags, cm
     return result
 
@@ -326,71 +275,6 @@ def format_table(result: dict[str, Any]) -> str:
     ignored = result.get("ignored_at_threshold") or 0
     lines.append(f"\nat score >= {result['score_threshold']}, IoU >= {result['iou_threshold']}: "
                  f"TP {c['tp']}  FP {c['fp']}  FN {c['fn']}"
-                 + (f"  ({ignored} in crowd regions, ignored)" if ignored else ""))
+                 + (f"  ({ignored} ignored, as COCO does: in crowd regions or beyond 100 per frame and class)"
+                    if ignored else ""))
     return "\n".join(lines)
-
-
-def plot_confusion(cm: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Confusion matrix heat map with counts."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(cm)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * n, 1.0 + 0.6 * n))
-    ax.imshow(cm.to_numpy(), cmap="Blues")
-    ax.set_xticks(range(n), cm.columns, rotation=45, ha="right")
-    ax.set_yticks(range(n), cm.index)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    vmax = cm.to_numpy().max() if cm.size else 0
-    for i in range(n):
-        for j in range(n):
-            v = int(cm.iat[i, j])
-            ax.text(j, i, str(v), ha="center", va="center", color="white" if v > vmax / 2 else "black")
-    ax.set_title("confusion matrix")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-
-
-def plot_pr(ev: Any, names: dict[int, str], path: str | os.PathLike) -> None:
-    """Precision-recall curves: all classes at IoU 0.5 and 0.75, and each class at IoU 0.5."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    if ev is None:
-        ax.text(0.5, 0.5, "nothing to evaluate\n(no predictions or no ground-truth box)", ha="center", va="center")
-    else:
-        rec = ev.params.recThrs
-        prec = ev.eval["precision"]
-        for t_idx, style in ((0, "-"), (5, "--")):
-            p = prec[t_idx, :, :, 0, -1]
-            p = np.where(p > -1, p, np.nan)
-            if np.isfinite(p).any():
-                ax.plot(rec, np.nanmean(p, axis=1), style, color="black", lw=2,
-                        label=f"all, IoU {ev.params.iouThrs[t_idx]:.2f}")
-        if len(ev.params.catIds) > 1:
-            for k, c in enumerate(ev.params.catIds):
-                p = prec[0, :, k, 0, -1]
-                if (p > -1).any():
-                    ax.plot(rec, np.where(p > -1, p, np.nan), lw=1, label=f"{names.get(c, c)} @0.5")
-        if ax.lines:
-            ax.legend(fontsize=8)
-        else:  # COCO could compute no curve: the ground truth has no (non-crowd) box
-            ax.text(0.5, 0.5, "nothing to evaluate\n(no ground-truth box)", ha="center", va="center")
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
-    ax.set_title("precision-recall")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-

@@ -10,7 +10,7 @@ import pandas as pd
 
 from .atomic import atomic_path
 from .errors import QualmetError
-from .stats import auroc
+from .stats import auroc, spearman
 
 
 def mutual_information(values: np.ndarray, found: np.ndarray, bins: int = 8) -> float:
@@ -54,11 +54,9 @@ def importance_table(objects: pd.DataFrame, gt_flags: pd.DataFrame, metrics: lis
     rows = []
     for m in metrics:
         v = j[m].astype("float64")
-        ok = v.notna()
-        rho = float(v[ok].rank().corr(pd.Series(y[ok.to_numpy()], index=v[ok].index).astype(float).rank()))\
-            if ok.sum() > 2 and y[ok.to_numpy()].std() > 0 else float("nan")
-        rows.append({"metric": m, "n": int(ok.sum()), "found_rate": float(y.mean()) if len(y) else float("nan"),
-                     "spearman": rho, "auroc_found": auroc(v.to_numpy(), y), "mutual_info_bits": mutual_information(v.to_numpy(), y)})
+        rows.append({"metric": m, "n": int(v.notna().sum()), "found_rate": float(y.mean()) if len(y) else float("nan"),
+                     "spearman": spearman(v.to_numpy(), y), "auroc_found": auroc(v.to_numpy(), y),
+                     "mutual_info_bits": mutual_information(v.to_numpy(), y)})
     return pd.DataFrame(rows).sort_values("mutual_info_bits", ascending=False, na_position="last").reset_index(drop=True)
 
 
@@ -68,7 +66,7 @@ def importance(model_dir: str | Path, test_json: str | Path, out: str | Path, im
     from .detector.predictor import Predictor
     from .evaluate import evaluate
     from .formats import load_coco
-    from .registry import load_registry
+    from .discovery import load_registry
     from .runner import run_metrics
 
     out = Path(out)

@@ -9,6 +9,7 @@ import pandas as pd
 
 from .atomic import atomic_path, write_text
 from .metric_run import MetricRun
+from .plots import auroc_heatmap
 from .stats import auroc
 
 
@@ -99,28 +100,61 @@ def write_label_error_table(table: pd.DataFrame, out: str | Path) -> None:
         piv = table.pivot_table(index="metric", columns="type", values="auroc")
         write_text(out / "label_errors.md", "# Finding the injected label errors (AUROC; 0.5 = chance)\n\n```\n"
                    + piv.round(3).to_string() + "\n```\n")
-        _heatmap(piv, out / "label_errors.png")
+        auroc_heatmap(piv, out / "label_errors.png")
     else:  # nothing was injected (or no metric fits): say so rather than leave an empty table unexplained
         write_text(out / "label_errors.md", "# Finding the injected label errors\n\nNothing to score: the manifest "
                    "records no injected error, or no metric of the run is oriented (`worse`).\n")
 
 
-def _heatmap(piv: pd.DataFrame, path: Path) -> None:
-    import matplotlib
+# the review queue's kind for each injected error type (qualmet.noise.ERROR_TYPES)
+KIND_OF_TYPE = {"loose": "loose/shifted box", "shift": "loose/shifted box", "squash": "loose/shifted box",
+                "spurious": "spurious box", "duplicate": "duplicate", "missing": "missing box",
+                "wrong_class": "wrong class"}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(1.2 * len(piv.columns) + 3, 0.35 * len(piv) + 1.5))
-    im = ax.imshow(piv.to_numpy(dtype=float), cmap="RdYlGn", vmin=0.3, vmax=1.0, aspect="auto")
-    ax.set_xticks(range(len(piv.columns)), piv.columns, rotation=30, ha="right")
-    ax.set_yticks(range(len(piv.index)), piv.index)
-    for (i, j), v in np.ndenumerate(piv.to_numpy(dtype=float)):
-        if np.isfinite(v):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7)
-    fig.colorbar(im, ax=ax, label="AUROC")
-    ax.set_title("Which metric finds which injected error")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+def _issue_truth(issues: pd.DataFrame, manifest: pd.DataFrame) -> pd.DataFrame:
+    """Per issue: the injected type it found (None for a clean box or frame) and the manifest's
+    annotation id of that error. A box issue finds the error recorded on its annotation; a
+    missing-box issue finds the deleted box of its frame that its suggestion overlaps most (IoU >= 0.5)."""
+    from .boxes import iou_matrix
+
+    by_ann = manifest[manifest["type"] != "missing"].drop_duplicates("annotation_id").set_index("annotation_id")["type"]
+    ann = issues["annotation_id"]
+    found = [by_ann.get(int(a)) if pd.notna(a) else None for a in ann]
+    found_id = [int(a) if f is not None else None for a, f in zip(ann, found)]
+    gone = manifest[manifest["type"] == "missing"]
+    for i in np.flatnonzero((issues["kind"] == "missing box").to_numpy()):
+        r = issues.iloc[i]
+        g = gone[gone["image_id"] == r["image_id"]]
+        if len(g):
+            iou = iou_matrix(np.array([[r["sx"], r["sy"], r["sw"], r["sh"]]], float),
+                             g[["orig_x", "orig_y", "orig_w", "orig_h"]].to_numpy(float))[0]
+            if iou.max() >= 0.5:
+                found[i], found_id[i] = "missing", int(g["annotation_id"].iloc[int(np.argmax(iou))])
+    return issues.assign(found=found, found_id=found_id)
+
+
+def review_against_manifest(issues: pd.DataFrame, manifest: pd.DataFrame,
+                            ks: tuple[int, ...] = (10, 30, 100)) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """How a review queue (``review.csv``'s rows) does on injected noise: per kind, the share of its
+    top k issues that are injected errors (precision@k; "right kind" when the error's type maps to
+    that kind); per injected type, the share found by some issue (recall) and by an issue of its
+    kind."""
+    t = _issue_truth(issues, manifest)
+    prec = []
+    for kind, g in t.groupby("kind", sort=False):
+        row = {"kind": kind, "issues": len(g)}
+        for k in ks:
+            top = g.head(k)
+            row[f"precision@{k}"] = float(top["found"].notna().mean()) if len(top) else np.nan
+            row[f"right_kind@{k}"] = float((top["found"].map(KIND_OF_TYPE) == kind).mean()) if len(top) else np.nan
+        prec.append(row)
+    rec = []
+    keyed = t[t["found"].notna()]
+    for typ, g in manifest.groupby("type"):
+        hits = keyed[keyed["found"] == typ]
+        n_found = hits["found_id"].nunique()
+        n_right = hits.loc[hits["kind"] == KIND_OF_TYPE[typ], "found_id"].nunique()
+        rec.append({"type": typ, "injected": len(g), "found": int(n_found), "recall": n_found / len(g),
+                    "recall_right_kind": n_right / len(g)})
+    return pd.DataFrame(prec), pd.DataFrame(rec)

@@ -62,6 +62,25 @@ def fences(values: np.ndarray | pd.Series, k: float = 1.5) -> tuple[float, float
     return float(q1 - k * (q3 - q1)), float(q3 + k * (q3 - q1))
 
 
+def recorded_image_root(info: dict, dataset_path: str | os.PathLike) -> str | None:
+    """The image root a run's run.json records, if the run was computed on ``dataset_path`` (the root
+    belongs to that file) and the folder still exists; else None."""
+    d = info.get("dataset") or {}
+    recorded, root = d.get("path"), d.get("image_root")
+    if not recorded or recorded.startswith("<") or not root:
+        return None
+    same = os.path.abspath(dataset_path) == os.path.abspath(recorded)
+    return root if same and Path(root).is_dir() else None
+
+
+def _read_parquet(p: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(p)
+    except Exception as exc:  # pyarrow raises several types for a truncated or foreign file
+        raise QualmetError(f"{p}: cannot read parquet ({type(exc).__name__}: {exc}); "
+                           "run `qualmet metrics run` into this folder again to rewrite it") from None
+
+
 @dataclass
 class MetricRun:
     """One row per object (``objects``), one per frame (``frames``), and the run manifest ``info``
@@ -90,12 +109,12 @@ class MetricRun:
             raise QualmetError(f"{d}: not a metrics run folder (no {', '.join(missing)}); make one with "
                                "`qualmet metrics run`")
         try:
-            info = json.loads((d / "run.json").read_text())
-            objects = pd.read_parquet(d / "objects.parquet")
-            frames = pd.read_parquet(d / "frames.parquet")
+            info = json.loads((d / "run.json").read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise QualmetError(f"{d}: cannot read the metrics run: {exc}") from None
-        return cls(objects, frames, info)
+            raise QualmetError(f"{d / 'run.json'}: cannot read JSON ({exc})") from None
+        if not isinstance(info, dict):
+            raise QualmetError(f"{d / 'run.json'}: expected a JSON object, found {type(info).__name__}")
+        return cls(_read_parquet(d / "objects.parquet"), _read_parquet(d / "frames.parquet"), info)
 
     def save(self, run_dir: str | os.PathLike) -> None:
         """Write the two tables and run.json (with each table's row count and sha256), atomically."""

@@ -9,7 +9,7 @@ import pandas as pd
 
 from .compute import PARTIAL
 from .metric_run import FRAME_BASE, OBJECT_BASE
-from .registry import MetricSpec
+from .plugin import MetricSpec
 
 
 

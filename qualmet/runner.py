@@ -18,41 +18,31 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, NamedTuple
+from typing import Any, Iterable, Iterator
 
 import pandas as pd
 
 from . import __version__, atomic
-from .chunks import ChunkPlan, cache_key, dataset_hash, file_stamp, hash_df, hash_table, read_chunk, read_index, write_chunk
-from .compute import (PARTIAL, ChunkResult, ChunkTask, call_finalize, call_vectorised, compute_chunk, error_record,
-                      split_task)
+from .chunks import ChunkPlan, cache_key, file_stamp, hash_df, hash_table, read_chunk, read_index
+from .compute import PARTIAL, ChunkTask, call_finalize, call_vectorised, error_record
+from .computing import _Chunk, _compute, _Gathered
 from .dataset import Dataset
+from .discovery import Registry, load_registry
 from .environment import METRIC_LIBRARIES, digest, versions
 from .errors import QualmetError
-from .executors import Executor, LocalExecutor, SerialExecutor, is_killed_worker, is_worker_death
+from .executors import Executor, LocalExecutor, SerialExecutor
 from .metric_run import FRAME_BASE, OBJECT_BASE, MetricRun
 from .metric_tables import Tables
-from .registry import MetricSpec, Registry, load_registry, plugin_api_digest
+from .plugin import MetricSpec
+from .steps import dataset_hash
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "MetricRun", "run_metrics", "summarise", "recorded_image_root", "dataset_hash"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "MetricRun", "run_metrics"]
 
 # frames per task; fixed (not derived from --workers) so cache keys stay stable. 32 rather than 16:
 # half the per-chunk bookkeeping (7% of a run) and still 32 tasks per 1,000 frames to spread.
 DEFAULT_CHUNK_SIZE = 32
 PREDICTION_COLUMNS = ["image_id", "category_id", "x", "y", "w", "h", "score"]  # what a prediction key hashes
-
-
-def recorded_image_root(info: dict, dataset_path: str | os.PathLike) -> str | None:
-    """The image root a run's run.json records, if the run was computed on ``dataset_path`` (the root
-    belongs to that file) and the folder still exists; else None."""
-    d = info.get("dataset") or {}
-    recorded, root = d.get("path"), d.get("image_root")
-    if not recorded or recorded.startswith("<") or not root:
-        return None
-    same = os.path.abspath(dataset_path) == os.path.abspath(recorded)
-    return root if same and Path(root).is_dir() else None
 
 
 def _load_inputs(dataset: Dataset | str | os.PathLike, images: str | os.PathLike | None,
@@ -77,7 +67,7 @@ def _load_inputs(dataset: Dataset | str | os.PathLike, images: str | os.PathLike
             preds = predictions
             src["predictions_path"] = "<memory>"
         else:
-            preds = load_predictions(predictions, ds.images)
+            preds = load_predictions(predictions, ds)
             src["predictions_path"] = str(predictions)
             src["predictions_sha256"] = atomic.sha256_file(predictions)
     return ds, preds, src
@@ -114,8 +104,9 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
     anns = ds.annotations
     per_frame = [s for s in specs if not s.vectorised]
     env = versions()  # recorded in run.json
-    # a library upgrade, or a change in the code plugins rely on, recomputes cached values instead of reusing them
-    libs = cache_key(digest(METRIC_LIBRARIES, env), plugin_api_digest())
+    # a library or qualmet upgrade recomputes cached values instead of reusing them (qualmet's own code
+    # is keyed by its version, not its source: bump the version when the context or the checks change)
+    libs = cache_key(digest(METRIC_LIBRARIES, env), __version__)
 
     cp = ChunkPlan(images_df, anns, preds, chunk_size)
     got = _Gathered(cp, Tables(images_df, anns, per_frame), {
@@ -134,7 +125,7 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
                 yield ChunkTask(ci, cp.records(ci), cp.annotations(ci),
                                 cp.predictions(ci) if any(reg[n].needs_predictions for n in names) else None,
                                 names, reg.plugin_sources, image_root, entry_points,
-                                {n: reg[n].key for n in names}, plugin_api_digest())
+                                {n: reg[n].key for n in names}, __version__)
 
         if executor is None and executor_spec is not None and executor_spec[0] == "dask":
             from .dask_executor import DaskExecutor
@@ -177,39 +168,6 @@ def _chosen(reg: Registry, metrics: Iterable[str] | str | None, have_predictions
     if not specs:
         raise QualmetError("no metrics to run")
     return specs
-
-
-@dataclass
-class _Gathered:
-    """What a run has gathered so far from cached and computed chunks: the tables being filled, the
-    counters, errors, skipped frames and seconds per metric for run.json."""
-
-    plan: ChunkPlan
-    tables: Tables
-    counters: dict[str, Any]
-    errors: list[dict] = field(default_factory=list)
-    skipped: dict[int, dict] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    def absorb(self, ci: int, objects: pd.DataFrame, frames: pd.DataFrame, meta: dict) -> None:
-        """Chunk ``ci``'s rows into the tables, its errors and skipped frames into the record."""
-        self.tables.put(objects, frames, self.plan.annotation_rows(ci), self.plan.frame_rows(ci))
-        self.errors.extend(meta["errors"])
-        for sk in meta["skipped"]:
-            self.skipped.setdefault(int(sk["image_id"]), sk)
-
-    def tally(self, res: ChunkResult) -> None:
-        self.counters["decodes"] += res.decodes
-        for name, s in res.seconds.items():
-            self.took(name, s)
-
-    def took(self, name: str, seconds: float) -> None:
-        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
-
-
-class _Chunk(NamedTuple):
-    keys: dict[str, str]  # metric name -> cache key ("" when nothing is cached)
-    todo: list[str]  # the metrics to compute on this chunk (the others are in the cache)
 
 
 def _plan(cp: ChunkPlan, per_frame: list[MetricSpec], index: dict[str, Path] | None, image_root: str | None,
@@ -256,117 +214,6 @@ def _read_cached(plan: list[_Chunk], index: dict[str, Path], reg: Registry, got:
                        {"errors": [{**e, "cached": True} for e in meta["errors"] if e["metric"] in wanted],
                         "skipped": meta["skipped"] if any(reg[n].needs_pixels for n in wanted) else []})
         del o, f
-
-
-def _compute(ex: Executor, tasks: Iterable[ChunkTask], n_frames: int, plan: list[_Chunk], chunk_dir: Path | None,
-             got: _Gathered, progress: bool) -> None:
-    """Run ``tasks`` on ``ex`` with a progress bar over their ``n_frames`` frames; the executor is
-    closed at the end, and cancelled if the run is interrupted."""
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=n_frames, unit="frame", desc="metrics", disable=not progress, dynamic_ncols=True)
-    try:
-        _Computation(ex, plan, chunk_dir, got, bar).run(tasks)
-    except BaseException:
-        try:
-            ex.close(cancel=True)
-        except BaseException:  # noqa: BLE001 - a failing shutdown must not hide the Ctrl-C or error that caused it
-            pass
-        raise
-    finally:
-        bar.close()
-    ex.close()
-
-
-class _Computation:
-    """Computes chunks on an executor and caches each as it finishes.
-
-    A chunk whose worker process died (a plugin's native crash, the out-of-memory killer) is split
-    into its frames, each run again, so only the frame that kills its worker is lost. Frames lost
-    with a Dask worker another task may have killed are rerun one at a time at the end."""
-
-    def __init__(self, ex: Executor, plan: list[_Chunk], chunk_dir: Path | None, got: _Gathered, bar: Any):
-        self.ex, self.plan, self.chunk_dir, self.got, self.bar = ex, plan, chunk_dir, got, bar
-        self.parts: dict[int, dict] = {}  # chunks whose worker died, being rerun a frame at a time
-
-    def run(self, tasks: Iterable[ChunkTask]) -> None:
-        work: Iterable[ChunkTask] | None = tasks
-        suspects: list[ChunkTask] = []  # frames lost with a worker another task may have killed
-        alone = False
-        while work is not None:
-            requeue: list[ChunkTask] = []
-            for task, res in (self._one_at_a_time(work) if alone else self.ex.map_unordered(compute_chunk, work)):
-                if task.index in self.parts:
-                    if is_killed_worker(res) and not alone:  # perhaps only queued on the dying worker
-                        suspects.append(task)
-                    else:
-                        self._finish_part(task, res)
-                elif is_worker_death(res) and len(task.frames) > 1:
-                    # one of its frames killed the worker: each frame is run alone, so only that
-                    # frame is lost and the rest of the chunk is computed
-                    self.parts[task.index] = {"left": len(task.frames), "failed": False, "results": [],
-                                              "order": {int(fr["image_id"]): k for k, fr in enumerate(task.frames)}}
-                    requeue.extend(split_task(task))
-                elif isinstance(res, BaseException):  # the chunk as a whole failed (e.g. its one frame killed the worker)
-                    self._fail(task, res)
-                    self.got.counters["chunks_failed"] += 1
-                    self.bar.update(len(task.frames))
-                else:
-                    meta = self._save(task, res.objects, res.frames,
-                                      {"errors": res.errors, "skipped": res.skipped, "decodes": res.decodes,
-                                       "seconds": res.seconds, "frames": [fr["image_id"] for fr in task.frames]})
-                    self.got.absorb(task.index, res.objects, res.frames, meta)
-                    self.got.counters["chunks_computed"] += 1
-                    self.got.tally(res)
-                    self.bar.update(len(task.frames))
-            if requeue:
-                work, alone = requeue, False
-            else:
-                work, alone, suspects = (suspects or None), True, []
-
-    def _one_at_a_time(self, ts: list[ChunkTask]) -> Iterator[tuple[ChunkTask, Any]]:
-        for t in ts:  # nothing else in flight: if a worker dies now, this task killed it
-            yield from self.ex.map_unordered(compute_chunk, [t])
-
-    def _fail(self, task: ChunkTask, exc: BaseException) -> None:
-        """Every metric of every frame of ``task``: one error each."""
-        for fr in task.frames:
-            for n in task.metric_names:
-                self.got.errors.append(error_record(n, fr["image_id"], fr["file_name"], exc))
-
-    def _save(self, task: ChunkTask, objects: pd.DataFrame, frames: pd.DataFrame, meta: dict) -> dict:
-        """The chunk's cache file (keyed by its metrics' keys), written when there is an output folder."""
-        meta = {"keys": {n: self.plan[task.index].keys[n] for n in task.metric_names}, **meta}
-        if self.chunk_dir is not None:
-            write_chunk(self.chunk_dir / f"{cache_key(*sorted(meta['keys'].values()))}.parquet", objects, frames, meta)
-        return meta
-
-    def _finish_part(self, task: ChunkTask, res: Any) -> None:
-        """One frame of a split chunk is back; once all are, the chunk is cached as usual (unless a
-        frame failed as a whole: a rerun tries it again, as a worker death may not recur)."""
-        p = self.parts[task.index]
-        if isinstance(res, BaseException):
-            p["failed"] = True
-            self._fail(task, res)
-        else:
-            self.got.absorb(task.index, res.objects, res.frames, {"errors": res.errors, "skipped": res.skipped})
-            p["results"].append(res)
-            self.got.tally(res)
-        p["left"] -= 1
-        self.bar.update(len(task.frames))
-        if p["left"]:
-            return
-        if p["failed"]:
-            self.got.counters["chunks_failed"] += 1
-            return
-        self.got.counters["chunks_computed"] += 1
-        if self.chunk_dir is None:
-            return
-        rs = sorted(p["results"], key=lambda r: p["order"][int(r.frames["image_id"].iloc[0])])
-        self._save(task, pd.concat([r.objects for r in rs], ignore_index=True),
-                   pd.concat([r.frames for r in rs], ignore_index=True),
-                   {"errors": [e for r in rs for e in r.errors], "skipped": [k for r in rs for k in r.skipped],
-                    "decodes": sum(r.decodes for r in rs), "seconds": {}, "frames": list(p["order"])})
 
 
 def _run_vectorised(vectorised: list[MetricSpec], anns: pd.DataFrame, images_df: pd.DataFrame,
@@ -419,7 +266,6 @@ def _manifest(ds: Dataset, ds_hash: str, preds: pd.DataFrame | None, src: dict, 
     return {
         "qualmet_version": __version__,
         "environment": env,
-        "plugin_api_digest": plugin_api_digest(),
         "dataset": {"path": src["dataset_path"], "sha256": src.get("dataset_sha256"), "hash": ds_hash,
                     "images": len(ds.images), "annotations": len(ds.annotations),
                     "image_root": str(Path(ds.image_root).resolve()) if ds.image_root is not None else None,
@@ -436,53 +282,3 @@ def _manifest(ds: Dataset, ds_hash: str, preds: pd.DataFrame | None, src: dict, 
         "skipped_frames": sorted(got.skipped.values(), key=lambda d: d["image_id"]),
         "outputs": {},
     }
-
-
-def _at(error: dict) -> str:
-    """" (at FILE:LINE in FUNCTION)" for an error raised in a plugin's code (records cached before
-    qualmet recorded the place have none)."""
-    return f" (at {error['where']})" if error.get("where") else ""
-
-
-def summarise(run: MetricRun, out: str | os.PathLike | None = None) -> str:
-    """Human summary printed at the end of ``qualmet metrics run``."""
-    i = run.info
-    c = i["counters"]
-    if c["chunks"]:
-        failed = c.get("chunks_failed", 0)
-        cached = c["chunks"] - c["chunks_computed"] - failed
-        work = f"{c['chunks']} chunks: {c['chunks_computed']} computed, {cached} from the cache" \
-            + (f", {failed} failed" if failed else "") + f", {c['decodes']} images decoded"
-    else:
-        work = "no per-frame work"
-    vec = [m["name"] for m in i["metrics"] if m.get("vectorised")]
-    if vec:
-        done = sum(1 for n in vec if c["computed"].get(n))
-        work += f"; label-only metrics: {done} computed, {len(vec) - done} from the cache"
-    n = len(i["metrics"])
-    lines = [f"{c['frames']} frames, {len(run.objects)} objects, {n} metric{'s' if n != 1 else ''}; {work}; "
-             f"{i['timings']['total_s']:.1f} s"]
-    if i["dataset"]["skipped_items"]:
-        lines.append(f"data set: {len(i['dataset']['skipped_items'])} record(s) could not be loaded and were skipped (see run.json)")
-    for problem in i.get("plugin_problems", []):
-        lines.append(f"warning: {problem}")
-    for m in i["errors_by_metric"]:
-        errs = [e for e in i["errors"] if e["metric"] == m]
-        per_frame = [e for e in errs if e["image_id"] is not None]
-        if per_frame:  # the frames' own errors first: a finalize failing after them is usually their consequence
-            first = per_frame[0]
-            from_cache = sum(1 for e in per_frame if e.get("cached"))
-            share = "all" if from_cache == len(per_frame) else from_cache
-            again = "" if not from_cache else (f" [{share} of them recorded with cached values: bump the metric's "
-                                               "version, or delete the run's chunks/ folder, to try again]")
-            lines.append(f"error: metric {m} failed on {len(per_frame)} frame(s); first: image {first['image_id']} "
-                         f"({first['file_name']}): {first['error']}{_at(first)}{again}")
-        for e in errs:
-            if e["image_id"] is None:  # a vectorised or finalize call: one error for the whole data set
-                lines.append(f"error: metric {m} failed on the whole data set: {e['error']}{_at(e)}")
-    if i["skipped_frames"]:
-        sk = i["skipped_frames"][0]
-        lines.append(f"skipped: {len(i['skipped_frames'])} frame(s) without pixel metrics; first: image {sk['image_id']}: {sk['reason']}")
-    if out is not None:
-        lines.append(f"wrote {Path(out) / 'objects.parquet'}, {Path(out) / 'frames.parquet'}, {Path(out) / 'run.json'}")
-    return "\n".join(lines)

@@ -50,8 +50,11 @@ def _table_hash(df: pd.DataFrame, cols: list[str]) -> bytes:
 
 def dataset_hash(ds: Any) -> str:
     """Content hash of a :class:`~qualmet.dataset.Dataset`'s frames (id, file, size) and boxes (id,
-    frame, class, box), independent of row order: two data sets with the same frames and labels
-    share it; any changed box, class or frame changes it."""
+    frame, class, box, and ``iscrowd`` where any box is an ignore region), independent of row order:
+    two data sets with the same frames and labels share it; any changed box, class, frame or ignore
+    region changes it."""
+    anns = ds.annotations
+    cols = _BOX_COLUMNS + (["iscrowd"] if "iscrowd" in anns.columns and (anns["iscrowd"] != 0).any() else [])
     h = hashlib.sha256(_table_hash(ds.images, _FRAME_COLUMNS))
-    h.update(_table_hash(ds.annotations, _BOX_COLUMNS))
+    h.update(_table_hash(anns, cols))
     return h.hexdigest()[:16]

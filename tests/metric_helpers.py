@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from qualmet.registry import MetricContext
+from qualmet.context import MetricContext
 
 
 def foliage(h: int = 200, w: int = 240, seed: int = 0) -> np.ndarray:

@@ -207,7 +207,7 @@ def test_safe_join_with_folder_cache_agrees_with_the_full_check(tmp_path):
 
 @pytest.mark.parametrize("h,w,s", [(480, 640, 2), (481, 641, 3), (7, 5, 4), (1000, 1500, 5), (2, 3, 1)])
 def test_context_small_is_exactly_every_kth_pixel(h, w, s):
-    from qualmet.registry import _subsample
+    from qualmet.context import _subsample
 
     img = np.random.default_rng(h * w).integers(0, 256, (h, w, 3), dtype=np.uint8)
     out = _subsample(img, s)

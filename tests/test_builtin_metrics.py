@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from qualmet.registry import load_registry
+from qualmet.discovery import load_registry
 
 from .metric_helpers import anns_df, ctx_for, draw_panda, foliage
 

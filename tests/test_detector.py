@@ -42,6 +42,7 @@ def _paths(ds):
     return [ds.image_path(f) for f in ds.images["file_name"]]
 
 
+@pytest.mark.slow
 def test_training_learns(trained):
     data, res = trained
     log = res.log
@@ -62,6 +63,7 @@ def test_training_learns(trained):
     assert ap50 > rand_ap50["stats"]["AP50"] + 0.4
 
 
+@pytest.mark.slow
 def test_model_dir_and_exact_reload(trained):
     data, res = trained
     for f in ("model.pt", "config.json", "categories.json", "train_log.csv", "loss_curves.png", "checkpoint.pt"):
@@ -77,6 +79,7 @@ def test_model_dir_and_exact_reload(trained):
     assert set(np.concatenate([b["labels"] for b in before])) <= {1, 2}  # category ids, not model labels
 
 
+@pytest.mark.slow
 def test_boxes_come_back_in_original_pixels(trained):
     data, res = trained
     ds = load_coco(data)
@@ -96,6 +99,7 @@ def test_boxes_come_back_in_original_pixels(trained):
     assert (det_wide["boxes"][:, 1] + det_wide["boxes"][:, 3] <= SIZE + 1e-3).all()  # clipped to the frame
 
 
+@pytest.mark.slow
 def test_cli_predict_evaluate_summary(trained, tmp_path, capsys):
     data, res = trained
     assert main(["predict", str(res.out_dir), str(data), "--out", str(tmp_path / "preds.json")]) == 0
@@ -109,6 +113,7 @@ def test_cli_predict_evaluate_summary(trained, tmp_path, capsys):
     assert (tmp_path / "arch.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(tmp_path):
     data = ellipses(tmp_path / "data", 8, 96, seed=2)
     kw = dict(val_fraction=0.25, iters=6, seed=3, device="cpu", input_size=96, batch_size=4, eval_every=3,
@@ -148,6 +153,7 @@ def test_resume_equals_uninterrupted(tmp_path):
         train(data, tmp_path / "nan", **{**kw, "val_fraction": float("nan")})
 
 
+@pytest.mark.slow
 def test_crossval_predicts_held_out_frames(tmp_path):
     data = ellipses(tmp_path / "data", 8, 96, seed=5)
     out = tmp_path / "oof.json"
@@ -205,6 +211,7 @@ def test_recipes_build_and_errors(tmp_path):
             train(data, tmp_path / "m", iters=1, device="cpu", progress=False, **kw)
 
 
+@pytest.mark.slow
 def test_cli_train_and_crossval(tmp_path, capsys):
     data = ellipses(tmp_path / "data", 6, 96, seed=6)
     args = ["--iters", "2", "--input-size", "96", "--batch-size", "4", "--device", "cpu"]
@@ -266,6 +273,7 @@ def test_unletterbox_is_exact_per_axis_and_drops_boxes_in_the_padding():
         assert xywh[2, 3] == 0
 
 
+@pytest.mark.slow
 def test_predict_inputs_one_bad_file_and_array_forms(trained, tmp_path):
     data, res = trained
     p = res.predictor
@@ -293,6 +301,7 @@ def test_predict_inputs_one_bad_file_and_array_forms(trained, tmp_path):
             p.predict([wrong])
 
 
+@pytest.mark.slow
 def test_cli_predict_says_which_frames_it_could_not_read(trained, tmp_path, capsys):
     data, res = trained
     ds = load_coco(data)
@@ -311,6 +320,7 @@ def test_cli_predict_says_which_frames_it_could_not_read(trained, tmp_path, caps
     assert preds and int(ds.images["id"].iloc[0]) not in {r["image_id"] for r in preds}
 
 
+@pytest.mark.slow
 def test_a_frame_whose_file_name_leaves_the_image_root_is_skipped_not_the_run(trained, tmp_path):
     import shutil
 
@@ -332,6 +342,7 @@ def test_a_frame_whose_file_name_leaves_the_image_root_is_skipped_not_the_run(tr
     assert set(preds["image_id"]) <= set(int(i) for i in sub.images["id"].iloc[:2]) and len(preds)
 
 
+@pytest.mark.slow
 def test_damaged_model_folders_are_one_line_errors_naming_the_file(trained, tmp_path):
     import shutil
 

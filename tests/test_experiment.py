@@ -23,6 +23,7 @@ def tiny(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_every_arm_trains_on_the_same_budget_and_is_scored(tiny):
     res = pd.read_csv(tiny / "results.csv")
     assert list(res.arm) == ["random", "filter:box_tightness_iou", "oracle_relabel"]
@@ -42,12 +43,14 @@ def test_every_arm_trains_on_the_same_budget_and_is_scored(tiny):
     assert cfg["spec"]["budget"] == 0.5 and cfg["qualmet_version"]
 
 
+@pytest.mark.slow
 def test_filter_arm_drops_what_the_metric_flags(tiny):
     reasons = pd.read_csv(tiny / "arms" / "filter_box_tightness_iou" / "seed0" / "reasons.csv")
     dropped = reasons[reasons.reason.str.startswith("dropped")]
     assert len(dropped) > 0 and not dropped.kept.any()
 
 
+@pytest.mark.slow
 def test_oracle_arm_has_its_relabelled_frames_restored(tiny):
     from qualmet.noise import load_manifest
 
@@ -67,6 +70,7 @@ def test_oracle_arm_has_its_relabelled_frames_restored(tiny):
         assert (a == b).all() and a.shape == b.shape
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_arms(tiny, capsys):
     stamps = {p: p.stat().st_mtime_ns for p in (tiny / "arms").glob("*/seed0/result.json")}
     run_experiment(SPEC, out=tiny, progress=False)
@@ -119,6 +123,7 @@ def test_spec_that_is_not_utf8_is_one_error(tmp_path):
         load_spec(bad)
 
 
+@pytest.mark.slow
 def test_select_and_errors_commands_on_the_experiment_metrics(tiny, tmp_path, capsys):
     from qualmet.cli import main
 
@@ -137,6 +142,7 @@ def test_select_and_errors_commands_on_the_experiment_metrics(tiny, tmp_path, ca
     assert table.auroc.between(0, 1).all() and (table.positives > 0).all()
 
 
+@pytest.mark.slow
 def test_importance_command_on_a_trained_arm(tiny, tmp_path):
     from qualmet.cli import main
 
@@ -149,6 +155,7 @@ def test_importance_command_on_a_trained_arm(tiny, tmp_path):
     assert (tmp_path / "imp" / "importance.png").exists() and (tmp_path / "imp" / "eval" / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_rerun_retrains_an_arm_whose_selection_changed(tiny, capsys):
     """Same configuration but other training data (metric values moved with code or library
     versions): that arm is retrained, the others are not."""
@@ -190,6 +197,7 @@ def test_an_arm_whose_training_labels_changed_starts_its_model_afresh(tmp_path):
     assert json.loads((arm / "training.json").read_text())["labels_sha256"] == "c" * 64
 
 
+@pytest.mark.slow
 def test_training_refuses_a_checkpoint_made_from_other_labels(tmp_path, capsys):
     from qualmet.cli import main
 

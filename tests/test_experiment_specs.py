@@ -12,7 +12,7 @@ from qualmet.experiment import load_spec, prepare_data
 from qualmet.formats import load_coco
 from qualmet.imageio import read_image
 from qualmet.noise import applicable_types, load_manifest
-from qualmet.registry import load_registry
+from qualmet.discovery import load_registry
 from qualmet.select import STRATEGIES, Strategy
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"

@@ -158,7 +158,7 @@ def test_predictions_load_into_annotation_shape(tmp_path):
     df = qualmet.load_predictions(tmp_path / "p.json", ds.images)
     assert list(df["score"]) == [0.9, 0.1] and list(df["w"]) == [3, 7]
     (tmp_path / "bad.json").write_text(json.dumps([{"image_id": 99, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 1}]))
-    with pytest.raises(qualmet.DatasetError, match=r"bad.json: prediction \[0\]: image_id 99"):
+    with pytest.raises(qualmet.DatasetError, match=r"bad.json: 1 prediction on images not in the data set \(first: prediction \[0\], image_id 99\)"):
         qualmet.load_predictions(tmp_path / "bad.json", ds.images)
 
 

@@ -62,6 +62,7 @@ def _log(out: Path) -> pd.DataFrame:
     return pd.read_csv(out / "train_log.csv").drop(columns="elapsed_s")  # wall time differs, the rest must not
 
 
+@pytest.mark.slow
 def test_sigkilled_training_resumes_to_identical_weights(tmp_path):
     data = synth_set(tmp_path / "data", 24, 128, seed=1)
     full, cut = tmp_path / "full", tmp_path / "cut"
@@ -121,6 +122,7 @@ def test_sigkilled_training_resumes_to_identical_weights(tmp_path):
             assert rec["sha256"] == sha256_file(d / name), name
 
 
+@pytest.mark.slow
 def test_damaged_model_is_refused_and_repaired_by_rerun(tmp_path):
     """model.pt that no longer matches config.json's checksum is refused on load; rerunning the
     finished training rewrites it (no iterations are redone) to the same weights."""

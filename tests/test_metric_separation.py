@@ -10,7 +10,7 @@ import math
 import pandas as pd
 import pytest
 
-from qualmet.registry import load_registry
+from qualmet.discovery import load_registry
 from qualmet.stats import auroc
 
 synth = pytest.importorskip("qualmet.synth", reason="qualmet.synth (synthetic generator) is not written yet")

@@ -21,7 +21,7 @@ def test_wheel_installs_builtins_without_a_top_level_metrics_package(tmp_path):
         z.extractall(site)
     assert tops == {"qualmet", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}
     # -S: no site hooks, so the editable install of this checkout is invisible; only the wheel's copy is.
-    probe = ("import qualmet, importlib.resources as r; from qualmet.registry import load_registry; "
+    probe = ("import qualmet, importlib.resources as r; from qualmet.discovery import load_registry; "
              "reg = load_registry(); print(qualmet.__file__); print(','.join(sorted(reg.metrics))); "
              "print(len(r.files('qualmet.report').joinpath('static/report.js').read_text())); "
              "from qualmet.demo import SPEC; from qualmet.experiment import load_spec; "

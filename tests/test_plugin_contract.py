@@ -19,8 +19,10 @@ import pytest
 from qualmet.cli import main
 from qualmet.errors import QualmetError
 from qualmet.formats import load_coco
-from qualmet.registry import MetricContext, load_registry, private_copy
-from qualmet.runner import dataset_hash, run_metrics
+from qualmet.context import MetricContext, private_copy
+from qualmet.discovery import load_registry
+from qualmet.runner import run_metrics
+from qualmet.steps import dataset_hash
 
 from .metric_helpers import write_dataset
 
@@ -267,7 +269,7 @@ def test_discovery_registers_every_decorated_function_and_helpers_import(tmp_pat
     folder.mkdir()
     (folder / "_shared.py").write_text("FACTOR = 3.0\n")
     plugin(folder / "defs.py", '''
-        from _shared import FACTOR
+        from ._shared import FACTOR
 
         def make():
             @qualmet.metric(name="made_inside", level="object", vectorised=True)
@@ -299,13 +301,13 @@ def test_discovery_registers_every_decorated_function_and_helpers_import(tmp_pat
 
 
 def test_two_plugin_folders_each_import_their_own_helper(tmp_path):
-    """Both folders' _shared.py were imported as one module: the second plugin computed with the first's."""
+    """Each folder is a package of its own: a's plugin computes with a's _shared.py, b's with b's."""
     for name, factor in (("a", 1.0), ("b", 2.0)):
         d = tmp_path / name
         d.mkdir()
         (d / "_shared.py").write_text(f"FACTOR = {factor}\n")
         plugin(d / f"{name}.py", f'''
-            from _shared import FACTOR
+            from ._shared import FACTOR
 
             @qualmet.metric(name="{name}_factor", level="object", vectorised=True)
             def {name}_factor(annotations, images):

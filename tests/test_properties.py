@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from qualmet.boxes import clip_xywh, iou_matrix, iou_pairs, xywh_to_xyxy, xywh_to_yolo, xyxy_to_xywh, yolo_to_xywh
 from qualmet.errors import DatasetError
 from qualmet.formats import load_coco, parse_coco, save_coco
-from qualmet.registry import MetricContext, load_registry
+from qualmet.context import MetricContext
+from qualmet.discovery import load_registry
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 coord = st.floats(-1e4, 1e4, allow_nan=False, allow_infinity=False)

@@ -9,7 +9,8 @@ import pytest
 
 from qualmet.cli import main
 from qualmet.errors import QualmetError
-from qualmet.registry import load_registry, metric
+from qualmet.discovery import load_registry
+from qualmet.plugin import metric
 from qualmet.runner import run_metrics
 
 from .metric_helpers import write_dataset
@@ -225,5 +226,9 @@ def test_an_entry_point_naming_a_package_finds_metrics_in_its_submodules(tmp_pat
     reg = load_registry()
     spec = reg["ep_sub_width"]
     assert "qm_pkg" in spec.source
-    # its version hash is the defining submodule's, so editing widths.py recomputes it
-    assert spec.source_hash == hashlib.sha256((site / "qm_pkg" / "widths.py").read_bytes()).hexdigest()[:16]
+    # its source hash is its package folder's, so editing widths.py recomputes it
+    from qualmet.discovery import folder_hash
+
+    assert spec.source_hash == folder_hash(site / "qm_pkg")
+    (site / "qm_pkg" / "widths.py").write_text((site / "qm_pkg" / "widths.py").read_text() + "# edited\n")
+    assert folder_hash(site / "qm_pkg") != spec.source_hash

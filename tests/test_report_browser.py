@@ -20,7 +20,7 @@ import pytest
 CHROMIUM = Path("/usr/bin/chromium")
 SPEC = Path(__file__).parent / "data" / "tiny_experiment.toml"
 ARTIFACTS = Path(__file__).parent / "artifacts" / "report"
-SECTIONS = ["overview", "metrics", "explorer", "model", "experiment"]
+SECTIONS = ["overview", "metrics", "explorer", "review", "model", "experiment"]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 
@@ -37,14 +37,22 @@ def report(tmp_path_factory) -> dict:
     from qualmet.experiment import run_experiment
     from qualmet.report import build_report
 
+    from qualmet.formats import load_coco
+    from qualmet.metric_run import MetricRun
+    from qualmet.review import build_review
+    from qualmet.review_files import write_review
+
     exp = tmp_path_factory.mktemp("browser_exp")
     run_experiment(SPEC, out=exp, quick=True, progress=False)
     model = exp / "arms" / "random" / "seed0" / "model"
+    noisy = load_coco(exp / "data" / "train_noisy.json")
+    review = build_review(noisy, MetricRun.load(exp / "metrics"))
+    write_review(review, noisy, exp / "review")
     out = tmp_path_factory.mktemp("browser_report") / "report"
-    index = build_report(out, experiment=exp, model=model, progress=False)
+    index = build_report(out, experiment=exp, model=model, review=exp / "review", progress=False)
     return {"index": index, "exp": exp, "objects": pd.read_parquet(exp / "metrics" / "objects.parquet"),
             "frames": pd.read_parquet(exp / "metrics" / "frames.parquet"),
-            "info": json.loads((exp / "metrics" / "run.json").read_text())}
+            "info": json.loads((exp / "metrics" / "run.json").read_text()), "issues": review.issues}
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +111,7 @@ def _order(df: pd.DataFrame, metric: str, ascending: bool) -> list[int]:
     return d.sort_values([metric, "annotation_id"], ascending=[ascending, True], kind="mergesort")["annotation_id"].tolist()
 
 
+@pytest.mark.slow
 def test_every_section_renders_and_every_picture_loads(page, report, tmp_path):
     for sid in SECTIONS:
         assert page.locator(f"section#{sid} > h2").is_visible(), sid
@@ -129,6 +138,7 @@ def test_every_section_renders_and_every_picture_loads(page, report, tmp_path):
     assert page.errors == []
 
 
+@pytest.mark.slow
 def test_explorer_sorts_by_clicked_metric_and_reverses(page, report):
     objs = report["objects"]
     page.locator("#explorer").scroll_into_view_if_needed()
@@ -145,6 +155,7 @@ def test_explorer_sorts_by_clicked_metric_and_reverses(page, report):
         assert shown == _order(objs, m, ascending=worse != "low")[:len(shown)]
 
 
+@pytest.mark.slow
 def test_explorer_filters_by_threshold_like_pandas(page, report):
     objs = report["objects"]
     m = "box_tightness_iou"
@@ -165,6 +176,7 @@ def test_explorer_filters_by_threshold_like_pandas(page, report):
     assert int(count.get_attribute("data-count")) == len(objs)
 
 
+@pytest.mark.slow
 def test_select_rows_and_export_ids(page, report, tmp_path):
     page.locator('#explorer-objects th[data-key="annotation_id"]').click()
     boxes = page.locator("#explorer-objects tbody input.ex-sel")
@@ -201,6 +213,42 @@ def test_select_rows_and_export_ids(page, report, tmp_path):
     page.click("#explorer-objects .ex-selnone")
 
 
+@pytest.mark.slow
+def test_review_queue_filters_by_kind_sorts_and_exports(page, report, tmp_path):
+    issues = report["issues"]
+    q = "#review-queue"
+    page.locator("#review").scroll_into_view_if_needed()
+    count = page.locator(f"{q} .ex-count")
+    assert int(count.get_attribute("data-count")) == len(issues)
+    shown = [int(x) for x in page.locator(f"{q} tbody tr").evaluate_all("rs => rs.map(r => r.getAttribute('data-id'))")]
+    assert shown == issues["rank"].tolist()[:len(shown)]  # worst first, as review.csv
+    kinds = page.locator(f"{q} .ex-kind option").evaluate_all("os => os.map(o => o.value)")
+    assert set(kinds) == {""} | set(issues["kind"])
+    kind = issues["kind"].value_counts().index[-1]  # the rarest kind
+    page.select_option(f"{q} .ex-kind", kind)
+    assert int(count.get_attribute("data-count")) == int((issues["kind"] == kind).sum())
+    assert set(page.locator(f"{q} tbody td .badge").all_inner_texts()) == {kind}
+    page.select_option(f"{q} .ex-kind", "")
+    page.locator(f'{q} th[data-key="score"]').click()  # highest score first
+    top = issues.sort_values(["score", "rank"], ascending=[False, True], kind="mergesort")["rank"].iloc[0]
+    assert int(page.locator(f"{q} tbody tr").first.get_attribute("data-id")) == int(top)
+    boxes = page.locator(f"{q} tbody input.ex-sel")
+    picked = [int(boxes.nth(k).get_attribute("data-id")) for k in (0, 1)]
+    for k in (0, 1):
+        boxes.nth(k).check()
+    with page.expect_download() as d:
+        page.click(f"{q} .ex-json")
+    got = json.loads(Path(d.value.path()).read_text())
+    chosen = issues.set_index("rank").loc[sorted(picked)]
+    assert got["ranks"] == sorted(picked) and [i["kind"] for i in got["items"]] == chosen["kind"].tolist()
+    assert got["annotation_ids"] == sorted({int(a) for a in chosen["annotation_id"].dropna()})
+    page.wait_for_function(f"Array.from(document.querySelectorAll('{q} td.t img')).slice(0, 6)"
+                           ".every(i => i.complete && i.naturalWidth > 0)")
+    _screenshot(page, "report_review.png", tmp_path, element="#review")
+    page.click(f"{q} .ex-selnone")
+
+
+@pytest.mark.slow
 def test_lightbox_shows_the_whole_frame(page, report):
     first = page.locator("#metrics .gallery .thumb").first
     first.scroll_into_view_if_needed()
@@ -213,6 +261,7 @@ def test_lightbox_shows_the_whole_frame(page, report):
     assert "open" not in box.get_attribute("class")
 
 
+@pytest.mark.slow
 def test_nothing_left_the_file_system(page):
     """Runs last in this module: every request the page made, lazily loaded pictures and downloads included."""
     assert page.requests, "no request recorded"

@@ -35,10 +35,8 @@ def _plugin(folder: Path, body: str) -> Path:
 
 
 SCALED = '''
-import os, sys
-sys.path.insert(0, os.path.dirname(__file__))
 import qualmet
-from helper_mod import FACTOR
+from .helper_mod import FACTOR
 
 @qualmet.metric(name="scaled_w", level="object", worse="low")
 def scaled_w(ctx):
@@ -79,30 +77,64 @@ def test_editing_a_helpers_own_helper_recomputes(data, tmp_path):
     """helper_mod takes FACTOR from base_mod: an edit two imports away still reaches the cache key."""
     folder = tmp_path / "plugs"
     plugin = _plugin(folder, SCALED)
-    (folder / "helper_mod.py").write_text("from base_mod import BASE\nFACTOR = BASE\n")
+    (folder / "helper_mod.py").write_text("from .base_mod import BASE\nFACTOR = BASE\n")
     (folder / "base_mod.py").write_text("BASE = 1.0\n")
     _edit_recomputes(data, tmp_path / "run", "scaled_w", plugin, lambda: (folder / "base_mod.py").write_text("BASE = 3.0\n"), 3)
 
 
-def test_helpers_that_import_each_other_are_hashed_once(tmp_path):
-    """A cycle between helpers (helper_mod <-> base_mod) ends; each file counts once and an edit to
-    either changes the plugin's source hash."""
-    from qualmet.registry import load_registry
+def test_a_helper_imported_by_its_bare_name_is_refused(tmp_path, monkeypatch):
+    """``from helper_mod import X`` through a sys.path entry would keep the old module after an edit
+    (stale values under the new key): it is an error that says how to import it."""
+    import sys
 
+    from qualmet.discovery import load_registry
+    from qualmet.errors import QualmetError
+
+    plain = _plugin(tmp_path / "plain", SCALED.replace("from .helper_mod", "from helper_mod"))
+    (plain.parent / "helper_mod.py").write_text("FACTOR = 1.0\n")
+    with pytest.raises(QualmetError, match=r"No module named 'helper_mod' \(helper_mod lies beside the plugin: import it relatively"):
+        load_registry([plain], entry_points=False)
     folder = tmp_path / "plugs"
-    plugin = _plugin(folder, SCALED)
-    (folder / "helper_mod.py").write_text("import base_mod\nFACTOR = 1.0\n")
-    (folder / "base_mod.py").write_text("import helper_mod\nOTHER = 1\n")
-    first = load_registry([plugin])["scaled_w"].source_hash
-    (folder / "base_mod.py").write_text("import helper_mod\nOTHER = 2\n")
-    assert load_registry([plugin])["scaled_w"].source_hash != first
+    plugin = _plugin(folder, SCALED.replace("from .helper_mod", "import os, sys\nsys.path.insert(0, os.path.dirname(__file__))\nfrom helper_mod"))
+    (folder / "helper_mod.py").write_text("FACTOR = 1.0\n")
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the plugin's own sys.path entry goes with the test
+    with pytest.raises(QualmetError, match=r"imports its helper helper_mod by its bare name; import it relatively \(`from \.helper_mod"):
+        load_registry([plugin], entry_points=False)
+
+
+def test_editing_a_comment_in_qualmets_core_reuses_the_cache(data, tmp_path):
+    """The cache key holds qualmet's version, not its source: a copy of qualmet whose context and
+    compute modules carry an extra comment reads every value from the cache."""
+    import shutil
+    import subprocess
+    import sys
+
+    import qualmet
+    import qualmet.builtin_metrics
+
+    out = tmp_path / "run"
+    names = ["black_white_ratio", "brightness", "aspect_ratio"]
+    run_metrics(data, metrics=names, out=out, workers=1, chunk_size=2, progress=False)
+    copy = tmp_path / "copy" / "qualmet"
+    shutil.copytree(Path(qualmet.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(Path(qualmet.builtin_metrics.__file__).parent, copy / "builtin_metrics",
+                    ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+    for f in ("context.py", "compute.py"):
+        (copy / f).write_text((copy / f).read_text() + "# an edited comment\n")
+    code = ("import json, qualmet; from qualmet.runner import run_metrics; "
+            f"r = run_metrics({str(data)!r}, metrics={names!r}, out={str(out)!r}, workers=1, chunk_size=2, progress=False); "
+            "print(json.dumps([qualmet.__file__, r.info['counters']['computed']]))")
+    env = {**__import__("os").environ, "PYTHONPATH": str(copy.parent)}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    where, computed = json.loads(res.stdout.strip().splitlines()[-1])
+    assert where == str(copy / "__init__.py")
+    assert computed == {n: 0 for n in names}
 
 
 PACKAGED = '''
-import os, sys
-sys.path.insert(0, os.path.dirname(__file__))
 import qualmet
-from hp.core import scale
+from .hp.core import scale
 
 @qualmet.metric(name="pkg_w", level="object", worse="low")
 def pkg_w(ctx):
@@ -125,7 +157,7 @@ def test_editing_a_module_a_helper_package_imports_relatively_recomputes(data, t
 
 OTHER_FOLDER = '''
 import qualmet
-from helper_mod import FACTOR
+from .helper_mod import FACTOR
 
 @qualmet.metric(name="other_w", level="object", worse="low")
 def other_w(ctx):
@@ -134,11 +166,11 @@ def other_w(ctx):
 
 
 def test_a_helpers_helper_is_reloaded_after_another_folder_used_the_same_helper_name(data, tmp_path):
-    """Folder b's helper_mod displaced folder a's from sys.modules; an edit to a's base_mod must still
-    give new values under the new key (stale values were cached under it)."""
+    """Folder b has a helper_mod too; after a run of b's plugin, an edit to a's base_mod still gives new
+    values under the new key."""
     a, b = tmp_path / "a", tmp_path / "b"
     plugin_a = _plugin(a, SCALED)
-    (a / "helper_mod.py").write_text("from base_mod import BASE\nFACTOR = BASE\n")
+    (a / "helper_mod.py").write_text("from .base_mod import BASE\nFACTOR = BASE\n")
     (a / "base_mod.py").write_text("BASE = 1.0\n")
     b.mkdir()
     (b / "other.py").write_text(OTHER_FOLDER)
@@ -223,16 +255,16 @@ def test_a_worker_running_other_qualmet_code_refuses_the_chunk(data):
     frames = [{"file_name": r.file_name, "width": r.width, "height": r.height, "image_id": r.id}
               for r in ds.images.itertuples()]
     task = ChunkTask(0, frames, ds.annotations, None, ["brightness"], (), str(ds.image_root), True,
-                     api_digest="not-this-qualmet")
+                     qualmet_version="not-this-qualmet")
     with pytest.raises(QualmetError, match="runs other code than the caller for qualmet itself"):
         compute_chunk(task)
-    task.api_digest = ""
+    task.qualmet_version = ""
     assert len(compute_chunk(task).frames) == len(frames)  # the same task, no expectation: computed
 
 
 def test_a_chunk_split_after_a_worker_death_keeps_the_code_check(data):
     """The one-frame tasks a chunk is split into after its worker died carry the caller's metric
-    keys and code digest (they lost them, so a stale worker computed those frames unchecked)."""
+    keys and qualmet version (they lost them, so a stale worker computed those frames unchecked)."""
     from qualmet.compute import split_task
     from qualmet.formats import load_coco
 
@@ -240,12 +272,12 @@ def test_a_chunk_split_after_a_worker_death_keeps_the_code_check(data):
     frames = [{"file_name": r.file_name, "width": r.width, "height": r.height, "image_id": r.id}
               for r in ds.images.itertuples()]
     task = ChunkTask(0, frames, ds.annotations, None, ["brightness"], (), str(ds.image_root), True,
-                     metric_keys={"brightness": "k1"}, api_digest="not-this-qualmet")
+                     metric_keys={"brightness": "k1"}, qualmet_version="not-this-qualmet")
     parts = split_task(task)
     assert [p.frames for p in parts] == [[fr] for fr in frames]
     assert [sorted(p.annotations["id"]) for p in parts] == [
         sorted(ds.annotations.loc[ds.annotations.image_id == fr["image_id"], "id"]) for fr in frames]
-    assert all(p.metric_keys == {"brightness": "k1"} and p.api_digest == "not-this-qualmet" for p in parts)
+    assert all(p.metric_keys == {"brightness": "k1"} and p.qualmet_version == "not-this-qualmet" for p in parts)
     with pytest.raises(QualmetError, match="runs other code than the caller"):
         compute_chunk(parts[0])
 

@@ -128,11 +128,11 @@ def test_yolo_bad_lines_are_named(tmp_path):
     lab = tmp_path / "labels"
     lab.mkdir()
     (lab / "classes.txt").write_text("panda\n")
-    (lab / "f.txt").write_text("0 0.5 0.5 0.2\n0 0.5 0.5 0.2 0.2 0.9\n0 1.5 0.5 0.2 0.2\n0 0.5 0.5 0.25 0.5\n")
+    (lab / "f.txt").write_text("0 0.5 0.5 0.2\n0 0.5 0.5 0.2 0.2 1.9\n0 1.5 0.5 0.2 0.2\n0 0.5 0.5 0.25 0.5\n")
     ds = load_yolo(lab, images=tmp_path / "images")
     msgs = "\n".join(_messages(ds.skipped))
     assert "f.txt: line 1: expected 5 fields 'class cx cy w h', got 4" in msgs
-    assert "f.txt: line 2: expected 5 fields 'class cx cy w h', got 6" in msgs
+    assert "f.txt: line 2: confidence must lie in [0, 1], got 1.9" in msgs  # 6 fields: a box and a confidence
     assert "f.txt: line 3: normalised values must lie in [0, 1]" in msgs
     np.testing.assert_allclose(ds.boxes(), [[15, 5, 10, 10]])
 

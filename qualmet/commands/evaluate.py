@@ -29,6 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iou-threshold", type=iou_threshold_arg, default=0.5,
                    help="IoU for matching the flags and the confusion matrix, in (0, 1] (default 0.5; the COCO "
                         "stats always use COCO's own thresholds)")
+    p.add_argument("--backend", default="pycocotools", choices=("pycocotools", "faster-coco-eval"),
+                   help="what computes the COCO stats: pycocotools (default) or faster-coco-eval (same numbers, "
+                        "faster; pip install 'qualmet[fast-eval]'); the flags always follow pycocotools' matches")
+    p.add_argument("--match-by", default="id", choices=("id", "file_name"),
+                   help="how predictions name their images: id (default) or file_name (an image_id that is the "
+                        "file's name or stem, as in Ultralytics' predictions.json; a COCO file of predictions with "
+                        "its own images is matched by their file names)")
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -37,8 +44,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..formats import load_coco, load_predictions
 
     gt = load_coco(args.dataset)
-    preds = load_predictions(args.predictions, gt.images)
+    preds = load_predictions(args.predictions, gt, match_by=args.match_by)
     evaluate(gt, preds, out=args.out, score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
-             verbose=True)
+             verbose=True, backend=args.backend)
     print(f"wrote {args.out}")
     return 0

@@ -68,7 +68,7 @@ def _load_run(run_dir: str, ds, ds_path: str):
     """The metrics run in ``run_dir``, which must have been computed on ``ds`` (same content hash)."""
     from ..errors import QualmetError
     from ..metric_run import MetricRun
-    from ..runner import dataset_hash
+    from ..steps import dataset_hash
 
     run = MetricRun.load(run_dir)
     recorded = (run.info.get("dataset") or {}).get("hash")
@@ -95,7 +95,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     from ..errors import QualmetError
     from ..select import ANCHORS, Strategy, select
 
-    from ..runner import recorded_image_root
+    from ..metric_run import recorded_image_root
 
     if args.strategy in ANCHORS:
         raise QualmetError(f"--strategy {args.strategy}: an anchor arm reads a noise manifest (what is really wrong); "

@@ -1,5 +1,7 @@
 """A torch Dataset over a qualmet Dataset: each image decoded once, letterboxed to the recipe's
-square input (top-left anchored, aspect kept), boxes as xyxy tensors with contiguous labels 1..K.
+square input (top-left anchored, aspect kept), boxes as xyxy tensors with contiguous labels 1..K,
+and ``iscrowd = 1`` annotations as ``target["ignore"]`` regions placed exactly like the boxes (the
+SSD's loss ignores the anchors there, see ignore.py; they are not learnt as boxes).
 
 Augmentation is a horizontal flip decided by the sampler, so batches are a pure function of
 (seed, iteration): a resumed training sees exactly the batches an uninterrupted one would.
@@ -63,11 +65,14 @@ class DetectionData(torch.utils.data.Dataset):
         by_img = ds.annotations_by_image()
         self.boxes: list[np.ndarray] = []
         self.labels: list[np.ndarray] = []
+        self.ignores: list[np.ndarray] = []  # iscrowd = 1: regions the loss ignores (detector/ignore.py)
         for i in self.image_ids:
             a = by_img[i]
-            a = a[(a["w"] > 0) & (a["h"] > 0) & (a["iscrowd"] == 0)] if len(a) else a
-            xywh = a[["x", "y", "w", "h"]].to_numpy(np.float64).reshape(-1, 4)
-            self.boxes.append(np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1))
+            a = a[(a["w"] > 0) & (a["h"] > 0)] if len(a) else a
+            crowd = a["iscrowd"].to_numpy() != 0 if len(a) else np.zeros(0, bool)
+            self.ignores.append(_xyxy(a[crowd]))
+            a = a[~crowd]
+            self.boxes.append(_xyxy(a))
             self.labels.append(np.array([self.label_of[int(c)] for c in a["category_id"]], dtype=np.int64))
         if cache is None:
             cache = len(self.image_ids) * self.size * self.size * 3 <= CACHE_LIMIT_BYTES
@@ -87,17 +92,25 @@ class DetectionData(torch.utils.data.Dataset):
 
     def __getitem__(self, key: int | tuple[int, bool]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         i, flip = (key if isinstance(key, tuple) else (key, False))
-        img, (sx, sy) = self.frame(int(i))
-        boxes = self.boxes[i] * np.array([sx, sy, sx, sy])
-        boxes = np.clip(boxes, 0, self.size)
+        img, scale = self.frame(int(i))
+        boxes, keep = self._place(self.boxes[i], scale, flip)
+        ignore, keep_ignore = self._place(self.ignores[i], scale, flip)
         if flip:
             img = img[:, ::-1]
-            boxes = np.stack([self.size - boxes[:, 2], boxes[:, 1], self.size - boxes[:, 0], boxes[:, 3]], axis=1)
-        keep = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
         target = {"boxes": torch.as_tensor(boxes[keep], dtype=torch.float32).reshape(-1, 4),
                   "labels": torch.as_tensor(self.labels[i][keep], dtype=torch.int64),
-                  "image_id": torch.tensor(self.image_ids[i])}
+                  "image_id": torch.tensor(self.image_ids[i]),
+                  "ignore": torch.as_tensor(ignore[keep_ignore], dtype=torch.float32).reshape(-1, 4)}
         return to_tensor(img), target
+
+    def _place(self, boxes: np.ndarray, scale: tuple[float, float], flip: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Original-pixel xyxy boxes in the letterboxed (and flipped) input, clipped to it, and which
+        of them keep at least 1 px of width and height there."""
+        sx, sy = scale
+        boxes = np.clip(boxes * np.array([sx, sy, sx, sy]), 0, self.size)
+        if flip:
+            boxes = np.stack([self.size - boxes[:, 2], boxes[:, 1], self.size - boxes[:, 0], boxes[:, 3]], axis=1)
+        return boxes, (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
 
 
 class IterationSampler(torch.utils.data.Sampler):
@@ -127,6 +140,12 @@ class IterationSampler(torch.utils.data.Sampler):
                 perm, flips = cache[e]
                 batch.append((int(perm[j]), bool(flips[j])))
             yield batch
+
+
+def _xyxy(a) -> np.ndarray:
+    """(N, 4) float64 xyxy boxes of an annotations frame's x, y, w, h."""
+    xywh = a[["x", "y", "w", "h"]].to_numpy(np.float64).reshape(-1, 4)
+    return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
 
 
 def collate(batch: Sequence) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:

@@ -104,8 +104,11 @@ def build_model(recipe: Recipe, num_classes: int):
     if recipe.arch == "ssdlite":
         from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
+        from .ignore import honour_ignore_regions
+
         model = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes + 1,
                                               detections_per_img=recipe.detections_per_img)
+        model = honour_ignore_regions(model)  # iscrowd = 1 regions out of its loss; same weights and inference
         mean, std = [0.5] * 3, [0.5] * 3
     elif recipe.arch in ("fcos_resnet18", "retinanet_resnet18"):
         from torchvision.models import resnet18

@@ -34,6 +34,7 @@ from ..errors import QualmetError
 from ..environment import describe, differences, versions
 from ..evaluate import coco_eval
 from .data import DetectionData, IterationSampler, collate, split_images, to_tensor, unletterbox
+from .ignore import warn_if_unhonoured
 from .predictor import Predictor, pick_device
 from .recipe import MIN_USEFUL_ITERS, Recipe, build_model, get_recipe, lr_factor, param_groups
 
@@ -383,6 +384,7 @@ def train(dataset: str | os.PathLike | Dataset, out_dir: str | os.PathLike, val_
                   else f"resuming {out} from iteration {start}/{rec.iters}", flush=True)
 
     train_data = DetectionData(train_ds, rec.input_size)
+    warn_if_unhonoured(model, sum(len(r) for r in train_data.ignores))
     val_data = DetectionData(val_ds, rec.input_size) if val_ds is not None and len(val_ds.images) else None
     sampler = IterationSampler(len(train_data), rec.batch_size, seed, start, rec.iters, rec.hflip)
     loader = torch.utils.data.DataLoader(train_data, batch_sampler=sampler, collate_fn=collate, num_workers=0)

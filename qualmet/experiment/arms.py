@@ -9,10 +9,9 @@ The anchor arms bound what selection could achieve at this budget:
 - ``oracle_filter``: only frames without any injected error (best with ``match = "boxes"``);
 - ``oracle_remove``: random's frames with exactly the injected wrong boxes removed; each true object
   left unlabelled by that (a deleted box, or the original of a moved, resized or relabelled one) is
-  kept as an ignore region, a COCO ``iscrowd=1`` box. Today the detector's data loader drops
-  ``iscrowd`` boxes (:mod:`qualmet.detector.data`), so those objects count as background, exactly
-  as if they were removed; a loss that ignores the anchors overlapping them will pick them up
-  without a change here.
+  kept as an ignore region, a COCO ``iscrowd=1`` box. The ssdlite detector's loss leaves the
+  anchors inside such a region out of both positives and hard negatives (:mod:`qualmet.detector.ignore`);
+  other detectors treat the regions as background and warn.
 """
 from __future__ import annotations
 
@@ -87,12 +86,6 @@ def build_subset(arm: dict, s: Strategy, sel: Selection, rep: Replicate) -> Data
     return subset
 
 
-def training_hash(subset: Dataset) -> str:
-    """What an arm trains on: its frames and boxes (content) and which boxes are ignore regions."""
-    crowd = subset.annotations.loc[subset.annotations["iscrowd"] != 0, "id"]
-    return steps.fingerprint({"data": steps.dataset_hash(subset), "ignore": sorted(int(i) for i in crowd)})
-
-
 def run_arm(spec: Spec, arm: dict, seed: int, out: Path, rep: Replicate, progress: bool) -> dict:
     """Select, train, evaluate one arm for one seed; resumable (skips when result.json matches)."""
     arm_dir = out / "arms" / slug(arm["name"]) / f"seed{seed}"
@@ -101,7 +94,7 @@ def run_arm(spec: Spec, arm: dict, seed: int, out: Path, rep: Replicate, progres
     strategy = Strategy.from_dict(arm)
     sel = select(rep.run, rep.noisy.images["id"], strategy, spec.raw["budget"], seed, error_frames=rep.error_frames)
     subset = build_subset(arm, strategy, sel, rep)
-    fingerprint = training_hash(subset)
+    fingerprint = steps.dataset_hash(subset)  # what it trains on: frames, boxes and ignore regions
     if result_path.exists():
         prev = json.loads(result_path.read_text())
         if prev.get("config_hash") == steps.fingerprint(cfg):

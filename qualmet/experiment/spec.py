@@ -202,7 +202,7 @@ def _check_spec(s: Spec) -> None:
 
 def known_metrics(spec: Spec):
     """The registry, after checking it has every metric ``spec`` needs (an error naming the others)."""
-    from ..registry import load_registry
+    from ..discovery import load_registry
 
     reg = load_registry()
     unknown = [m for m in spec.metrics_needed() if m not in reg]

@@ -24,7 +24,9 @@ def parse_size(width: object, height: object) -> tuple[int, int] | str:
 
 def build_dataset(frames: list[dict], source: str, image_root: Path | None, problems: list[Problem],
                   class_names: list[str] | None = None) -> Dataset:
-    """``frames``: [{file_name, width, height, objects: [(name, x, y, w, h), ...]}].
+    """``frames``: [{file_name, width, height, objects: [(name, x, y, w, h[, extra]), ...][, image_extra]}],
+    where ``extra`` holds more annotation keys (a ``segmentation``, a ``score``) and ``image_extra``
+    more image keys (an Ultralytics ``split``).
 
     Image ids follow sorted file names, category ids follow ``class_names`` (or sorted names), so
     the same folder always gives the same ids whichever importer read it.
@@ -33,10 +35,11 @@ def build_dataset(frames: list[dict], source: str, image_root: Path | None, prob
     cat_id = {n: i + 1 for i, n in enumerate(names)}
     images, anns = [], []
     for img_id, f in enumerate(sorted(frames, key=lambda f: f["file_name"]), start=1):
-        images.append({"id": img_id, "file_name": f["file_name"], "width": int(f["width"]), "height": int(f["height"])})
-        for name, x, y, w, h in f["objects"]:
+        images.append({"id": img_id, "file_name": f["file_name"], "width": int(f["width"]), "height": int(f["height"]),
+                       **f.get("image_extra", {})})
+        for name, x, y, w, h, *extra in f["objects"]:
             anns.append({"id": len(anns) + 1, "image_id": img_id, "category_id": cat_id[name],
-                         "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
+                         "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0, **(extra[0] if extra else {})})
     cats = [{"id": i, "name": n, "supercategory": "none"} for n, i in cat_id.items()]
     ds = Dataset.from_records(images, anns, cats, image_root=image_root, source=source)
     ds.skipped = problems

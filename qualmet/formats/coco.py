@@ -5,14 +5,13 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-import numpy as np
 import pandas as pd
 
 from .. import atomic
 from ..dataset import Dataset, empty_annotations, is_int64
-from ..errors import DatasetError, PredictionsWarning, Problem
+from ..errors import DatasetError, Problem
 
 
 SIDECAR = ".images"  # NAME.images beside NAME.json: the image root, when it is not the default
@@ -126,8 +125,20 @@ def parse_coco(d: Any, source: str = "<memory>", image_root: str | os.PathLike |
         if key in d and not isinstance(d[key], list):
             raise DatasetError(f"{source}: '{key}' must be a list, got {type(d[key]).__name__}")
 
+    cats = _categories(d.get("categories", []), bad)
+    imgs = _images(d["images"], bad)
+    anns = _annotations(d.get("annotations", []), {im["id"] for im in imgs}, {c["id"] for c in cats}, bad)
+
+    info = {k: v for k, v in d.items() if k not in ("images", "annotations", "categories")}
+    ds = Dataset.from_records(imgs, anns, cats, image_root=image_root, info=info, source=source)
+    ds.skipped = problems
+    return ds
+
+
+def _categories(records: list, bad: Callable[[str, str], None]) -> list[dict]:
+    """The loadable category records (integer id, string name, first of a duplicated id)."""
     cats, cat_ids = [], set()
-    for n, c in enumerate(d.get("categories", [])):
+    for n, c in enumerate(records):
         item = f"categories[{n}]"
         if not isinstance(c, dict) or not is_int64(c.get("id")) or not isinstance(c.get("name"), str):
             bad(item, f"a category needs an integer 'id' and a string 'name'; got {json.dumps(c)[:120]}")
@@ -137,9 +148,13 @@ def parse_coco(d: Any, source: str = "<memory>", image_root: str | os.PathLike |
             continue
         cat_ids.add(c["id"])
         cats.append(c)
+    return cats
 
+
+def _images(records: list, bad: Callable[[str, str], None]) -> list[dict]:
+    """The loadable image records (integer id, file name, positive size, first of a duplicated id)."""
     imgs, img_ids = [], set()
-    for n, im in enumerate(d["images"]):
+    for n, im in enumerate(records):
         item = f"images[{n}]"
         if not isinstance(im, dict):
             bad(item, f"an image must be an object, got {type(im).__name__}")
@@ -163,9 +178,14 @@ def parse_coco(d: Any, source: str = "<memory>", image_root: str | os.PathLike |
             continue
         img_ids.add(im["id"])
         imgs.append(im)
+    return imgs
 
+
+def _annotations(records: list, img_ids: set, cat_ids: set, bad: Callable[[str, str], None]) -> list[dict]:
+    """The loadable annotation records: integer ids of a loaded image and category, a finite
+    [x, y, w, h] bbox, finite score and area, iscrowd 0 or 1, no key clashing with the box columns."""
     anns, ann_ids = [], set()
-    for n, a in enumerate(d.get("annotations", [])):
+    for n, a in enumerate(records):
         item = f"annotations[{n}]"
         if not isinstance(a, dict):
             bad(item, f"an annotation must be an object, got {type(a).__name__}")
@@ -210,11 +230,7 @@ def parse_coco(d: Any, source: str = "<memory>", image_root: str | os.PathLike |
             continue
         ann_ids.add(a["id"])
         anns.append(a)
-
-    info = {k: v for k, v in d.items() if k not in ("images", "annotations", "categories")}
-    ds = Dataset.from_records(imgs, anns, cats, image_root=image_root, info=info, source=source)
-    ds.skipped = problems
-    return ds
+    return anns
 
 
 def load_coco(path: str | os.PathLike, images: str | os.PathLike | None = None, on_invalid: str = "raise") -> Dataset:
@@ -258,16 +274,34 @@ def save_coco(ds: Dataset, path: str | os.PathLike, indent: int | None = None) -
     return out
 
 
-def load_predictions(path: str | os.PathLike, images: pd.DataFrame | None = None) -> pd.DataFrame:
+def load_predictions(path: str | os.PathLike, images: Dataset | pd.DataFrame | None = None,
+                     categories: pd.DataFrame | None = None, where: str | None = None,
+                     match_by: str = "id") -> pd.DataFrame:
     """Load a COCO results list (image_id, category_id, bbox, score) into an annotations-shaped
-    DataFrame (ids assigned 1..N in file order). Unknown image ids are an error when ``images`` is given."""
+    DataFrame (ids assigned 1..N in file order), checked by :func:`qualmet.predictions.check_predictions`
+    against the data set: pass it whole (``images=dataset``), or its images and categories tables.
+    Unknown image or category ids are a :class:`DatasetError` naming the file and the first bad prediction.
+    ``match_by="file_name"`` maps each prediction to the image its ``image_id`` names by file name or stem
+    (Ultralytics' predictions.json), or, for a COCO file with its own ``images``, by their file names."""
+    from ..predictions import check_predictions, match_by_file_name, where_of
+
+    if match_by not in ("id", "file_name"):
+        raise DatasetError(f"match_by must be 'id' or 'file_name', got {match_by!r}")
+    if isinstance(images, Dataset):
+        where = where or where_of(images.source)
+        images, categories = images.images, images.categories if categories is None else categories
     p = Path(path)
     d = read_json(p)
+    own_images = None
     if isinstance(d, dict) and "annotations" in d:  # a full COCO file of predictions is accepted too
+        own_images = d.get("images") if isinstance(d.get("images"), list) else None
         d = d["annotations"]
     if not isinstance(d, list):
         raise DatasetError(f"{p}: predictions must be a COCO results list, got {type(d).__name__}")
-    known = set(images["id"].astype(int)) if images is not None else None
+    if match_by == "file_name":
+        if images is None:
+            raise DatasetError(f"{p}: matching predictions by file name needs the data set's images")
+        d = match_by_file_name(d, images, str(p), own_images)
     recs = []
     for n, r in enumerate(d):
         item = f"prediction [{n}]"
@@ -276,38 +310,19 @@ def load_predictions(path: str | os.PathLike, images: pd.DataFrame | None = None
         b = r["bbox"]
         wrong = [k for k in ("image_id", "category_id") if not is_int64(r[k])]
         if wrong:
-            raise DatasetError(f"{p}: {item}: " + "; ".join(f"{k} must be an integer, got {r[k]!r}" for k in wrong))
+            hint = (" (an image named by file name or stem, as Ultralytics writes it: match by file name, "
+                    "--match-by file_name)") if isinstance(r["image_id"], str) else ""
+            raise DatasetError(f"{p}: {item}: " + "; ".join(f"{k} must be an integer, got {r[k]!r}" for k in wrong)
+                               + hint)
         if not (isinstance(b, list) and len(b) == 4 and all(_is_finite(v) for v in b)):
             raise DatasetError(f"{p}: {item}: bbox must be 4 finite numbers, got {b!r}")
         if not _is_finite(r["score"]):
             raise DatasetError(f"{p}: {item}: score must be a finite number, got {r['score']!r}")
-        if known is not None and r["image_id"] not in known:
-            raise DatasetError(f"{p}: {item}: image_id {r['image_id']} is not in the data set")
         recs.append({"id": n + 1, "image_id": int(r["image_id"]), "category_id": int(r["category_id"]),
                      "x": float(b[0]), "y": float(b[1]), "w": float(b[2]), "h": float(b[3]),
                      "area": float(b[2]) * float(b[3]), "iscrowd": 0, "score": float(r["score"])})
     if not recs:
         return empty_annotations(with_score=True)
     df = pd.DataFrame(recs)
-    if images is not None and {"width", "height"} <= set(images.columns):
-        _warn_outside(p, df, images)
+    check_predictions(df, images, categories, where=where or "the data set", file=str(p))
     return df
-
-
-def _warn_outside(path: Path, preds: pd.DataFrame, images: pd.DataFrame) -> None:
-    """Warn when predictions lie wholly outside their image: a detector cannot predict there, so they
-    were most likely made on other images (another data set, or these images at another size)."""
-    import warnings
-
-    size = images.drop_duplicates("id").set_index("id")[["width", "height"]].astype(float)
-    wh = size.reindex(preds["image_id"]).to_numpy()
-    x, y = preds["x"].to_numpy(), preds["y"].to_numpy()
-    out = (x >= wh[:, 0]) | (y >= wh[:, 1]) | (x + preds["w"].to_numpy() <= 0) | (y + preds["h"].to_numpy() <= 0)
-    if out.any():
-        k = int(out.argmax())
-        r = preds.iloc[k]
-        frame = f"a {wh[k, 0]:g}x{wh[k, 1]:g} frame" if np.isfinite(wh[k]).all() else "a frame of unknown size"
-        warnings.warn(f"{path}: {int(out.sum())} of {len(preds)} predictions lie wholly outside their image (first: "
-                      f"prediction [{k}], image {int(r['image_id'])}, box [{r['x']:g}, {r['y']:g}, {r['w']:g}, "
-                      f"{r['h']:g}] in {frame}): were they made on this data set, at its "
-                      "image size?", PredictionsWarning, stacklevel=3)

@@ -1,5 +1,10 @@
 """YOLO txt folders: one ``<stem>.txt`` per image, lines ``class cx cy w h`` normalised to [0, 1],
-with class names one per line in ``classes.txt`` (``obj.names`` is accepted too)."""
+with class names one per line in ``classes.txt`` (``obj.names`` is accepted too).
+
+Ultralytics' line variants load too: ``class cx cy w h conf`` (a prediction: the confidence becomes the
+``score``), and YOLO-seg polygons ``class x1 y1 x2 y2 x3 y3 ...`` (optionally followed by a confidence),
+whose box is the polygon's bounds and whose polygon is kept as the COCO ``segmentation``. The data.yaml
+split layout is :mod:`qualmet.formats.ultralytics`."""
 from __future__ import annotations
 
 import math
@@ -41,8 +46,14 @@ def _label_files(folder: Path, names: Path | None) -> list[Path]:
 
 
 def _class_names(path: Path) -> list[str]:
-    """One name per line; blank lines at the end are ignored, a blank line before a name is an error
-    (it would shift the class index of every name after it)."""
+    """One name per line (or an Ultralytics data.yaml's ``names``); blank lines at the end are ignored, a
+    blank line before a name is an error (it would shift the class index of every name after it)."""
+    if path.suffix.lower() in (".yaml", ".yml"):
+        from .ultralytics import read_data_yaml
+
+        return read_data_yaml(path)["names"]
+    if not path.is_file():
+        raise DatasetError(f"{path}: class-names file not found")
     try:
         lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
     except UnicodeDecodeError as exc:
@@ -60,15 +71,66 @@ def _class_names(path: Path) -> list[str]:
     return lines
 
 
+def parse_line(line: str, class_names: list[str], w: int, h: int, names_file: str = "classes.txt") -> tuple | str:
+    """One label line as an object (name, x, y, w, h, extra) in pixels, or why it cannot be loaded.
+
+    5 fields: a box; 6: a box and a confidence; 7 or more: a polygon of 3 or more points, followed by a
+    confidence when the count of fields is even. ``extra`` holds ``segmentation`` and ``score`` when given."""
+    parts = line.split()
+    if len(parts) < 5:
+        return (f"expected 5 fields 'class cx cy w h', got {len(parts)} (6 with a confidence; 7 or more for a "
+                "polygon 'class x1 y1 x2 y2 x3 y3 ...')")
+    try:
+        cls = int(parts[0])
+        vals = [float(v) for v in parts[1:]]
+    except ValueError:
+        return f"non-numeric field in {line.strip()!r}"
+    if not 0 <= cls < len(class_names):
+        return f"class {cls} not in {names_file} ({len(class_names)} names)"
+    extra: dict = {}
+    if len(vals) in (5,) or (len(vals) >= 7 and len(vals) % 2):  # the last value is a confidence
+        conf = vals.pop()
+        if not (math.isfinite(conf) and 0.0 <= conf <= 1.0):
+            return f"confidence must lie in [0, 1], got {conf}"
+        extra["score"] = conf
+    if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in vals):
+        return f"normalised values must lie in [0, 1], got {vals}"
+    if len(vals) == 4:
+        x, y, bw, bh = (float(v) for v in yolo_to_xywh(vals, w, h)[0])
+        return (class_names[cls], x, y, bw, bh, extra)
+    xs, ys = np.asarray(vals[0::2]) * w, np.asarray(vals[1::2]) * h
+    extra["segmentation"] = [[float(v) for xy in zip(xs, ys) for v in xy]]
+    x0, y0 = float(xs.min()), float(ys.min())
+    return (class_names[cls], x0, y0, float(xs.max()) - x0, float(ys.max()) - y0, extra)
+
+
+def _default_images(lab: Path) -> Path:
+    """ROOT/images beside ROOT/labels; else, by Ultralytics' rule, the folder whose path has the last
+    ``labels`` replaced by ``images`` (ROOT/labels/train -> ROOT/images/train); else the labels folder."""
+    if (lab.parent / "images").is_dir():
+        return lab.parent / "images"
+    parts = list(lab.resolve().parts)
+    k = max((i for i, part in enumerate(parts) if part == "labels"), default=None)
+    if k is not None and Path(*parts[:k], "images", *parts[k + 1:]).is_dir():
+        return Path(*parts[:k], "images", *parts[k + 1:])
+    return lab
+
+
 def load_yolo(labels: str | os.PathLike, images: str | os.PathLike | None = None,
               names: str | os.PathLike | None = None) -> Dataset:
     """Load a YOLO labels folder; image sizes are read from the image headers in ``images``."""
     lab = Path(labels)
+    from .ultralytics import is_split_layout, load_ultralytics
+
+    if is_split_layout(lab):  # data.yaml, or ROOT/images/<split> + ROOT/labels/<split>
+        if images is not None:
+            raise DatasetError(f"{lab}: the Ultralytics layout finds images beside labels; leave out --images")
+        return load_ultralytics(lab, names=names)
     if not lab.is_dir():
         raise DatasetError(f"{lab}: not a folder of YOLO .txt label files")
     if (lab / "labels").is_dir() and not _label_files(lab, Path(names) if names else None):  # ROOT/images, ROOT/labels
         lab = lab / "labels"
-    img_dir = Path(images) if images is not None else (lab.parent / "images" if (lab.parent / "images").is_dir() else lab)
+    img_dir = Path(images) if images is not None else _default_images(lab)
     names_path = _names_file(lab, names)
     class_names = _class_names(names_path)
     problems: list[Problem] = []
@@ -109,27 +171,12 @@ def load_yolo(labels: str | os.PathLike, images: str | os.PathLike | None = None
             problems.append(Problem("error", str(txt), txt.stem, f"not UTF-8 text (byte {exc.start}); file skipped"))
             continue
         for n, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            parts = line.split()
-            item = f"line {n}"
-            if len(parts) != 5:
-                problems.append(Problem("error", str(txt), item, f"expected 5 fields 'class cx cy w h', got {len(parts)}"))
-                continue
-            try:
-                cls = int(parts[0])
-                vals = [float(v) for v in parts[1:]]
-            except ValueError:
-                problems.append(Problem("error", str(txt), item, f"non-numeric field in {line.strip()!r}"))
-                continue
-            if not 0 <= cls < len(class_names):
-                problems.append(Problem("error", str(txt), item, f"class {cls} not in {names_path.name} ({len(class_names)} names)"))
-                continue
-            if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in vals):
-                problems.append(Problem("error", str(txt), item, f"normalised values must lie in [0, 1], got {vals}"))
-                continue
-            x, y, bw, bh = yolo_to_xywh(vals, w, h)[0]
-            objects.append((class_names[cls], float(x), float(y), float(bw), float(bh)))
+            if line.strip():
+                obj = parse_line(line, class_names, w, h, names_path.name)
+                if isinstance(obj, str):
+                    problems.append(Problem("error", str(txt), f"line {n}", obj))
+                else:
+                    objects.append(obj)
         frames.append({"file_name": img.name, "width": w, "height": h, "objects": objects})
     labelled = {t.stem for t in label_files}
     for img in image_files:  # images with no label file are images with no boxes
@@ -141,6 +188,21 @@ def load_yolo(labels: str | os.PathLike, images: str | os.PathLike | None = None
                 continue
             frames.append({"file_name": img.name, "width": w, "height": h, "objects": []})
     return build_dataset(frames, str(lab), img_dir, problems, class_names=class_names)
+
+
+def class_index(ds: Dataset) -> dict[int, int]:
+    """Category id -> YOLO class index (categories in id order), after checking that every name can be
+    written one per line and read back as itself."""
+    cats = ds.categories.sort_values("id")
+    seen: dict[str, int] = {}
+    for cid, name in zip(cats["id"], cats["name"]):  # classes.txt is one name per line, read back stripped
+        if not isinstance(name, str) or not name.strip() or any(ch in name for ch in "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"):
+            raise DatasetError(f"category {int(cid)}: name {name!r} cannot be written to a YOLO classes.txt "
+                               "(empty, or contains a line break)")
+        if seen.setdefault(name.strip(), int(cid)) != int(cid):
+            raise DatasetError(f"categories {seen[name.strip()]} and {int(cid)} are both named {name.strip()!r}; "
+                               "YOLO names classes by line, so they would load back as one")
+    return {int(c): k for k, c in enumerate(cats["id"])}
 
 
 def save_yolo(ds: Dataset, out_dir: str | os.PathLike, image_ids=None, link_images: bool = False) -> Path:
@@ -156,15 +218,7 @@ def save_yolo(ds: Dataset, out_dir: str | os.PathLike, image_ids=None, link_imag
     out = Path(out_dir)
     sub = ds.subset(image_ids) if image_ids is not None else ds
     cats = ds.categories.sort_values("id")
-    index = {int(c): k for k, c in enumerate(cats["id"])}
-    seen: dict[str, int] = {}
-    for cid, name in zip(cats["id"], cats["name"]):  # classes.txt is one name per line, read back stripped
-        if not isinstance(name, str) or not name.strip() or any(ch in name for ch in "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"):
-            raise DatasetError(f"category {int(cid)}: name {name!r} cannot be written to a YOLO classes.txt "
-                               "(empty, or contains a line break)")
-        if seen.setdefault(name.strip(), int(cid)) != int(cid):
-            raise DatasetError(f"categories {seen[name.strip()]} and {int(cid)} are both named {name.strip()!r}; "
-                               "YOLO names classes by line, so they would load back as one")
+    index = class_index(ds)
     stems: dict[str, tuple[int, str]] = {}
     for iid, fn in zip(sub.images["id"], sub.images["file_name"]):  # labels/<stem>.txt: one file per stem
         other = stems.setdefault(Path(fn).stem, (int(iid), fn))
@@ -189,8 +243,19 @@ def save_yolo(ds: Dataset, out_dir: str | os.PathLike, image_ids=None, link_imag
     return out
 
 
+def _polygon(seg: object) -> np.ndarray | None:
+    """A COCO segmentation that is one polygon (3 or more points) as an (N, 2) array; else None (no mask,
+    several parts or RLE: YOLO-seg holds one polygon per object, so those objects are written as boxes)."""
+    if isinstance(seg, (list, tuple)) and len(seg) == 1 and isinstance(seg[0], (list, tuple)) and \
+            len(seg[0]) >= 6 and len(seg[0]) % 2 == 0:
+        pts = np.asarray(seg[0], dtype=np.float64).reshape(-1, 2)
+        return pts if np.isfinite(pts).all() else None
+    return None
+
+
 def _label_lines(ds: Dataset, index: dict[int, int]) -> dict[int, list[str]]:
-    """Per image id, its YOLO label lines, boxes clipped to the image."""
+    """Per image id, its YOLO label lines: a polygon line for an object with a one-polygon segmentation,
+    else a box line (boxes and points clipped to the image), each followed by its score when it has one."""
     from ..boxes import clip_xywh
 
     sizes = ds.images.set_index("id")[["width", "height"]]
@@ -204,8 +269,15 @@ def _label_lines(ds: Dataset, index: dict[int, int]) -> dict[int, list[str]]:
             raise DatasetError(f"annotation {int(g['id'].iloc[k])} (image {int(iid)}): box "
                                f"{g[['x', 'y', 'w', 'h']].iloc[k].tolist()} has no area inside the {W}x{H} image; "
                                "YOLO cannot store it (qualmet validate lists such boxes)")
-        out[int(iid)] = [f"{index[int(c)]} " + " ".join(f"{v:.10f}" for v in row) + "\n"
-                         for c, row in zip(g["category_id"], xywh_to_yolo(boxes, W, H))]
+        segs = g["segmentation"] if "segmentation" in g else [None] * len(g)
+        scores = g["score"] if "score" in g else [None] * len(g)
+        lines = []
+        for c, row, seg, score in zip(g["category_id"], xywh_to_yolo(boxes, W, H), segs, scores):
+            poly = _polygon(seg)
+            vals = row if poly is None else (np.clip(poly, 0, [W, H]) / [W, H]).ravel()
+            tail = f" {float(score):.10f}" if score is not None and np.isfinite(score) else ""
+            lines.append(f"{index[int(c)]} " + " ".join(f"{v:.10f}" for v in vals) + tail + "\n")
+        out[int(iid)] = lines
     return out
 
 

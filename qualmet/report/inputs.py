@@ -14,15 +14,14 @@ import pandas as pd
 
 from ..dataset import Dataset
 from ..errors import QualmetError
+from ..metric_run import MetricRun
 
-BASE_OBJECT = {"annotation_id", "image_id", "category_id", "x", "y", "w", "h"}
-BASE_FRAME = {"image_id", "file_name", "width", "height"}
 LABEL_ERROR_COLUMNS = ("metric", "level", "type", "positives", "auroc", "ap")  # what the experiment section reads
 
 
 @dataclass
 class MetricInfo:
-    """One computed metric as the report needs it."""
+    """One computed metric as the report needs it: its spec in the run, and its compute time."""
 
     name: str
     level: str  # "object" or "frame"
@@ -36,15 +35,25 @@ class RunData:
     """A ``qualmet metrics run`` folder, with the data set it was computed on when it can be found."""
 
     dir: Path
-    info: dict[str, Any]
-    objects: pd.DataFrame
-    frames: pd.DataFrame
+    run: MetricRun
     metrics: list[MetricInfo]
     dataset: Dataset | None = None
     dataset_path: Path | None = None
     notes: list[str] = field(default_factory=list)  # what could not be found, shown in the overview
     manifest: pd.DataFrame | None = None
     manifest_path: Path | None = None
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self.run.info
+
+    @property
+    def objects(self) -> pd.DataFrame:
+        return self.run.objects
+
+    @property
+    def frames(self) -> pd.DataFrame:
+        return self.run.frames
 
     @property
     def category_names(self) -> dict[int, str]:
@@ -98,6 +107,35 @@ class ExperimentData:
     label_errors: pd.DataFrame | None
 
 
+@dataclass
+class ReviewData:
+    """A ``qualmet review`` folder: its issues (review.csv, worst first) and what it could not look for."""
+
+    dir: Path
+    issues: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+
+REVIEW_COLUMNS = ("rank", "kind", "score", "image_id", "file_name", "annotation_id", "category", "x", "y", "w", "h",
+                  "suggested_category", "sx", "sy", "sw", "sh", "suggested_score", "reasons")
+MAX_REVIEW_ISSUES = 2000  # the report shows the head of a longer queue (review.csv has it all)
+
+
+def load_review(review_dir: str | os.PathLike) -> ReviewData:
+    """Read a review folder's review.csv (and the notes of its review.md)."""
+    d = Path(review_dir)
+    if not (d / "review.csv").is_file():
+        raise QualmetError(f"{d}: not a review folder (no review.csv); make one with `qualmet review`")
+    issues = _read_csv(d / "review.csv", REVIEW_COLUMNS)
+    for c in ("kind", "file_name", "category", "suggested_category", "reasons"):
+        issues[c] = issues[c].fillna("").astype(str)
+    md = _read_text(d / "review.md") or ""
+    notes = [ln[len("Note: "):] for ln in md.splitlines() if ln.startswith("Note: ")]
+    if len(issues) > MAX_REVIEW_ISSUES:
+        notes.append(f"the first {MAX_REVIEW_ISSUES} of {len(issues)} issues are shown; review.csv holds them all")
+    return ReviewData(d, issues.head(MAX_REVIEW_ISSUES).reset_index(drop=True), notes)
+
+
 def _read_json(p: Path) -> dict[str, Any]:
     """A JSON object file (every JSON file a report reads holds one object)."""
     try:
@@ -116,14 +154,6 @@ def _read_text(p: Path) -> str | None:
         return p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise QualmetError(f"{p}: cannot read it as UTF-8 text ({exc})") from None
-
-
-def _read_parquet(p: Path) -> pd.DataFrame:
-    try:
-        return pd.read_parquet(p)
-    except Exception as exc:  # pyarrow raises several types for a truncated or foreign file
-        raise QualmetError(f"{p}: cannot read parquet ({type(exc).__name__}: {exc}); "
-                           "run `qualmet metrics run` into this folder again to rewrite it") from None
 
 
 def _read_csv(p: Path, required: tuple[str, ...] = ()) -> pd.DataFrame | None:
@@ -173,7 +203,8 @@ def find_dataset(run_dir: Path, info: dict[str, Any], dataset: str | os.PathLike
                  images: str | os.PathLike | None = None) -> tuple[Dataset | None, Path | None, list[str]]:
     """The data set a run was computed on: ``dataset`` if given, else the path run.json records,
     checked against the recorded content hash. Returns (data set or None, its path, notes)."""
-    from ..runner import dataset_hash, recorded_image_root
+    from ..metric_run import recorded_image_root
+    from ..steps import dataset_hash
 
     want = (info.get("dataset") or {}).get("hash")
     recorded = (info.get("dataset") or {}).get("path")
@@ -205,38 +236,20 @@ def find_dataset(run_dir: Path, info: dict[str, Any], dataset: str | os.PathLike
                         "pass --dataset D.json [--images DIR] for thumbnails"]
 
 
-def _metric_infos(info: dict[str, Any], objects: pd.DataFrame, frames: pd.DataFrame) -> list[MetricInfo]:
-    secs = (info.get("timings") or {}).get("seconds_in_workers") or {}
-    known = {m["name"]: m for m in info.get("metrics", [])}
-    out = []
-    for table, level, base in ((objects, "object", BASE_OBJECT), (frames, "frame", BASE_FRAME)):
-        for col in table.columns:
-            if col in base or not pd.api.types.is_numeric_dtype(table[col]):
-                continue
-            m = known.get(col)
-            if m is None:
-                from ..registry import load_registry
-
-                reg = load_registry()
-                if col not in reg:
-                    continue  # a column we cannot orient: leave it out rather than guess
-                m = reg[col].describe()
-            out.append(MetricInfo(col, level, m.get("worse", "low"), m.get("description", ""), secs.get(col)))
-    return out
+def _metric_infos(run: MetricRun) -> list[MetricInfo]:
+    """The run's metrics, object level first, each with its compute time from run.json."""
+    secs = (run.info.get("timings") or {}).get("seconds_in_workers") or {}
+    specs = sorted(run.specs.values(), key=lambda m: m.level != "object")
+    return [MetricInfo(m.name, m.level, m.worse, m.description, secs.get(m.name)) for m in specs]
 
 
 def load_run(run_dir: str | os.PathLike, dataset: str | os.PathLike | None = None,
              images: str | os.PathLike | None = None, manifest: str | os.PathLike | None = None) -> RunData:
     """Read objects.parquet, frames.parquet and run.json; find the data set and (optionally) a manifest."""
     d = Path(run_dir)
-    missing = [f for f in ("run.json", "objects.parquet", "frames.parquet") if not (d / f).is_file()]
-    if missing:
-        raise QualmetError(f"{d}: not a metrics run folder (no {', '.join(missing)}); make one with `qualmet metrics run`")
-    info = _read_json(d / "run.json")
-    objects = _read_parquet(d / "objects.parquet")
-    frames = _read_parquet(d / "frames.parquet")
-    ds, ds_path, notes = find_dataset(d, info, dataset, images)
-    run = RunData(d, info, objects, frames, _metric_infos(info, objects, frames), ds, ds_path, notes)
+    mrun = MetricRun.load(d)
+    ds, ds_path, notes = find_dataset(d, mrun.info, dataset, images)
+    run = RunData(d, mrun, _metric_infos(mrun), ds, ds_path, notes)
     _attach_manifest(run, manifest)
     return run
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import QualmetError
 from .html import esc, img, num, section, table
 from .inputs import ModelData
 from .output import Output
@@ -21,20 +20,9 @@ STAT_NAMES = {"AP": "AP @[.5:.95]", "AP50": "AP @.5", "AP75": "AP @.75", "APs": 
 
 
 def _loss_plot(model: ModelData, out: Output) -> str | None:
-    """The loss curves PNG ``qualmet train`` wrote, or (for an older folder) drawn from train_log.csv
-    with the detector's own plotting function."""
+    """The loss curves PNG ``qualmet train`` wrote into the model folder (None when it is not there)."""
     src = model.dir / "loss_curves.png"
-    if src.is_file():
-        return out.copy(src, "assets/model/loss_curves.png")
-    if model.log is not None and len(model.log):
-        from ..detector.train import plot_log  # imports torch: only for folders without the PNG
-
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            plot_log(model.log, Path(tmp) / "loss_curves.png")
-            return out.copy(Path(tmp) / "loss_curves.png", "assets/model/loss_curves.png")
-    return None
+    return out.copy(src, "assets/model/loss_curves.png") if src.is_file() else None
 
 
 def pick_frames(image_ids, k: int = N_FRAMES) -> list[int]:
@@ -46,24 +34,15 @@ def pick_frames(image_ids, k: int = N_FRAMES) -> list[int]:
     return [int(ids[p]) for p in pos]
 
 
-def _predictions(model: ModelData, test, frame_ids: list[int], images: dict[int, np.ndarray]) -> pd.DataFrame:
-    """Predictions for the chosen frames: from the predictions file when given, else by running the model."""
-    if model.predictions_path is not None:
-        from ..formats import load_predictions
+def _predictions(model: ModelData, test, frame_ids: list[int]) -> pd.DataFrame | None:
+    """The chosen frames' predictions from the predictions file, or None without one (the report
+    draws what it is given; ``qualmet report --model`` predicts the frames first)."""
+    if model.predictions_path is None:
+        return None
+    from ..formats import load_predictions
 
-        p = load_predictions(model.predictions_path, test.images)
-        return p[p["image_id"].isin(frame_ids)]
-    if not (model.dir / "model.pt").is_file():
-        return pd.DataFrame(columns=["image_id", "category_id", "x", "y", "w", "h", "score"])
-    from ..detector.predictor import Predictor
-
-    pred = Predictor.load(model.dir)
-    ids = [i for i in frame_ids if i in images]
-    rows = []
-    for iid, det in zip(ids, pred.predict([images[i] for i in ids])):
-        for b, s, c in zip(det["boxes"], det["scores"], det["labels"]):
-            rows.append((iid, int(c), *map(float, b), float(s)))
-    return pd.DataFrame(rows, columns=["image_id", "category_id", "x", "y", "w", "h", "score"])
+    p = load_predictions(model.predictions_path, test)
+    return p[p["image_id"].isin(frame_ids)]
 
 
 def _test_frames(model: ModelData, test, out: Output, threshold: float) -> str:
@@ -77,13 +56,11 @@ def _test_frames(model: ModelData, test, out: Output, threshold: float) -> str:
             images[i] = read_image(test.image_path(files[i]))
         except Exception as exc:  # one unreadable frame never loses the others
             failed.append(f"image {i} ({files[i]}): {exc}")
-    try:
-        preds = _predictions(model, test, frame_ids, images)
-    except QualmetError:
-        raise
-    except Exception as exc:  # e.g. a model that cannot be loaded: show the labels and say why
+    preds = _predictions(model, test, frame_ids)
+    if preds is None:
         preds = pd.DataFrame(columns=["image_id", "category_id", "x", "y", "w", "h", "score"])
-        failed.append(f"predictions could not be made: {type(exc).__name__}: {exc}")
+        failed.append("no predictions given: labels only (pass --predictions P.json, or let `qualmet report "
+                      "--model` predict these frames)")
     figs = []
     for i in frame_ids:
         if i not in images:
@@ -100,7 +77,7 @@ def _test_frames(model: ModelData, test, out: Output, threshold: float) -> str:
     notes = "".join(f'<div class="note">{esc(f)}</div>' for f in failed)
     legend = ('<div class="legend"><span><i style="background:#3cdc3c"></i>label</span>'
               f'<span><i style="background:#ff8c00"></i>prediction (score ≥ {threshold:g}, score written)</span></div>')
-    src = "the predictions file" if model.predictions_path is not None else "the model, run now"
+    src = f"<code>{esc(model.predictions_path)}</code>" if model.predictions_path is not None else "none"
     return (f'<div class="card"><h3>Test frames: predictions vs labels</h3><p class="muted small">{len(figs)} frames of '
             f'<code>{esc(test.source)}</code>, predictions from {src}.</p>{legend}{notes}'
             f'<div class="frames-row">{"".join(figs)}</div></div>')

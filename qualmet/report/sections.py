@@ -10,11 +10,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..metric_run import MetricRun, fences
+from ..plots import histogram_png
 from ..stats import auroc
 from .html import esc, img, json_script, num, seconds, section, table, tile
 from .inputs import MetricInfo, RunData
 from .output import Output, strip_png_text
-from .plots import fences, histogram_png
 from .thumbs import Thumbs
 
 GALLERY_WORST = 24
@@ -33,20 +34,44 @@ def _fin(v: Any) -> Any:
     return v
 
 
-def suspicious_order(values: pd.Series, ids: pd.Series, worse: str) -> np.ndarray:
-    """Row positions with a value, most suspicious first (the side ``worse`` names), ties by id."""
-    v = values.to_numpy(dtype=np.float64)
+def suspicious_order(suspicion: pd.Series, ids: pd.Series) -> np.ndarray:
+    """Row positions with a value, most suspicious first, ties by id."""
+    v = suspicion.to_numpy(dtype=np.float64)
     ok = np.flatnonzero(np.isfinite(v))
-    key = -v[ok] if worse == "high" else v[ok]
-    return ok[np.lexsort((ids.to_numpy()[ok], key))]
+    return ok[np.lexsort((ids.to_numpy()[ok], -v[ok]))]
 
 
-def least_suspicious_order(values: pd.Series, ids: pd.Series, worse: str) -> np.ndarray:
+def least_suspicious_order(suspicion: pd.Series, ids: pd.Series) -> np.ndarray:
     """Row positions with a value, least suspicious first, ties by id."""
-    return suspicious_order(values, ids, "low" if worse == "high" else "high")
+    return suspicious_order(-suspicion, ids)
 
 
 # -- 1 overview ---------------------------------------------------------------------------------
+
+def _runner_errors(info: dict) -> list[str]:
+    """The card listing what the runner recorded: metric errors, skipped frames, unloaded records."""
+    errors = info.get("errors") or []
+    skipped = info.get("skipped_frames") or []
+    html: list[str] = []
+    if errors or skipped or (info.get("dataset") or {}).get("skipped_items"):
+        parts = []
+        if errors:
+            rows = [(e.get("metric"), "whole data set" if e.get("image_id") is None else e.get("image_id"),
+                     e.get("file_name") or "", e.get("error")) for e in errors[:50]]
+            more = f'<p class="muted small">and {len(errors) - 50} more in run.json</p>' if len(errors) > 50 else ""
+            by = ", ".join(f"{k}: {v}" for k, v in (info.get("errors_by_metric") or {}).items())
+            parts.append(f"<h4>Metric errors ({len(errors)}; {esc(by)})</h4>"
+                         f'{table(["metric", "image", "file", "error"], rows, cls="compact")}{more}')
+        if skipped:
+            rows = [(s.get("image_id"), s.get("file_name"), s.get("reason")) for s in skipped[:50]]
+            parts.append(f"<h4>Skipped frames ({len(skipped)})</h4>{table(['image', 'file', 'reason'], rows, cls='compact')}")
+        items = (info.get("dataset") or {}).get("skipped_items") or []
+        if items:
+            rows = [(i.get("item"), i.get("message")) for i in items[:50]]
+            parts.append(f"<h4>Data set records not loaded ({len(items)})</h4>{table(['item', 'problem'], rows, cls='compact')}")
+        html.append(f'<div class="card"><h3>Errors recorded by the runner</h3>{"".join(parts)}</div>')
+    return html
+
 
 def overview(run: RunData, thumbs: Thumbs | None, inputs: dict[str, str]) -> str:
     info, objects, frames = run.info, run.objects, run.frames
@@ -104,23 +129,7 @@ def overview(run: RunData, thumbs: Thumbs | None, inputs: dict[str, str]) -> str
                 '</div>')
     html.append(f'<div class="card"><h3>Inputs</h3><div class="tablewrap"><table class="kv compact">{kv}</table></div></div>')
 
-    if errors or skipped or (info.get("dataset") or {}).get("skipped_items"):
-        parts = []
-        if errors:
-            rows = [(e.get("metric"), "whole data set" if e.get("image_id") is None else e.get("image_id"),
-                     e.get("file_name") or "", e.get("error")) for e in errors[:50]]
-            more = f'<p class="muted small">and {len(errors) - 50} more in run.json</p>' if len(errors) > 50 else ""
-            by = ", ".join(f"{k}: {v}" for k, v in (info.get("errors_by_metric") or {}).items())
-            parts.append(f"<h4>Metric errors ({len(errors)}; {esc(by)})</h4>"
-                         f'{table(["metric", "image", "file", "error"], rows, cls="compact")}{more}')
-        if skipped:
-            rows = [(s.get("image_id"), s.get("file_name"), s.get("reason")) for s in skipped[:50]]
-            parts.append(f"<h4>Skipped frames ({len(skipped)})</h4>{table(['image', 'file', 'reason'], rows, cls='compact')}")
-        items = (info.get("dataset") or {}).get("skipped_items") or []
-        if items:
-            rows = [(i.get("item"), i.get("message")) for i in items[:50]]
-            parts.append(f"<h4>Data set records not loaded ({len(items)})</h4>{table(['item', 'problem'], rows, cls='compact')}")
-        html.append(f'<div class="card"><h3>Errors recorded by the runner</h3>{"".join(parts)}</div>')
+    html += _runner_errors(info)
 
     secs = (timings.get("seconds_in_workers") or {})
     if secs:
@@ -179,16 +188,16 @@ def _gallery(run: RunData, m: MetricInfo, order: np.ndarray, thumbs: Thumbs | No
         '<p class="muted">no values</p>'
 
 
-def metric_stats(values: pd.Series, worse: str) -> dict[str, Any]:
+def metric_stats(run: MetricRun, name: str) -> dict[str, Any]:
     """What the card's side table shows: counts, quartiles, fences, items beyond the suspicious fence."""
-    v = values.to_numpy(dtype=np.float64)
+    v = run.values(name).to_numpy(dtype=np.float64)
     ok = v[np.isfinite(v)]
     out: dict[str, Any] = {"n": int(len(ok)), "nan": int(len(v) - len(ok))}
     if len(ok):
         q = np.percentile(ok, [0, 25, 50, 75, 100])
         out.update(min=q[0], q1=q[1], median=q[2], q3=q[3], max=q[4])
-        lo, hi = fences(ok)
-        out.update(lo=lo, hi=hi, beyond=int((ok > hi).sum() if worse == "high" else (ok < lo).sum()))
+        lo, hi = run.fences(name)
+        out.update(lo=lo, hi=hi, beyond=int(run.beyond_fence(name).sum()))
     return out
 
 
@@ -202,17 +211,17 @@ def metric_cards(run: RunData, out: Output, thumbs: Thumbs | None, number: int =
         vals = table_[m.name]
         ids = table_["annotation_id"] if m.level == "object" else table_["image_id"]
         inj = _injected_mask(run, m.level)
-        st = metric_stats(vals, m.worse)
+        st = metric_stats(run.run, m.name)
+        susp = run.run.suspicion(m.name)
         au = None
         if inj is not None and inj.any() and (~inj).any():
-            susp = vals.to_numpy(dtype=np.float64) * (1 if m.worse == "high" else -1)
-            au = auroc(susp, inj)
+            au = auroc(susp.to_numpy(), inj)
         png = histogram_png(vals.to_numpy(dtype=np.float64), m.worse, inj,
                             labels=("clean", "injected error") if m.level == "object" else
                             ("clean frames", "frames with injected errors"))
         rel = out.write_bytes(f"assets/plots/hist_{_slug(m.name)}.png", strip_png_text(png))
-        worst = suspicious_order(vals, ids, m.worse)[:GALLERY_WORST]
-        best = least_suspicious_order(vals, ids, m.worse)[:GALLERY_BEST]
+        worst = suspicious_order(susp, ids)[:GALLERY_WORST]
+        best = least_suspicious_order(susp, ids)[:GALLERY_BEST]
         side = [("values", num(st["n"])), ("not defined (NaN)", num(st["nan"]))]
         if st["n"]:
             side += [("min · max", f"{num(st['min'], 4)} · {num(st['max'], 4)}"),

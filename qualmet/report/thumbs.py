@@ -57,11 +57,17 @@ def _rect(img: np.ndarray, box, scale: float, ox: float, oy: float, color, thick
     cv2.rectangle(img, p0, p1, color, thick, cv2.LINE_AA)
 
 
-def object_crop(img: np.ndarray, box, others: np.ndarray, px: int = OBJECT_PX) -> np.ndarray:
+def object_crop(img: np.ndarray, box, others: np.ndarray, px: int = OBJECT_PX, suggestion=None) -> np.ndarray:
     """A square crop centred on ``box`` (x, y, w, h) with CONTEXT around it, grey beyond the image
-    border, resized to ``px``; the box drawn in red, the frame's other boxes thin in yellow."""
+    border, resized to ``px``; the box drawn in red, the frame's other boxes thin in yellow, and a
+    ``suggestion`` (a box a reviewer may want instead) in orange, the crop then covering both (``box``
+    None: the suggestion alone, e.g. a missing box)."""
     H, W = img.shape[:2]
-    x, y, w, h = (float(v) for v in box)
+    x, y, w, h = (float(v) for v in (box if box is not None else suggestion))
+    if suggestion is not None:  # the crop covers the box and the suggested box
+        sx, sy, sw, sh = (float(v) for v in suggestion)
+        x0_, y0_ = min(x, sx), min(y, sy)
+        x, y, w, h = x0_, y0_, max(x + w, sx + sw) - x0_, max(y + h, sy + sh) - y0_
     side = max(max(w, h) * (1 + 2 * CONTEXT), 16.0)
     x0, y0 = int(math.floor(x + w / 2 - side / 2)), int(math.floor(y + h / 2 - side / 2))
     s = int(math.ceil(side))
@@ -74,7 +80,10 @@ def object_crop(img: np.ndarray, box, others: np.ndarray, px: int = OBJECT_PX) -
     scale = px / s
     for b in others:
         _rect(out, b, scale, x0, y0, OTHER, 1)
-    _rect(out, box, scale, x0, y0, TARGET, 2)
+    if suggestion is not None:
+        _rect(out, suggestion, scale, x0, y0, PRED, 2)
+    if box is not None:
+        _rect(out, box, scale, x0, y0, TARGET, 2)
     return out
 
 

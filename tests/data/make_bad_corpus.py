@@ -218,7 +218,7 @@ def _write_yolo(d: Path) -> dict[str, Path]:
     (labels / "y1.txt").write_text(
         "0 0.5 0.5 0.2 0.2\n"            # line 1: fine
         "1 0.5 0.5 0.2\n"                # line 2: 4 fields
-        "2 0.5 0.5 0.2 0.2 0.9\n"        # line 3: 6 fields (a score column)
+        "2 0.5 0.5 0.2 0.2 1.9\n"        # line 3: 6 fields: a box and a confidence, here above 1
         "3 1.5 0.5 0.2 0.2\n"            # line 4: cx > 1
         "4 0.5 -0.1 0.2 0.2\n"           # line 5: cy < 0
         "7 0.5 0.5 0.2 0.2\n"            # line 6: class out of range
@@ -227,7 +227,7 @@ def _write_yolo(d: Path) -> dict[str, Path]:
     return {"yolo_labels": labels, "yolo_images": imgs}
 
 
-YOLO_CASES = [("line 2", "got 4"), ("line 3", "got 6"), ("line 4", "[0, 1]"), ("line 5", "[0, 1]"),
+YOLO_CASES = [("line 2", "got 4"), ("line 3", "confidence must lie in [0, 1]"), ("line 4", "[0, 1]"), ("line 5", "[0, 1]"),
               ("line 6", "class 7 not in"), ("line 7", "non-numeric")]
 
 

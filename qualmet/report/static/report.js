@@ -64,6 +64,7 @@
       '<input class="ex-thr" type="number" step="any" placeholder="threshold" aria-label="threshold">' +
       '<button class="ex-suggest" title="set the threshold to the 1.5x IQR fence on the suspicious side">fence</button>' +
       '<button class="ex-clear">clear</button>' +
+      '<select class="ex-kind" aria-label="kind" hidden></select>' +
       '<input class="ex-search" type="search" placeholder="search id, file, class…" aria-label="search">' +
       '<span class="sep"></span>' +
       '<span class="ex-count"></span>' +
@@ -112,7 +113,17 @@
     op.addEventListener('change', function () { self.apply(); });
     thr.addEventListener('input', function () { self.apply(); });
     $('.ex-search', r).addEventListener('input', function () { self.apply(); });
-    $('.ex-clear', r).addEventListener('click', function () { thr.value = ''; $('.ex-search', r).value = ''; self.apply(); });
+    var kc = this.ci.kind, kindSel = $('.ex-kind', r);
+    if (kc !== undefined && this.cols[kc].type === 'kind') {  // a column of categories: pick one to see only it
+      var kinds = [];
+      this.rows.forEach(function (row) { if (row[kc] !== null && kinds.indexOf(row[kc]) < 0) kinds.push(row[kc]); });
+      kindSel.innerHTML = '<option value="">every kind</option>' + kinds.map(function (k) {
+        return '<option value="' + esc(k) + '">' + esc(k) + '</option>'; }).join('');
+      kindSel.hidden = false;
+      kindSel.addEventListener('change', function () { self.apply(); });
+    }
+    $('.ex-clear', r).addEventListener('click', function () {
+      thr.value = ''; $('.ex-search', r).value = ''; $('.ex-kind', r).value = ''; self.apply(); });
     $('.ex-suggest', r).addEventListener('click', function () {
       var c = self.cols[self.ci[metricSel.value]];
       if (!c) return;
@@ -177,10 +188,12 @@
     var key = $('.ex-metric', r).value, op = $('.ex-op', r).value, raw = $('.ex-thr', r).value.trim();
     var thr = raw === '' ? null : Number(raw), ci = this.ci[key];
     var q = $('.ex-search', r).value.trim().toLowerCase();
+    var kind = $('.ex-kind', r).value, kc = this.ci.kind;
     var textCols = [];
-    this.cols.forEach(function (c, i) { if (c.type === 'id' || c.type === 'text') textCols.push(i); });
+    this.cols.forEach(function (c, i) { if (c.type === 'id' || c.type === 'text' || c.type === 'kind') textCols.push(i); });
     this.view = this.order.filter(function (i) {
       var row = rows[i];
+      if (kind && row[kc] !== kind) return false;
       if (thr !== null && !isNaN(thr) && ci !== undefined) {
         var v = row[ci];
         if (v === null) return false;
@@ -225,6 +238,8 @@
         } else if (c.type === 'metric') {
           var out = v !== null && ((c.worse === 'high' && c.hi !== null && v > c.hi) || (c.worse === 'low' && c.lo !== null && v < c.lo));
           html += '<td class="num' + (out ? ' out' : '') + '" title="' + (v === null ? 'not defined' : esc(v)) + '">' + fmt(v) + '</td>';
+        } else if (c.type === 'kind') {
+          html += '<td><span class="badge hi">' + esc(v === null ? '–' : v) + '</span></td>';
         } else if (c.type === 'error') {
           html += '<td>' + (v ? '<span class="badge err">' + esc(v) + '</span>' : '<span class="clean">clean</span>') + '</td>';
         } else {
@@ -263,9 +278,13 @@
     if (this.d.idKey !== 'image_id') {
       out.image_ids = Array.from(new Set(rows.map(function (r) { return r[self.ci.image_id]; }))).sort(function (a, b) { return a - b; });
     }
+    if (this.d.idKey !== 'annotation_id' && this.ci.annotation_id !== undefined) {  // review issues name boxes too
+      out.annotation_ids = Array.from(new Set(rows.map(function (r) { return r[self.ci.annotation_id]; })
+        .filter(function (a) { return a !== null; }))).sort(function (a, b) { return a - b; });
+    }
     out.items = rows.map(function (r) {
       var o = {};
-      self.cols.forEach(function (c, k) { if (c.type === 'id' || c.type === 'text' || c.type === 'error') o[c.key] = r[k]; });
+      self.cols.forEach(function (c, k) { if (c.type === 'id' || c.type === 'text' || c.type === 'error' || c.type === 'kind') o[c.key] = r[k]; });
       return o;
     });
     download('qualmet_selected_' + this.d.noun + '.json', JSON.stringify(out, null, 2) + '\n', 'application/json');
@@ -273,7 +292,7 @@
 
   Explorer.prototype.exportCSV = function () {
     var keep = [];
-    this.cols.forEach(function (c, k) { if (c.type === 'id' || c.type === 'text' || c.type === 'error') keep.push(k); });
+    this.cols.forEach(function (c, k) { if (c.type === 'id' || c.type === 'text' || c.type === 'error' || c.type === 'kind') keep.push(k); });
     var self = this, lines = [keep.map(function (k) { return csvCell(self.cols[k].key); }).join(',')];
     this.selectedRows().forEach(function (r) { lines.push(keep.map(function (k) { return csvCell(r[k]); }).join(',')); });
     download('qualmet_selected_' + this.d.noun + '.csv', lines.join('\n') + '\n', 'text/csv');
