@@ -52,10 +52,11 @@ class DaskExecutor:
     """
 
     def __init__(self, address: str | None = None, n_workers: int = 2, *, client: Any = None,
-                 retries: int = 2) -> None:
+                 retries: int = 2, resources: dict[str, float] | None = None) -> None:
         distributed = _distributed()
         self.cluster = None
         self.retries = retries
+        self.resources = resources  # what each task asks of a worker, e.g. {"GPU": 1}
         self._owns_client = client is None
         self._futures: list[Any] = []
         if client is not None:
@@ -67,6 +68,7 @@ class DaskExecutor:
                 try:
                     with _sigint_ignored():  # the worker processes inherit it: Ctrl-C is handled once, here
                         self.cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                                                resources=resources,
                                                                 host="127.0.0.1", dashboard_address=None)
                 finally:
                     # LocalCluster sets OMP_NUM_THREADS=1 (and MKL_..., OPENBLAS_...) in *this* process's
@@ -111,7 +113,7 @@ class DaskExecutor:
                 submit(t, 0)
 
         def submit(t: Any, attempt: int) -> None:
-            f = self.client.submit(fn, t, pure=False, retries=self.retries)
+            f = self.client.submit(fn, t, pure=False, retries=self.retries, resources=self.resources)
             by_key[f.key] = (t, attempt)
             self._futures.append(f)
             ac.add(f)

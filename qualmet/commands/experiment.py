@@ -14,8 +14,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("spec", help="experiment TOML, e.g. experiments/pandas_filtering.toml")
     e.add_argument("--out", default=None, help="results folder (default experiments/results/NAME[_quick])")
     e.add_argument("--quick", action="store_true", help="apply the spec's [quick] table (minutes, for CI and the demo)")
-    e.add_argument("--workers", type=int, default=None, help="metric worker processes (default: all cores)")
-    e.add_argument("--no-progress", action="store_true")
+    e.add_argument("--workers", type=int, default=None,
+                   help="metric worker processes (default: all cores); with --executor dask, also the local "
+                        "cluster's workers (default 2)")
+    e.add_argument("--executor", default=None, metavar="local|dask|dask:tcp://HOST:PORT",
+                   help="where the arms train: one after another here (local, the default), or as tasks on a local "
+                        "Dask cluster (dask) or an existing one; workers write the arm folders, so the output "
+                        "folder must be shared with them (docs/dask.md)")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_experiment)
 
     s = sub.add_parser("select", help="select a training subset from a metrics run",
@@ -60,7 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_experiment(args: argparse.Namespace) -> int:
     from ..experiment import run_experiment
 
-    run_experiment(args.spec, out=args.out, quick=args.quick, workers=args.workers, progress=not args.no_progress)
+    run_experiment(args.spec, out=args.out, quick=args.quick, workers=args.workers, progress=not args.no_progress,
+                   executor=args.executor)
     return 0
 
 

@@ -14,6 +14,7 @@ from ..atomic import write_json, write_text
 from ..environment import describe, differences, versions
 from ..formats import load_coco
 from .arms import run_arm
+from .parallel import in_spec_order
 from .data import Replicate, log, prepare_clean, replicate
 from .spec import Spec, load_spec
 
@@ -34,8 +35,12 @@ def _write_config(spec: Spec, out: Path, quick: bool) -> None:
 
 
 def run_experiment(spec_path: str | Path, out: str | Path | None = None, quick: bool = False,
-                   workers: int | None = None, progress: bool = True) -> Path:
-    """Run every arm x seed of an experiment spec and write results.csv, summary.md and summary.png."""
+                   workers: int | None = None, progress: bool = True, executor: str | None = None) -> Path:
+    """Run every arm x seed of an experiment spec and write results.csv, summary.md and summary.png.
+
+    ``executor`` ``"dask"`` (a local cluster of ``workers`` processes, default 2) or
+    ``"dask:tcp://HOST:PORT"`` runs the arms as tasks on a Dask cluster (:mod:`.parallel`); the
+    default runs them one after another in this process."""
     from ..summary import COCO_STATS, write_summary
 
     spec = load_spec(spec_path, quick=quick)
@@ -50,22 +55,40 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, quick: 
     clean_json, test_json = prepare_clean(spec, out)
     test = load_coco(test_json)  # parsed once for every arm x seed
     title = f"{spec.name}{' (quick)' if quick else ''}"
-    rows, train_s = [], 0.0  # train_s: over every finished arm, including those a resumed run skips
-    held: dict[int | None, Replicate] = {}  # one draw in memory at a time
-    for seed in spec.seeds:
-        key = seed if spec.vary_noise else None
-        if key not in held:
-            held = {key: replicate(spec, out, seed, clean_json, test, workers, progress)}
-        rep = held[key]
-        for arm in spec.arms:
-            r = run_arm(spec, arm, seed, out, rep, progress)
-            train_s += float(r.get("train_seconds") or 0.0)
-            rows.append({"arm": r["arm"], "seed": r["seed"], **{k: r["stats"].get(k) for k in COCO_STATS},
-                         **{k: r.get(k) for k in ROW_KEYS}})
-            results = pd.DataFrame(rows)
-            if "random" in set(results.arm):
-                write_summary(results, out, title, contrasts=spec.contrasts, oracle_arms=spec.anchor_arms(),
-                              notes=_notes(spec, quick, time.perf_counter() - t_start, train_s, len(rows)))
+    done: dict[tuple[int, int], dict] = {}  # (seed, arm index) -> result, however the arms are run
+
+    def finished(seed: int, k: int, r: dict) -> None:
+        done[(seed, k)] = r
+        results = in_spec_order(done, spec)
+        rows = pd.DataFrame([{"arm": r["arm"], "seed": r["seed"], **{c: r["stats"].get(c) for c in COCO_STATS},
+                              **{c: r.get(c) for c in ROW_KEYS}} for r in results])
+        train_s = sum(float(r.get("train_seconds") or 0.0) for r in results)  # resumed arms included
+        if "random" in set(rows.arm):
+            write_summary(rows, out, title, contrasts=spec.contrasts, oracle_arms=spec.anchor_arms(),
+                          notes=_notes(spec, quick, time.perf_counter() - t_start, train_s, len(rows)))
+
+    if executor is not None and executor != "local":
+        from ..dask_executor import parse_executor
+        from .parallel import run_arms_on_dask
+
+        _, address = parse_executor(executor)
+        # every draw first: they feed every arm (and the arms then run on the cluster in any order)
+        draws: dict[int | None, Replicate] = {}
+        for seed in spec.seeds:
+            key = seed if spec.vary_noise else None
+            if key not in draws:
+                draws[key] = replicate(spec, out, seed, clean_json, test, workers, progress)
+        reps = {seed: draws[seed if spec.vary_noise else None] for seed in spec.seeds}
+        for seed, k, r in run_arms_on_dask(spec, out, reps, address, n_workers=workers or 2):
+            finished(seed, k, r)
+    else:
+        held: dict[int | None, Replicate] = {}  # one draw in memory at a time
+        for seed in spec.seeds:
+            key = seed if spec.vary_noise else None
+            if key not in held:
+                held = {key: replicate(spec, out, seed, clean_json, test, workers, progress)}
+            for k, arm in enumerate(spec.arms):
+                finished(seed, k, run_arm(spec, arm, seed, out, held[key], progress))
     log(f"\n{(out / 'summary.md').read_text()}\nwrote {out} in {time.perf_counter() - t_start:.0f} s")
     return out
 
