@@ -19,6 +19,9 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
                    help="iterations between resumable checkpoints (default: the recipe's, 100)")
     p.add_argument("--eval-every", type=int, default=None,
                    help="iterations between train/val loss and val mAP log rows (default: the recipe's, 50)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads while training and predicting (default: the recipe's, 0 = torch's own, one per "
+                        "physical core); results repeat bitwise only for the same count")
     add_seed(p)
 
 
@@ -66,7 +69,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     res = train(args.dataset, args.out, val_fraction=args.val_fraction, iters=args.iters, seed=args.seed,
                 device=args.device, recipe=args.recipe, images=args.images, input_size=args.input_size,
-                batch_size=args.batch_size, checkpoint_every=args.checkpoint_every, eval_every=args.eval_every)
+                batch_size=args.batch_size, checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
+                threads=args.threads)
     last = res.log.iloc[-1] if len(res.log) else None
     if last is not None:
         print(f"trained {res.out_dir}: final train loss {last['train_loss']:.4f}, val loss {last['val_loss']:.4f}, "
@@ -112,6 +116,6 @@ def cmd_crossval(args: argparse.Namespace) -> int:
     preds = crossval(args.dataset, folds=args.folds, out=args.out, work_dir=args.work, iters=args.iters,
                      seed=args.seed, device=args.device, recipe=args.recipe, images=args.images,
                      input_size=args.input_size, batch_size=args.batch_size,
-                     checkpoint_every=args.checkpoint_every, eval_every=args.eval_every)
+                     checkpoint_every=args.checkpoint_every, eval_every=args.eval_every, threads=args.threads)
     print(f"wrote {len(preds)} out-of-fold detections to {args.out}")
     return 0

@@ -8,9 +8,10 @@ iterations then cosine decay to 0, horizontal flip p=0.5, gradient clipping at n
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 # Below this many iterations the default recipe detects nothing at all (measured: ~400 from scratch).
 MIN_USEFUL_ITERS = 400
@@ -35,6 +36,11 @@ class Recipe:
     bn_recalib_images: int = 256  # BN statistics recomputed over this many training frames (see train.py)
     amp: bool = True  # mixed precision; only ever used on CUDA
     detections_per_img: int = 100
+    # torch intra-op threads while training and predicting; 0 leaves torch's setting (one per physical
+    # core). Part of the recipe because the thread count changes float sums, so results are bitwise
+    # repeatable only for the same count. On a machine shared with other work 1 thread can be several
+    # times faster than 2 (measured: docs/benchmarks.md, Arm profile).
+    threads: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -89,6 +95,21 @@ def get_recipe(name: str = "ssdlite256", **overrides: Any) -> Recipe:
         raise QualmetError(f"recipe has no field(s) {', '.join(unknown)}; fields: "
                            f"{', '.join(f.name for f in dataclasses.fields(Recipe) if f.name != 'extra')}")
     return RECIPES[name].replace(**{k: v for k, v in overrides.items() if v is not None})
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (0: unchanged), restoring the count after."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n > 0 and n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def build_model(recipe: Recipe, num_classes: int):

@@ -35,7 +35,7 @@ from ..environment import describe, differences, versions
 from ..evaluate import coco_eval
 from .data import DetectionData, IterationSampler, collate, split_images, to_tensor, unletterbox
 from .predictor import Predictor, pick_device
-from .recipe import MIN_USEFUL_ITERS, Recipe, build_model, get_recipe, lr_factor, param_groups
+from .recipe import MIN_USEFUL_ITERS, Recipe, build_model, get_recipe, lr_factor, param_groups, torch_threads
 
 LOG_COLUMNS = ["iter", "lr", "train_loss", "val_loss", "val_AP", "val_AP50", "elapsed_s"]
 # Final outputs whose checksums config.json records (config.json itself is written after them).
@@ -241,7 +241,18 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """The settings and training data in which an earlier training (a checkpoint's or a finished folder's
     config) differs from this one. Configs from before the labels hash lack it; the rest still counts."""
     return [k for k in _SAME_TRAINING
-            if old.get(k) != new[k] and not (k == "train_labels_sha256" and k not in old)]
+            if _normalised(k, old.get(k)) != new[k] and not (k == "train_labels_sha256" and k not in old)]
+
+
+def _normalised(key: str, value: Any) -> Any:
+    """A recorded recipe with the fields added since filled in with their defaults (a folder trained
+    before ``threads`` existed is the same training as one with ``threads = 0``)."""
+    if key != "recipe" or not isinstance(value, dict):
+        return value
+    try:
+        return Recipe.from_dict(value).to_dict()
+    except (QualmetError, TypeError):
+        return value
 
 
 def _finished_config(out: Path) -> dict[str, Any] | None:
@@ -308,6 +319,22 @@ def train(dataset: str | os.PathLike | Dataset, out_dir: str | os.PathLike, val_
           iters: int | None = None, seed: int = 0, device: str = "auto", recipe: str | Recipe = "ssdlite256",
           images: str | os.PathLike | None = None, val_dataset: Dataset | None = None, progress: bool = True,
           callback: Callable[[int, dict[str, Any]], None] | None = None, **overrides: Any) -> TrainResult:
+    """Train the fixed detector on ``dataset`` into ``out_dir``; see :func:`_train`. Runs with the
+    recipe's torch thread count (``threads``, 0 = torch's own), restored afterwards."""
+    threads = overrides.get("threads")
+    if threads is None:
+        threads = recipe.threads if isinstance(recipe, Recipe) else get_recipe(recipe).threads
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
+        raise QualmetError(f"threads must be a whole number, at least 0 (0: torch's default), got {threads!r}")
+    with torch_threads(threads):
+        return _train(dataset, out_dir, val_fraction, iters, seed, device, recipe, images, val_dataset, progress,
+                      callback, **overrides)
+
+
+def _train(dataset: str | os.PathLike | Dataset, out_dir: str | os.PathLike, val_fraction: float = 0.2,
+           iters: int | None = None, seed: int = 0, device: str = "auto", recipe: str | Recipe = "ssdlite256",
+           images: str | os.PathLike | None = None, val_dataset: Dataset | None = None, progress: bool = True,
+           callback: Callable[[int, dict[str, Any]], None] | None = None, **overrides: Any) -> TrainResult:
     """Train the fixed detector on ``dataset`` into ``out_dir`` (model.pt, categories.json,
     train_log.csv, loss_curves.png, checkpoint.pt, and last config.json with their SHA-256).
 
