@@ -41,6 +41,11 @@ class Recipe:
     # repeatable only for the same count. On a machine shared with other work 1 thread can be several
     # times faster than 2 (measured: docs/benchmarks.md, Arm profile).
     threads: int = 0
+    # where training starts (see pretrained.py); all empty: from scratch. At most one of the three.
+    weights: str = ""  # torchvision's name for whole-detector weights, e.g. "DEFAULT", "COCO_V1"
+    weights_backbone: str = ""  # torchvision's name for backbone weights, e.g. "IMAGENET1K_V1"
+    checkpoint: str = ""  # a local state dict file (whole detector or backbone) or a qualmet model folder
+    strict: bool = True  # keys of the weights that do not fit the model: an error (else a warning)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -113,7 +118,8 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 def build_model(recipe: Recipe, num_classes: int):
-    """A freshly initialised torchvision detector for ``num_classes`` object classes (+ background).
+    """A freshly initialised torchvision detector for ``num_classes`` object classes (+ background);
+    pretrained weights the recipe names are loaded by :func:`.pretrained.initialise`, not here.
 
     The builder's own resize is replaced by a fixed ``input_size`` square transform; inputs are
     already letterboxed to that size, so the transform only normalises.
@@ -123,10 +129,7 @@ def build_model(recipe: Recipe, num_classes: int):
 
     s = int(recipe.input_size)
     if recipe.arch == "ssdlite":
-        from torchvision.models.detection import ssdlite320_mobilenet_v3_large
-
-        model = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes + 1,
-                                              detections_per_img=recipe.detections_per_img)
+        model = _ssdlite(recipe, num_classes)
         mean, std = [0.5] * 3, [0.5] * 3
     elif recipe.arch in ("fcos_resnet18", "retinanet_resnet18"):
         from torchvision.models import resnet18
@@ -155,6 +158,36 @@ def build_model(recipe: Recipe, num_classes: int):
         raise QualmetError(f"unknown architecture {recipe.arch!r}")
     model.transform = GeneralizedRCNNTransform(s, s, mean, std, size_divisible=1, fixed_size=(s, s))
     return model
+
+
+def _ssdlite(recipe: Recipe, num_classes: int):
+    """SSDlite320 MobileNetV3-Large for ``num_classes`` + background. From scratch exactly torchvision's
+    builder; with a pretrained classification backbone the same assembly with the full MobileNetV3 tail
+    (as torchvision builds it for pretrained backbones), without downloading anything: the weights
+    are loaded afterwards (:mod:`.pretrained`), so a saved model is rebuilt from its recipe alone."""
+    from functools import partial
+
+    import torch.nn as nn
+    from torchvision.models import mobilenet_v3_large
+    from torchvision.models.detection import ssdlite320_mobilenet_v3_large
+    from torchvision.models.detection import _utils as det_utils
+    from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
+    from torchvision.models.detection.ssd import SSD
+    from torchvision.models.detection.ssdlite import SSDLiteHead, _mobilenet_extractor
+
+    from .pretrained import uses_full_tail
+
+    if not uses_full_tail(recipe):
+        return ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes + 1,
+                                             detections_per_img=recipe.detections_per_img)
+    norm = partial(nn.BatchNorm2d, eps=0.001, momentum=0.03)
+    backbone = _mobilenet_extractor(mobilenet_v3_large(weights=None, norm_layer=norm, reduced_tail=False), 6, norm)
+    anchors = DefaultBoxGenerator([[2, 3] for _ in range(6)], min_ratio=0.2, max_ratio=0.95)
+    channels = det_utils.retrieve_out_channels(backbone, (320, 320))
+    head = SSDLiteHead(channels, anchors.num_anchors_per_location(), num_classes + 1, norm)
+    return SSD(backbone, anchors, (320, 320), num_classes + 1, head=head, score_thresh=0.001, nms_thresh=0.55,
+               detections_per_img=recipe.detections_per_img, topk_candidates=300, image_mean=[0.5] * 3,
+               image_std=[0.5] * 3)
 
 
 def param_groups(model, weight_decay: float) -> list[dict[str, Any]]:
