@@ -18,7 +18,8 @@ from qualmet.detector.crossval import crossval
 from qualmet.detector.data import DetectionData, IterationSampler, letterbox, split_images
 from qualmet.detector.predictor import Predictor
 from qualmet.detector.recipe import build_model, get_recipe
-from qualmet.detector.train import recalibrate_bn, train
+from qualmet.detector.train import train
+from qualmet.detector.validation import recalibrate_bn
 from qualmet.errors import QualmetError
 from qualmet.evaluate import evaluate
 from qualmet.formats import load_coco
@@ -238,7 +239,7 @@ class _PaddingReacher(torch.nn.Module):
 def test_validation_detections_are_clipped_like_the_predictors(tmp_path):
     """The val AP in train_log.csv comes from detect(); it must see the boxes Predictor returns
     (clipped to the image), or the log and `qualmet evaluate` disagree on non-square frames."""
-    from qualmet.detector.train import detect
+    from qualmet.detector.validation import detect
 
     data = ellipses(tmp_path / "d", 2, 96, seed=0)
     ds = load_coco(data)

@@ -19,12 +19,30 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
                    help="iterations between resumable checkpoints (default: the recipe's, 100)")
     p.add_argument("--eval-every", type=int, default=None,
                    help="iterations between train/val loss and val mAP log rows (default: the recipe's, 50)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads while training and predicting (default: the recipe's, 0 = torch's own, one per "
+                        "physical core); results repeat bitwise only for the same count")
+    p.add_argument("--weights", default=None,
+                   help="start from torchvision's weights of the whole detector, by name (DEFAULT, COCO_V1)")
+    p.add_argument("--weights-backbone", default=None,
+                   help="start from torchvision's backbone weights, by name (e.g. IMAGENET1K_V1)")
+    p.add_argument("--checkpoint", default=None,
+                   help="start from a local state dict (whole detector or backbone) or a qualmet model folder")
+    p.add_argument("--no-strict", dest="strict", action="store_const", const=False, default=None,
+                   help="load the weights that fit and warn about the rest (default: keys that do not fit are an error)")
     add_seed(p)
+
+
+def _training_overrides(args: argparse.Namespace) -> dict:
+    return {"input_size": args.input_size, "batch_size": args.batch_size, "checkpoint_every": args.checkpoint_every,
+            "eval_every": args.eval_every, "threads": args.threads, "weights": args.weights,
+            "weights_backbone": args.weights_backbone, "checkpoint": args.checkpoint, "strict": args.strict}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train the fixed detector (resumable: rerun the same command)",
-                       description="Train the fixed detector from scratch. Writes model.pt, config.json, "
+                       description="Train the fixed detector, from scratch or from pretrained weights (--weights, "
+                                   "--weights-backbone, --checkpoint). Writes model.pt, config.json, "
                                    "categories.json, train_log.csv, loss_curves.png and checkpoint.pt under --out; "
                                    "rerunning the same command resumes from the last checkpoint.")
     add_dataset_args(t)
@@ -65,8 +83,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..detector.train import train
 
     res = train(args.dataset, args.out, val_fraction=args.val_fraction, iters=args.iters, seed=args.seed,
-                device=args.device, recipe=args.recipe, images=args.images, input_size=args.input_size,
-                batch_size=args.batch_size, checkpoint_every=args.checkpoint_every, eval_every=args.eval_every)
+                device=args.device, recipe=args.recipe, images=args.images, **_training_overrides(args))
     last = res.log.iloc[-1] if len(res.log) else None
     if last is not None:
         print(f"trained {res.out_dir}: final train loss {last['train_loss']:.4f}, val loss {last['val_loss']:.4f}, "
@@ -111,7 +128,6 @@ def cmd_crossval(args: argparse.Namespace) -> int:
 
     preds = crossval(args.dataset, folds=args.folds, out=args.out, work_dir=args.work, iters=args.iters,
                      seed=args.seed, device=args.device, recipe=args.recipe, images=args.images,
-                     input_size=args.input_size, batch_size=args.batch_size,
-                     checkpoint_every=args.checkpoint_every, eval_every=args.eval_every)
+                     **_training_overrides(args))
     print(f"wrote {len(preds)} out-of-fold detections to {args.out}")
     return 0

@@ -8,6 +8,9 @@ Augmentation is a horizontal flip decided by the sampler, so batches are a pure 
 """
 from __future__ import annotations
 
+import os
+import threading
+from collections import OrderedDict
 from typing import Iterator, Sequence
 
 import cv2
@@ -17,7 +20,7 @@ import torch
 from ..dataset import Dataset
 from ..imageio import read_image
 
-CACHE_LIMIT_BYTES = 2 << 30  # keep decoded, letterboxed frames in memory below this total
+CACHE_LIMIT_BYTES = 2 << 30  # decoded, letterboxed frames kept in memory (all data sets together) below this total
 
 
 def letterbox(img: np.ndarray, size: int) -> tuple[np.ndarray, tuple[float, float]]:
@@ -51,8 +54,67 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
 
 
+class FrameCache:
+    """Letterboxed uint8 frames shared by every :class:`DetectionData` (and ``predict_dataset``) of
+    the process, least recently used first out beyond ``limit_bytes``.
+
+    An experiment trains many arms on subsets of the same frames and predicts the same test split
+    after each; without a shared cache each arm decoded and resized them again. A frame is keyed by
+    its file's device, inode, modification time and byte size and the input side, so a file
+    rewritten in place is decoded afresh. Stored arrays are never modified (flips and tensors are copies).
+    """
+
+    def __init__(self, limit_bytes: int = CACHE_LIMIT_BYTES):
+        self.limit = int(limit_bytes)
+        self.nbytes = 0
+        self.hits = self.misses = 0
+        self._items: OrderedDict[tuple, tuple[np.ndarray, tuple[float, float], tuple[int, int]]] = OrderedDict()
+        self._lock = threading.Lock()  # a threaded DataLoader or executor may share it
+
+    def get(self, path: str | os.PathLike, size: int) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
+        """The letterboxed frame of ``path`` at ``size``, its scale per axis and the original (height,
+        width), decoded at most once while it stays cached."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None  # read_image below raises the ImageError that names the file
+        k = None if st is None else (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size, int(size))
+        with self._lock:
+            hit = self._items.get(k) if k is not None else None
+            if hit is not None:
+                self._items.move_to_end(k)
+                self.hits += 1
+                return hit
+        img = read_image(path)
+        boxed, scale = letterbox(img, size)
+        out = (boxed, scale, (int(img.shape[0]), int(img.shape[1])))
+        with self._lock:
+            self.misses += 1
+            if k is not None and k not in self._items and boxed.nbytes <= self.limit:
+                self._items[k] = out
+                self.nbytes += boxed.nbytes
+                while self.nbytes > self.limit:
+                    _, old = self._items.popitem(last=False)
+                    self.nbytes -= old[0].nbytes
+        return out
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.nbytes = self.hits = self.misses = 0
+
+
+FRAMES = FrameCache()
+
+
 class DetectionData(torch.utils.data.Dataset):
-    """Letterboxed frames and xyxy targets. Index with ``i`` or ``(i, flip)``."""
+    """Letterboxed frames and xyxy targets. Index with ``i`` or ``(i, flip)``.
+
+    Frames come from the process-wide :data:`FRAMES` cache unless ``cache`` is False (then each
+    access decodes the file again)."""
 
     def __init__(self, ds: Dataset, size: int, cache: bool | None = None):
         self.ds = ds
@@ -74,21 +136,17 @@ class DetectionData(torch.utils.data.Dataset):
             a = a[~crowd]
             self.boxes.append(_xyxy(a))
             self.labels.append(np.array([self.label_of[int(c)] for c in a["category_id"]], dtype=np.int64))
-        if cache is None:
-            cache = len(self.image_ids) * self.size * self.size * 3 <= CACHE_LIMIT_BYTES
-        self._cache: dict[int, tuple[np.ndarray, tuple[float, float]]] | None = {} if cache else None
+        self._cache = FRAMES if cache is None or cache else None
 
     def __len__(self) -> int:
         return len(self.image_ids)
 
     def frame(self, i: int) -> tuple[np.ndarray, tuple[float, float]]:
-        """The letterboxed frame ``i`` and its scale per axis, decoded from disk once (then cached)."""
-        if self._cache is not None and i in self._cache:
-            return self._cache[i]
-        out = letterbox(read_image(self.ds.image_path(self.file_names[i])), self.size)
-        if self._cache is not None:
-            self._cache[i] = out
-        return out
+        """The letterboxed frame ``i`` and its scale per axis (decoded once per process while cached)."""
+        path = self.ds.image_path(self.file_names[i])
+        if self._cache is None:
+            return letterbox(read_image(path), self.size)
+        return self._cache.get(path, self.size)[:2]
 
     def __getitem__(self, key: int | tuple[int, bool]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         i, flip = (key if isinstance(key, tuple) else (key, False))

@@ -19,8 +19,8 @@ import torch
 from ..dataset import Dataset, empty_annotations
 from ..errors import ImageError, QualmetError
 from ..imageio import read_image
-from .data import letterbox, to_tensor, unletterbox
-from .recipe import Recipe, build_model
+from .data import FRAMES, letterbox, to_tensor, unletterbox
+from .recipe import Recipe, build_model, torch_threads
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -99,14 +99,17 @@ class Predictor:
         ignored) or (H, W) grey. A file that cannot be read gets no detections and an ``error`` entry
         naming it (also in ``self.skipped``, with a warning): one bad file never loses the others. An
         array of another shape or type is a QualmetError (scale floats to 0-255 uint8 first)."""
-        out = self._predict(images, score_threshold, batch_size)
+        with torch_threads(self.recipe.threads):
+            out = self._predict(images, score_threshold, batch_size, cached=False)
         self.skipped = [d["error"] for d in out if "error" in d]
         _warn_skipped(self.skipped, "image(s) could not be read and have no detections")
         return out
 
     @torch.no_grad()
     def _predict(self, images: Iterable[str | os.PathLike | np.ndarray], score_threshold: float,
-                 batch_size: int) -> list[dict[str, Any]]:
+                 batch_size: int, cached: bool) -> list[dict[str, Any]]:
+        """``cached``: frames from paths go through the process-wide frame cache (a data set's frames,
+        predicted again after every arm of an experiment), not for arbitrary lists of files."""
         out: list[dict[str, Any]] = []
         batch: list[tuple[int, np.ndarray, tuple[float, float], tuple[int, int]]] = []
 
@@ -127,20 +130,25 @@ class Predictor:
 
         for k, im in enumerate(images):
             out.append({"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "labels": np.zeros(0, np.int64)})
-            if isinstance(im, np.ndarray):
-                arr = _rgb_array(im, k)
-            else:
-                try:
-                    arr = read_image(im)
-                except ImageError as exc:
-                    out[k]["error"] = str(exc)
-                    continue
-            boxed, scale = letterbox(arr, self.recipe.input_size)
-            batch.append((k, boxed, scale, arr.shape[:2]))
+            try:
+                if isinstance(im, np.ndarray):
+                    boxed, scale, hw = self._boxed(_rgb_array(im, k))
+                elif cached:
+                    boxed, scale, hw = FRAMES.get(im, self.recipe.input_size)
+                else:
+                    boxed, scale, hw = self._boxed(read_image(im))
+            except ImageError as exc:
+                out[k]["error"] = str(exc)
+                continue
+            batch.append((k, boxed, scale, hw))
             if len(batch) >= batch_size:
                 flush()
         flush()
         return out
+
+    def _boxed(self, arr: np.ndarray) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
+        boxed, scale = letterbox(arr, self.recipe.input_size)
+        return boxed, scale, (int(arr.shape[0]), int(arr.shape[1]))
 
     def predict_dataset(self, ds: Dataset, score_threshold: float = 0.001, batch_size: int = 16,
                         progress: bool = False) -> pd.DataFrame:
@@ -155,7 +163,9 @@ class Predictor:
                 ids.append(int(img_id))
             except (ImageError, ValueError) as exc:  # a file name that leaves the image root (PathSafetyError)
                 unsafe.append(str(exc))
-        dets = self._predict(tqdm(paths, desc="predict", unit="img", disable=not progress), score_threshold, batch_size)
+        with torch_threads(self.recipe.threads):
+            dets = self._predict(tqdm(paths, desc="predict", unit="img", disable=not progress), score_threshold,
+                                 batch_size, cached=True)
         self.skipped = unsafe + [d["error"] for d in dets if "error" in d]
         _warn_skipped(self.skipped, "frame(s) could not be read and have no predictions")
         rows = []

@@ -8,9 +8,10 @@ iterations then cosine decay to 0, horizontal flip p=0.5, gradient clipping at n
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 # Below this many iterations the default recipe detects nothing at all (measured: ~400 from scratch).
 MIN_USEFUL_ITERS = 400
@@ -35,6 +36,16 @@ class Recipe:
     bn_recalib_images: int = 256  # BN statistics recomputed over this many training frames (see train.py)
     amp: bool = True  # mixed precision; only ever used on CUDA
     detections_per_img: int = 100
+    # torch intra-op threads while training and predicting; 0 leaves torch's setting (one per physical
+    # core). Part of the recipe because the thread count changes float sums, so results are bitwise
+    # repeatable only for the same count. On a machine shared with other work 1 thread can be several
+    # times faster than 2 (measured: docs/benchmarks.md, Arm profile).
+    threads: int = 0
+    # where training starts (see pretrained.py); all empty: from scratch. At most one of the three.
+    weights: str = ""  # torchvision's name for whole-detector weights, e.g. "DEFAULT", "COCO_V1"
+    weights_backbone: str = ""  # torchvision's name for backbone weights, e.g. "IMAGENET1K_V1"
+    checkpoint: str = ""  # a local state dict file (whole detector or backbone) or a qualmet model folder
+    strict: bool = True  # keys of the weights that do not fit the model: an error (else a warning)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -91,8 +102,24 @@ def get_recipe(name: str = "ssdlite256", **overrides: Any) -> Recipe:
     return RECIPES[name].replace(**{k: v for k, v in overrides.items() if v is not None})
 
 
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (0: unchanged), restoring the count after."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n > 0 and n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 def build_model(recipe: Recipe, num_classes: int):
-    """A freshly initialised torchvision detector for ``num_classes`` object classes (+ background).
+    """A freshly initialised torchvision detector for ``num_classes`` object classes (+ background);
+    pretrained weights the recipe names are loaded by :func:`.pretrained.initialise`, not here.
 
     The builder's own resize is replaced by a fixed ``input_size`` square transform; inputs are
     already letterboxed to that size, so the transform only normalises.
@@ -102,13 +129,10 @@ def build_model(recipe: Recipe, num_classes: int):
 
     s = int(recipe.input_size)
     if recipe.arch == "ssdlite":
-        from torchvision.models.detection import ssdlite320_mobilenet_v3_large
-
         from .ignore import honour_ignore_regions
 
-        model = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes + 1,
-                                              detections_per_img=recipe.detections_per_img)
-        model = honour_ignore_regions(model)  # iscrowd = 1 regions out of its loss; same weights and inference
+        # iscrowd = 1 regions out of its loss; same weights and inference
+        model = honour_ignore_regions(_ssdlite(recipe, num_classes))
         mean, std = [0.5] * 3, [0.5] * 3
     elif recipe.arch in ("fcos_resnet18", "retinanet_resnet18"):
         from torchvision.models import resnet18
@@ -137,6 +161,36 @@ def build_model(recipe: Recipe, num_classes: int):
         raise QualmetError(f"unknown architecture {recipe.arch!r}")
     model.transform = GeneralizedRCNNTransform(s, s, mean, std, size_divisible=1, fixed_size=(s, s))
     return model
+
+
+def _ssdlite(recipe: Recipe, num_classes: int):
+    """SSDlite320 MobileNetV3-Large for ``num_classes`` + background. From scratch exactly torchvision's
+    builder; with a pretrained classification backbone the same assembly with the full MobileNetV3 tail
+    (as torchvision builds it for pretrained backbones), without downloading anything: the weights
+    are loaded afterwards (:mod:`.pretrained`), so a saved model is rebuilt from its recipe alone."""
+    from functools import partial
+
+    import torch.nn as nn
+    from torchvision.models import mobilenet_v3_large
+    from torchvision.models.detection import ssdlite320_mobilenet_v3_large
+    from torchvision.models.detection import _utils as det_utils
+    from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
+    from torchvision.models.detection.ssd import SSD
+    from torchvision.models.detection.ssdlite import SSDLiteHead, _mobilenet_extractor
+
+    from .pretrained import uses_full_tail
+
+    if not uses_full_tail(recipe):
+        return ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes + 1,
+                                             detections_per_img=recipe.detections_per_img)
+    norm = partial(nn.BatchNorm2d, eps=0.001, momentum=0.03)
+    backbone = _mobilenet_extractor(mobilenet_v3_large(weights=None, norm_layer=norm, reduced_tail=False), 6, norm)
+    anchors = DefaultBoxGenerator([[2, 3] for _ in range(6)], min_ratio=0.2, max_ratio=0.95)
+    channels = det_utils.retrieve_out_channels(backbone, (320, 320))
+    head = SSDLiteHead(channels, anchors.num_anchors_per_location(), num_classes + 1, norm)
+    return SSD(backbone, anchors, (320, 320), num_classes + 1, head=head, score_thresh=0.001, nms_thresh=0.55,
+               detections_per_img=recipe.detections_per_img, topk_candidates=300, image_mean=[0.5] * 3,
+               image_std=[0.5] * 3)
 
 
 def param_groups(model, weight_decay: float) -> list[dict[str, Any]]:
