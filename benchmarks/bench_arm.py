@@ -108,7 +108,7 @@ def instrument(prof: Profile) -> Patches:
         if mod is None:
             continue
         p.set(mod, "recalibrate_bn", lambda f: prof.wrap("BN recalibration", f, opaque=True))
-        p.set(mod, "plot_log", lambda f: prof.wrap("log + plot", f, opaque=True))
+        p.set(mod, "loss_curves_png", lambda f: prof.wrap("log + plot", f, opaque=True))
         p.set(mod, "write_text", lambda f: prof.wrap("log + plot", f, opaque=True))
         p.set(mod, "_save_checkpoint", lambda f: prof.wrap("checkpoints", f, opaque=True))
         p.set(mod, "save_checkpoint", lambda f: prof.wrap("checkpoints", f, opaque=True))

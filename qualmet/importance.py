@@ -10,6 +10,7 @@ import pandas as pd
 
 from .atomic import atomic_path
 from .errors import QualmetError
+from .plots import importance_png
 from .stats import auroc, spearman
 
 
@@ -85,20 +86,5 @@ def importance(model_dir: str | Path, test_json: str | Path, out: str | Path, im
     table = importance_table(run.objects, ev["gt_flags"], names)
     with atomic_path(out / "importance.csv") as tmp:
         table.to_csv(tmp, index=False)
-    _plot(table, out / "importance.png")
+    importance_png(table, out / "importance.png")
     return table
-
-
-def _plot(table: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(table) + 1.5))
-    ax.barh(table["metric"][::-1], table["mutual_info_bits"][::-1], color="#2a7ab9")
-    ax.set_xlabel("mutual information with 'the model found this object' (bits)")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)

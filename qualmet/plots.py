@@ -158,3 +158,89 @@ def pr_curves_png(ev: Any, names: dict[int, str], path: str | Path) -> Path:
     ax.set_title("precision-recall")
     fig.tight_layout()
     return save_png(fig, path, dpi=100)
+
+
+def loss_curves_png(log: pd.DataFrame, path: str | Path) -> Path:
+    """A training's log: train vs val loss (left) and val AP / AP50 (right) against iterations."""
+    plt = pyplot()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(log["iter"], log["train_loss"], "o-", label="train")
+    if log["val_loss"].notna().any():
+        a.plot(log["iter"], log["val_loss"], "s-", label="val")
+    a.set(xlabel="iteration", ylabel="loss", title="loss")
+    a.legend()
+    if log["val_AP"].notna().any():
+        b.plot(log["iter"], log["val_AP"], "o-", label="val mAP")
+        b.plot(log["iter"], log["val_AP50"], "s-", label="val AP50")
+        b.set_ylim(0, 1)
+        b.legend()
+    else:
+        b.text(0.5, 0.5, "no validation frames", ha="center", va="center")
+    b.set(xlabel="iteration", title="validation AP")
+    fig.tight_layout()
+    return save_png(fig, path, dpi=100)
+
+
+VERDICT_C = {"better": "#2e8b57", "worse": "#c0392b", "no effect": "#888888", "no difference shown": "#2a7ab9"}
+
+
+def forest_png(table: pd.DataFrame, path: str | Path, title: str) -> Path:
+    """Forest plot of an experiment's contrasts (:func:`qualmet.contrasts.contrast_table`): per contrast
+    the mean paired difference in points with its 95% CI, AP and AR@100 side by side, coloured by
+    verdict; the dashed line is no difference, the grey band the no-effect zone."""
+    from .contrasts import NO_EFFECT, STATS
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 1.2 + 0.45 * max(len(table), 1)), sharey=True)
+    y = np.arange(len(table))[::-1]
+    for ax, stat, label in zip(axes, STATS, ("ΔAP (points)", "ΔAR@100 (points)")):
+        ax.axvspan(-NO_EFFECT, NO_EFFECT, color="#dddddd", zorder=0)
+        ax.axvline(0, color="#444444", ls="--", lw=1)
+        for yi, r in zip(y, table.to_dict("records")):
+            d, lo, hi = r[f"{stat}_diff"], r[f"{stat}_lo"], r[f"{stat}_hi"]
+            colour = VERDICT_C.get(r[f"{stat}_verdict"], "black")
+            if np.isfinite(lo):
+                ax.plot([lo, hi], [yi, yi], color=colour, lw=2)
+            if np.isfinite(d):
+                ax.plot([d], [yi], "o", color=colour)
+        ax.set_xlabel(label + ", 95% CI")
+        ax.set_title(label.split(" ")[0] + " (paired over seeds)")
+    axes[0].set_yticks(y, list(table["contrast"]) if len(table) else [], fontsize=8)
+    if not len(table):
+        axes[0].text(0.5, 0.5, "no contrast has results yet", transform=axes[0].transAxes, ha="center")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save_png(fig, path, dpi=110)
+
+
+def importance_png(table: pd.DataFrame, path: str | Path) -> Path:
+    """Bars of each metric's mutual information with "the model found this object"."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(table) + 1.5))
+    ax.barh(table["metric"][::-1], table["mutual_info_bits"][::-1], color="#2a7ab9")
+    ax.set_xlabel("mutual information with 'the model found this object' (bits)")
+    fig.tight_layout()
+    return save_png(fig, path, dpi=110)
+
+
+def model_diagram_png(items: list[tuple[str, str, str]], title: str, path: str | Path) -> Path:
+    """Boxes and arrows, top to bottom: one box per ``(name, kind, output shape)``; backbone blocks
+    blue, head blocks orange, the rest grey."""
+    plt = pyplot()
+    n = len(items)
+    fig, ax = plt.subplots(figsize=(7.5, 0.62 * n + 0.8))
+    ax.set_xlim(0, 10)
+    ax.set_ylim(-n, 0.8)
+    ax.axis("off")
+    ax.set_title(title, fontsize=10)
+    for k, (name, kind, shape) in enumerate(items):
+        y = -k
+        color = "#dbe9f6" if name.startswith("backbone") else "#fde2c8" if name.startswith("head") else "#e6e6e6"
+        ax.add_patch(plt.Rectangle((0.3, y - 0.25), 9.4, 0.5, facecolor=color, edgecolor="black", lw=0.8))
+        ax.text(0.45, y, name, va="center", fontsize=8, weight="bold")
+        ax.text(3.6, y, kind, va="center", fontsize=7)
+        ax.text(9.6, y, (shape[:48] + "...") if len(shape) > 48 else shape, va="center", ha="right", fontsize=7)
+        if k < n - 1:
+            ax.annotate("", xy=(5, y - 0.75), xytext=(5, y - 0.25), arrowprops={"arrowstyle": "->", "lw": 0.8})
+    fig.tight_layout()
+    return save_png(fig, path, dpi=100)

@@ -11,6 +11,7 @@ import pandas as pd
 
 from .atomic import atomic_path, write_text
 from .contrasts import NO_EFFECT, Contrast, contrast_table, parse_contrasts
+from .plots import forest_png
 
 COCO_STATS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
 HEADLINE = ("AP", "AR100")
@@ -183,43 +184,6 @@ def _pct(v: pd.Series) -> str:
     return f"{v.mean():+.1f}%" if len(v) else "n/a"
 
 
-_COLOURS = {"better": "#2e8b57", "worse": "#c0392b", "no effect": "#888888", "no difference shown": "#2a7ab9"}
-
-
-def plot_contrasts(table: pd.DataFrame, path: str | Path, title: str) -> Path:
-    """Forest plot: per contrast the mean paired difference (points) with its 95% CI, AP and AR@100
-    side by side; the dashed line is no difference, the grey band the ±1-point no-effect zone."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = max(len(table), 1)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 1.2 + 0.45 * n), sharey=True)
-    y = np.arange(len(table))[::-1]
-    for ax, stat, label in zip(axes, HEADLINE, ("ΔAP (points)", "ΔAR@100 (points)")):
-        ax.axvspan(-NO_EFFECT, NO_EFFECT, color="#dddddd", zorder=0)
-        ax.axvline(0, color="#444444", ls="--", lw=1)
-        for yi, r in zip(y, table.to_dict("records")):
-            d, lo, hi = r[f"{stat}_diff"], r[f"{stat}_lo"], r[f"{stat}_hi"]
-            colour = _COLOURS.get(r[f"{stat}_verdict"], "black")
-            if np.isfinite(lo):
-                ax.plot([lo, hi], [yi, yi], color=colour, lw=2)
-            if np.isfinite(d):
-                ax.plot([d], [yi], "o", color=colour)
-        ax.set_xlabel(label + ", 95% CI")
-        ax.set_title(label.split(" ")[0] + " (paired over seeds)")
-    axes[0].set_yticks(y, list(table["contrast"]) if len(table) else [], fontsize=8)
-    if not len(table):
-        axes[0].text(0.5, 0.5, "no contrast has results yet", transform=axes[0].transAxes, ha="center")
-    fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return Path(path)
-
-
 def write_summary(results: pd.DataFrame, out_dir: str | Path, title: str, notes: str = "",
                   oracle_arms: set[str] | None = None, contrasts: list[Contrast] | None = None) -> pd.DataFrame:
     """Write results.csv, summary.csv, contrasts.csv, summary.md and summary.png (the forest plot) into
@@ -238,5 +202,5 @@ def write_summary(results: pd.DataFrame, out_dir: str | Path, title: str, notes:
         table.to_csv(tmp, index=False)
     write_text(out / "summary.md", summary_markdown(summary, table, title, notes=notes, oracle_arms=oracle_arms)
                + "\n![paired differences with 95% CIs](summary.png)\n")
-    plot_contrasts(table, out / "summary.png", title)
+    forest_png(table, out / "summary.png", title)
     return summary

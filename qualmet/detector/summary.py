@@ -96,33 +96,9 @@ def summary(model_dir: str | os.PathLike | Predictor, diagram: str | os.PathLike
 
 def draw(rows: list[Block], input_size: int, title: str, total: int, path: str | os.PathLike) -> Path:
     """Boxes-and-arrows diagram: input, each main block (type, params, output shape), outputs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..atomic import atomic_path
+    from ..plots import model_diagram_png
 
     items = [("input", f"3x{input_size}x{input_size}", "")] + \
             [(b.name, f"{b.kind}  {b.params:,} params", b.shape) for b in rows] + \
             [("postprocess", "decode boxes, NMS", "boxes, scores, labels")]
-    n = len(items)
-    fig, ax = plt.subplots(figsize=(7.5, 0.62 * n + 0.8))
-    ax.set_xlim(0, 10)
-    ax.set_ylim(-n, 0.8)
-    ax.axis("off")
-    ax.set_title(f"{title}: {total:,} parameters", fontsize=10)
-    for k, (name, kind, shape) in enumerate(items):
-        y = -k
-        color = "#dbe9f6" if name.startswith("backbone") else "#fde2c8" if name.startswith("head") else "#e6e6e6"
-        ax.add_patch(plt.Rectangle((0.3, y - 0.25), 9.4, 0.5, facecolor=color, edgecolor="black", lw=0.8))
-        ax.text(0.45, y, name, va="center", fontsize=8, weight="bold")
-        ax.text(3.6, y, kind, va="center", fontsize=7)
-        ax.text(9.6, y, (shape[:48] + "...") if len(shape) > 48 else shape, va="center", ha="right", fontsize=7)
-        if k < n - 1:
-            ax.annotate("", xy=(5, y - 0.75), xytext=(5, y - 0.25), arrowprops={"arrowstyle": "->", "lw": 0.8})
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return model_diagram_png(items, f"{title}: {total:,} parameters", path)

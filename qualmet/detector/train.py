@@ -30,13 +30,13 @@ from .. import __version__
 from ..atomic import atomic_path, sha256_file, write_json, write_text
 from ..dataset import Dataset, labels_sha256
 from ..errors import QualmetError
+from ..plots import loss_curves_png
 from ..environment import describe, differences, versions
 from .data import DetectionData, IterationSampler, collate, split_images
 from .ignore import warn_if_unhonoured
 from .folder import (OUTPUT_FILES, differences_from, finished_config, load_checkpoint, outputs_intact,
                      remove_stale_temps, save_checkpoint)
 from . import pretrained
-from .plots import plot_log
 from .predictor import Predictor, pick_device
 from .recipe import MIN_USEFUL_ITERS, Recipe, build_model, get_recipe, lr_factor, param_groups, torch_threads
 from .validation import detect, recalibrate_bn, validate
@@ -267,7 +267,7 @@ class _Reporter:
             st.window = [0.0, 0]
             log = pd.DataFrame(st.log_rows, columns=LOG_COLUMNS)
             write_text(self.out / "train_log.csv", log.to_csv(index=False))
-            plot_log(log, self.out / "loss_curves.png")
+            loss_curves_png(log, self.out / "loss_curves.png")
             if self.progress:
                 self.bar.write(f"iter {it}: train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
                                f"val mAP {row['val_AP']:.3f}  AP50 {row['val_AP50']:.3f}")
@@ -285,7 +285,7 @@ def write_outputs(out: Path, model: torch.nn.Module, config: dict[str, Any], cat
         torch.save(model.state_dict(), tmp)
     write_json(out / "categories.json", categories, indent=2)
     write_text(out / "train_log.csv", log.to_csv(index=False))
-    plot_log(log, out / "loss_curves.png")
+    loss_curves_png(log, out / "loss_curves.png")
     outputs = {n: {"bytes": (out / n).stat().st_size, "sha256": sha256_file(out / n)} for n in OUTPUT_FILES}
     write_json(out / "config.json", {**config, "outputs": outputs}, indent=2)
 
