@@ -33,13 +33,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--strategy", default="random", help="random, filter, rank, stratify, combined, remove_annotations, "
                                                         "relabel (clean and the oracle_* anchors need a noise manifest: "
                                                         "experiments only)")
-    s.add_argument("--metric", default=None)
+    s.add_argument("--metric", default=None, help="the metric to filter, rank or stratify by (a column of the run)")
     s.add_argument("--metrics", default=None, help="comma-separated, for combined / relabel")
-    s.add_argument("--method", default="iqr", choices=("iqr", "percentile", "threshold"))
-    s.add_argument("--iqr-k", type=float, default=1.5)
-    s.add_argument("--percentile", type=float, default=10.0)
-    s.add_argument("--threshold", type=float, default=None)
-    s.add_argument("--bins", type=int, default=4)
+    s.add_argument("--method", default="iqr", choices=("iqr", "percentile", "threshold"),
+                   help="filter: which values are suspicious (beyond the IQR fence on the metric's worse side, the "
+                        "worst --percentile percent, or beyond --threshold)")
+    s.add_argument("--iqr-k", type=float, default=1.5, help="filter --method iqr: fence at k x IQR (default 1.5)")
+    s.add_argument("--percentile", type=float, default=10.0,
+                   help="filter --method percentile: the worst share dropped, in percent (default 10)")
+    s.add_argument("--threshold", type=float, default=None,
+                   help="filter --method threshold: values worse than this are suspicious")
+    s.add_argument("--bins", type=int, default=4, help="stratify: quantile bins of the metric (default 4)")
     s.add_argument("--k", type=int, default=None, help="relabel: frames to relabel")
     s.add_argument("--match", default="frames", choices=("frames", "boxes"),
                    help="frames: exactly the budget's frame count; boxes: walk on until the subset holds as many "
@@ -50,15 +54,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "the expected wrong boxes when suspicion is calibrated)")
     s.add_argument("--budget", default="0.25", help="a fraction of the frames (0.25) or a frame count (200)")
     add_seed(s)
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", required=True, help="the subset as a COCO JSON file")
     s.set_defaults(func=cmd_select)
 
     r = sub.add_parser("errors", help="how well each metric finds injected label errors (AUROC, AP)",
                        description="Score each metric's ranking against a noise manifest: AUROC, AP, precision@k.")
     add_dataset_args(r)
-    r.add_argument("--manifest", required=True)
+    r.add_argument("--manifest", required=True, help="the noise manifest of the run's data set (qualmet corrupt)")
     r.add_argument("--run", required=True, help="metrics run folder")
-    r.add_argument("--out", required=True)
+    r.add_argument("--out", required=True, help="folder for label_errors.csv, .md and the AUROC heatmap .png")
     r.set_defaults(func=cmd_errors)
     _register_importance(sub)
 
@@ -144,7 +148,7 @@ def cmd_errors(args: argparse.Namespace) -> int:
 
     from ..errors import QualmetError
     from ..formats import load_coco
-    from ..noise import load_manifest, manifest_mismatch
+    from ..manifest import load_manifest, manifest_mismatch
 
     ds = load_coco(args.dataset, images=args.images)
     run = _load_run(args.run, ds, args.dataset)
@@ -169,7 +173,7 @@ def _register_importance(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="model folder from `qualmet train`")
     add_dataset_args(p)
     p.add_argument("--metrics", default=None, help="comma-separated object metrics (default: all label/pixel ones)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="folder for importance.csv and importance.png")
     p.set_defaults(func=cmd_importance)
 
 

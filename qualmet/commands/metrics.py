@@ -17,7 +17,7 @@ def _add_plugins(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     m = sub.add_parser("metrics", help="list or run quality metrics",
                        description="Quality metrics: built-ins, --plugins files, and installed 'qualmet.metrics' entry points.")
-    msub = m.add_subparsers(dest="metrics_command", metavar="SUBCOMMAND")
+    msub = m.add_subparsers(dest="metrics_command", metavar="SUBCOMMAND", help="list or run")
     m.set_defaults(func=lambda a: (m.print_help(), 2)[1])
 
     ls = msub.add_parser("list", help="show every available metric (name, level, needs, worse, description, source)")
