@@ -24,7 +24,7 @@ GROUPS = (("data", ("synth", "validate", "convert", "info", "show", "corrupt")),
           ("review and selection", ("review", "select")),
           ("model", ("train", "predict", "crossval", "evaluate", "summary")),
           ("experiments", ("experiment", "demo")),
-          ("report", ("report",)))
+          ("report and export", ("report", "export")))
 EXIT_CODES = ("exit codes: 0 done; 1 done, with problems it reports (a metric failed on some frames, a frame "
               "could not be read, validate found errors); 2 not done: a usage or data error, said in one line; "
               "130 interrupted (rerun the same command to resume)")

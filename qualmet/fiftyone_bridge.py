@@ -64,9 +64,14 @@ def _json_value(v: Any) -> Any:
     return None if math.isnan(v) else v
 
 
-def metrics_coco(run_dir: str | os.PathLike, dataset: Dataset | str | os.PathLike, prefix: str = PREFIX) -> dict:
-    """The data set as a COCO dict whose annotations and images carry the run's metrics as extra keys."""
+def metrics_coco(run_dir: str | os.PathLike, dataset: Dataset | str | os.PathLike, prefix: str = PREFIX,
+                 review: str | os.PathLike | None = None) -> dict:
+    """The data set as a COCO dict whose annotations and images carry the run's metrics as extra keys;
+    with ``review`` (a ``qualmet review`` folder), each annotation also carries the queue's
+    ``qualmet_score``, ``qualmet_issue`` and ``qualmet_reasons``."""
     ds = _dataset(dataset)
+    if review is not None:
+        ds = _with_review(ds, Path(review))
     objects, frames, _ = read_run(run_dir, ds)
     coco = ds.to_coco()
     obj_cols = [c for c in objects.columns if c not in OBJECT_BASE]
@@ -82,11 +87,29 @@ def metrics_coco(run_dir: str | os.PathLike, dataset: Dataset | str | os.PathLik
     return coco
 
 
+def _with_review(ds: Dataset, folder: Path) -> Dataset:
+    """``ds`` with the review queue's keys on its annotations, matched by annotation id; a queue made on
+    other labels (an id it scores that ``ds`` lacks) is an error."""
+    from .formats import load_coco
+
+    reviewed = load_coco(folder / "review.json").annotations
+    keys = [c for c in ("qualmet_score", "qualmet_issue", "qualmet_reasons") if c in reviewed.columns]
+    unknown = set(reviewed["id"].astype(int)) - set(ds.annotations["id"].astype(int))
+    if unknown or not keys:
+        raise QualmetError(f"{folder / 'review.json'}: not a review of this data set's labels "
+                           f"({'annotation id ' + str(min(unknown)) + ' is not in it' if unknown else 'no qualmet_score'})")
+    anns = ds.annotations.drop(columns=[c for c in keys if c in ds.annotations.columns])
+    anns = anns.merge(reviewed[["id", *keys]], on="id", how="left")
+    out = ds.copy()
+    out.annotations = anns
+    return out
+
+
 def write_metrics_coco(run_dir: str | os.PathLike, dataset: Dataset | str | os.PathLike,
-                       out_json: str | os.PathLike, prefix: str = PREFIX) -> str:
+                       out_json: str | os.PathLike, prefix: str = PREFIX, review: str | os.PathLike | None = None) -> str:
     """Write :func:`metrics_coco` atomically to ``out_json`` (for FiftyOne's COCO importer); returns its
     path as a string (FiftyOne's JSON loader takes no ``Path``)."""
-    return str(atomic.write_json(out_json, metrics_coco(run_dir, dataset, prefix)))
+    return str(atomic.write_json(out_json, metrics_coco(run_dir, dataset, prefix, review)))
 
 
 def _fiftyone():

@@ -271,7 +271,7 @@ def build_review(ds: Dataset, run: MetricRun, predictions: pd.DataFrame | None =
     bad = _bad_images(run)
     parts.append(bad.assign(kind="bad image", annotation_id=np.nan, category_id=np.nan))
     issues = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else \
-        pd.DataFrame(columns=COLUMNS)
+        pd.DataFrame(columns=[*COLUMNS, "category_id"])  # a queue with no issue at all
     return Review(_ranked(issues, ds), _box_table(run, combined, box_issues, reasons), _frame_table(issues, run, combined),
                   notes)
 

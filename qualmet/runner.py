@@ -46,7 +46,8 @@ PREDICTION_COLUMNS = ["image_id", "category_id", "x", "y", "w", "h", "score"]  #
 
 
 def _load_inputs(dataset: Dataset | str | os.PathLike, images: str | os.PathLike | None,
-                 predictions: pd.DataFrame | str | os.PathLike | None) -> tuple[Dataset, pd.DataFrame | None, dict]:
+                 predictions: pd.DataFrame | str | os.PathLike | None,
+                 match_by: str = "id") -> tuple[Dataset, pd.DataFrame | None, dict]:
     from .formats import load_coco, load_predictions
 
     src: dict[str, Any] = {}
@@ -67,7 +68,7 @@ def _load_inputs(dataset: Dataset | str | os.PathLike, images: str | os.PathLike
             preds = predictions
             src["predictions_path"] = "<memory>"
         else:
-            preds = load_predictions(predictions, ds)
+            preds = load_predictions(predictions, ds, match_by=match_by)
             src["predictions_path"] = str(predictions)
             src["predictions_sha256"] = atomic.sha256_file(predictions)
     return ds, preds, src
@@ -77,15 +78,15 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
                 metrics: Iterable[str] | None = None, plugins: Iterable[str | os.PathLike] = (),
                 out: str | os.PathLike | None = None, workers: int | None = None, images: str | os.PathLike | None = None,
                 chunk_size: int = DEFAULT_CHUNK_SIZE, executor: Executor | str | None = None, progress: bool = True,
-                entry_points: bool = True) -> MetricRun:
+                entry_points: bool = True, match_by: str = "id") -> MetricRun:
     """Compute metrics on a data set (COCO path or Dataset) and return the object and frame tables.
 
     ``metrics=None`` runs every registered metric (those needing predictions only when predictions
-    are given). With ``out``, writes objects.parquet, frames.parquet, run.json and a chunk cache
-    there, and reuses cached chunks from earlier (or interrupted) runs into the same folder.
+    are given). With ``out``, writes objects.parquet, frames.parquet, run.json and a chunk cache there,
+    and reuses cached chunks from earlier (or interrupted) runs into the same folder.
     ``executor`` is an Executor, or a spec string ``"local"``, ``"dask"`` (a loopback cluster of
     ``workers`` processes) or ``"dask:tcp://HOST:PORT"``; a spec starts its executor only if a chunk needs computing.
-    """
+    ``match_by="file_name"``: predictions name their frames by file name or stem (Ultralytics)."""
     t_start = time.perf_counter()
     executor_spec = None
     if isinstance(executor, str):
@@ -93,7 +94,7 @@ def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame 
 
         executor_spec = parse_executor(executor)  # fails fast on a bad spec or a missing dask
         executor = None
-    ds, preds, src = _load_inputs(dataset, images, predictions)
+    ds, preds, src = _load_inputs(dataset, images, predictions, match_by)
     reg = load_registry(plugins, entry_points=entry_points)
     specs = _chosen(reg, metrics, preds is not None)
     workers = max(1, int(workers or os.cpu_count() or 1))

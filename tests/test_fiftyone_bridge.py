@@ -107,3 +107,29 @@ def test_round_trip_through_fiftyones_coco_functions(run, tmp_path):
     assert brain.objects.set_index("annotation_id")["mistakenness"].to_dict() == want
     assert {m["name"]: m["worse"] for m in brain.info["metrics"]} == {"mistakenness": "high", "uniqueness": "low"}
     assert brain.frames["uniqueness"].tolist() == [s["uniqueness"] for s in bridged]
+
+
+def test_qualmet_export_fiftyone_puts_metrics_and_the_review_queue_on_every_annotation(run, tmp_path, capsys):
+    from qualmet.cli import main
+
+    data, run_dir = run
+    assert main(["review", str(data), "--run", str(run_dir), "--out", str(tmp_path / "review")]) in (0, 1)
+    assert main(["export", "fiftyone", str(data), "--run", str(run_dir), "--review", str(tmp_path / "review"),
+                 "--out", str(tmp_path / "fo.json")]) == 0
+    assert "fo.Dataset.from_dir(" in capsys.readouterr().out
+    coco = json.loads((tmp_path / "fo.json").read_text())
+    objects, frames = _tables(run_dir)
+    by_id = {a["id"]: a for a in coco["annotations"]}
+    assert set(by_id) == set(objects["annotation_id"])
+    for r in objects.itertuples(index=False):
+        got = by_id[r.annotation_id]["qualmet_aspect_ratio"]
+        assert got == pytest.approx(r.aspect_ratio)
+    queue = load_coco(tmp_path / "review" / "review.json").annotations.set_index("id")
+    for i, a in by_id.items():
+        assert a["qualmet_score"] == pytest.approx(queue.loc[i, "qualmet_score"])
+        assert a["qualmet_issue"] == queue.loc[i, "qualmet_issue"]
+    assert all("qualmet_brightness" in im for im in coco["images"])
+    other = write_dataset(tmp_path / "other", n=7)  # a review of other labels is refused
+    assert main(["export", "fiftyone", str(other), "--run", str(run_dir), "--review", str(tmp_path / "review"),
+                 "--out", str(tmp_path / "bad.json")]) == 2
+    assert not (tmp_path / "bad.json").exists()

@@ -167,6 +167,14 @@ def test_stem_keyed_predictions_score_the_same_frames(tmp_path, capsys):
                      "--out", str(tmp_path / how)]) == 0
     assert json.loads((tmp_path / "id" / "metrics.json").read_text())["stats"] == \
         json.loads((tmp_path / "file_name" / "metrics.json").read_text())["stats"]
+    for how in ("id", "file_name"):  # metrics from the same predictions, named either way: the same table
+        src = "by_id.json" if how == "id" else "by_stem.json"
+        assert main(["metrics", "run", str(tmp_path / "val.json"), "--predictions", str(tmp_path / src),
+                     "--match-by", how, "--metrics", "confidence", "--workers", "1", "--no-progress",
+                     "--out", str(tmp_path / f"run_{how}")]) == 0
+    tables = [pd.read_parquet(tmp_path / f"run_{how}" / "objects.parquet") for how in ("id", "file_name")]
+    pd.testing.assert_frame_equal(*tables)
+    assert tables[0]["confidence"].notna().all() and tables[0]["confidence"].gt(0).any()
     # a stem two splits share cannot name one frame
     (tmp_path / "ul" / "images" / "val" / "street_a.jpg").write_bytes(
         (tmp_path / "ul" / "images" / "train" / "street_a.jpg").read_bytes())

@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "finished chunks (also after Ctrl-C or a crash). Exit 1 if a metric raised or a frame was skipped.")
     add_dataset_args(r)
     r.add_argument("--predictions", default=None, help="COCO results JSON (needed by confidence, missed_by_labels)")
+    r.add_argument("--match-by", default="id", choices=("id", "file_name"),
+                   help="how --predictions name their frames: id (default) or file_name (an image_id that is the "
+                        "file's name or stem, as in Ultralytics' predictions.json)")
     r.add_argument("--metrics", default=None, help="comma-separated metric names (default: all that can run)")
     _add_plugins(r)
     r.add_argument("--out", required=True, help="run folder (outputs and chunk cache)")
@@ -66,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     run = run_metrics(args.dataset, predictions=args.predictions, metrics=names, plugins=args.plugins,
                       out=args.out, workers=args.workers, images=args.images,
                       chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE, executor=args.executor,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, match_by=args.match_by)
     print(summarise(run, args.out), file=sys.stderr if run.exit_code else sys.stdout)
     return run.exit_code
 
