@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from qualmet.atomic import atomic_path, write_text
     from qualmet.formats import load_coco, load_predictions
-    from qualmet.noise import load_manifest
+    from qualmet.manifest import load_manifest
     from qualmet.discovery import load_registry
     from qualmet.runner import run_metrics
 

@@ -33,7 +33,7 @@ def demo(out: str | Path, quick: bool = True) -> Path:
     from .formats import load_coco, load_predictions
     from .review import build_review
     from .review_files import write_review
-    from .noise import load_manifest
+    from .manifest import load_manifest
     from .show import show_grid
     from .validate import validate
 

@@ -83,7 +83,7 @@ def _row(metric: str, kind: str, level: str, susp: np.ndarray, y: np.ndarray) ->
 
 def write_label_error_report(run: MetricRun, manifest_path: str | Path, out: str | Path) -> pd.DataFrame:
     """Write label_errors.csv, .md and an AUROC heat map PNG into ``out``."""
-    from .noise import load_manifest
+    from .manifest import load_manifest
 
     table = detection_table(run, load_manifest(manifest_path))
     write_label_error_table(table, out)
@@ -106,7 +106,7 @@ def write_label_error_table(table: pd.DataFrame, out: str | Path) -> None:
                    "records no injected error, or no metric of the run is oriented (`worse`).\n")
 
 
-# the review queue's kind for each injected error type (qualmet.noise.ERROR_TYPES)
+# the review queue's kind for each injected error type (qualmet.manifest.ERROR_TYPES)
 KIND_OF_TYPE = {"loose": "loose/shifted box", "shift": "loose/shifted box", "squash": "loose/shifted box",
                 "spurious": "spurious box", "duplicate": "duplicate", "missing": "missing box",
                 "wrong_class": "wrong class"}

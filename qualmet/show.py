@@ -50,7 +50,7 @@ def show_grid(ds: Dataset, out_png: str | os.PathLike, n: int = 20, seed: int = 
     if fmt is None:
         raise QualmetError(f"{out_png}: the sheet is written as PNG, JPEG or WebP; name it .png, .jpg or .webp")
     if manifest is not None:
-        from .noise import manifest_mismatch
+        from .manifest import manifest_mismatch
 
         why = manifest_mismatch(ds, manifest)
         if why:  # it would paint other boxes red and draw deletions that are not there

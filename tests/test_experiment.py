@@ -52,7 +52,7 @@ def test_filter_arm_drops_what_the_metric_flags(tiny):
 
 @pytest.mark.slow
 def test_oracle_arm_has_its_relabelled_frames_restored(tiny):
-    from qualmet.noise import load_manifest
+    from qualmet.manifest import load_manifest
 
     arm = tiny / "arms" / "oracle_relabel" / "seed0"
     reasons = pd.read_csv(arm / "reasons.csv")

@@ -11,7 +11,8 @@ import pytest
 from qualmet.experiment import load_spec, prepare_data
 from qualmet.formats import load_coco
 from qualmet.imageio import read_image
-from qualmet.noise import applicable_types, load_manifest
+from qualmet.manifest import load_manifest
+from qualmet.noise import applicable_types
 from qualmet.discovery import load_registry
 from qualmet.select import STRATEGIES, Strategy
 

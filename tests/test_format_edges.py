@@ -289,9 +289,9 @@ def test_integer_extras_with_gaps_read_as_numbers_and_survive_corrupt(tmp_path):
     assert np.array_equal(col.to_numpy(dtype=float), [1.0, np.nan, np.nan], equal_nan=True)  # what plugins do
     assert main(["corrupt", str(tmp_path / "d.json"), "--out", str(tmp_path / "n" / "noisy.json"), "--types",
                  "missing", "--rate", "1"]) == 0  # the deleted boxes' extras go into the manifest
-    from qualmet import noise
+    from qualmet import manifest, noise
 
-    m = noise.load_manifest(tmp_path / "n" / "noisy.manifest.json")
+    m = manifest.load_manifest(tmp_path / "n" / "noisy.manifest.json")
     assert noise.restore(load_coco(tmp_path / "n" / "noisy.json"), m).to_coco()["annotations"] == d["annotations"]
 
 

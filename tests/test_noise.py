@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import qualmet
-from qualmet import noise
+from qualmet import manifest, noise
 from qualmet.boxes import iou_matrix
 from qualmet.cli import main
 from qualmet.dataset import Dataset
@@ -116,23 +116,23 @@ def test_manifest_save_load_round_trip(tmp_path, raccoon):
     clean = synthetic(20)
     clean.annotations["segmentation"] = [[[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]]] * len(clean.annotations)
     noisy, m = noise.corrupt(clean, rate=0.6, seed=4)
-    p = noise.save_manifest(m, tmp_path / "m.json")
+    p = manifest.save_manifest(m, tmp_path / "m.json")
     text = p.read_text()
     assert "NaN" not in text and "null" in text
-    back = noise.load_manifest(p)
+    back = manifest.load_manifest(p)
     pd.testing.assert_frame_equal(back, m)
     assert noise.restore(noisy, back).to_coco() == clean.to_coco()
-    assert set(noise.MANIFEST_COLUMNS[:13]) <= set(json.loads(text)[0])
+    assert set(manifest.MANIFEST_COLUMNS[:13]) <= set(json.loads(text)[0])
 
 
 def test_manifest_not_applicable_fields_are_nan():
     _, m = noise.corrupt(synthetic(50), rate=0.7, seed=0)
     added = m[m["type"].isin(["spurious", "duplicate"])]
-    assert len(added) and added[noise.ORIG + ["orig_category_id"]].isna().all().all()
-    assert added[noise.NEW + ["new_category_id"]].notna().all().all()
+    assert len(added) and added[manifest.ORIG + ["orig_category_id"]].isna().all().all()
+    assert added[manifest.NEW + ["new_category_id"]].notna().all().all()
     miss = m[m["type"] == "missing"]
-    assert len(miss) and miss[noise.NEW + ["new_category_id"]].isna().all().all()
-    assert miss[noise.ORIG + ["orig_category_id"]].notna().all().all()
+    assert len(miss) and miss[manifest.NEW + ["new_category_id"]].isna().all().all()
+    assert miss[manifest.ORIG + ["orig_category_id"]].notna().all().all()
 
 
 # -- each error type -----------------------------------------------------------------------------
@@ -267,10 +267,10 @@ def test_rate_is_honoured_on_1000_boxes():
         per = m[m["type"] != "spurious"]
         assert per["annotation_id"].is_unique  # at most one error per annotation
         counts = m["type"].value_counts()
-        assert set(counts.index) == set(noise.ERROR_TYPES)
+        assert set(counts.index) == set(manifest.ERROR_TYPES)
         share = rate * 1000 / 7
         sd = math.sqrt(rate * 1000 * (1 / 7) * (6 / 7))
-        for t in noise.ERROR_TYPES:
+        for t in manifest.ERROR_TYPES:
             assert abs(counts[t] - share) < 4 * sd, (t, counts[t])
 
 
@@ -312,8 +312,8 @@ def test_cli_corrupt_end_to_end(tmp_path, raccoon, capsys):
     printed = capsys.readouterr().out
     mpath = tmp_path / "noisy.manifest.json"
     assert out.is_file() and mpath.is_file()
-    m = noise.load_manifest(mpath)
-    for t, n in noise.count_by_type(m).items():
+    m = manifest.load_manifest(mpath)
+    for t, n in manifest.count_by_type(m).items():
         assert f"{t}" in printed and str(n) in printed
     noisy = load_coco(out)
     assert noisy.to_coco() == noise.corrupt(raccoon, rate=0.4, seed=3)[0].to_coco()
@@ -325,7 +325,7 @@ def test_cli_corrupt_end_to_end(tmp_path, raccoon, capsys):
     moved = load_coco(other)
     assert moved.image_root == load_coco(src).image_root
     assert all(moved.image_path(f).is_file() for f in moved.images["file_name"])
-    assert set(noise.load_manifest(tmp_path / "m2.json")["type"]) == {"loose", "missing"}
+    assert set(manifest.load_manifest(tmp_path / "m2.json")["type"]) == {"loose", "missing"}
     assert main(["corrupt", str(src), "--out", str(other), "--types", "wrong_class"]) == 2
     assert "wrong_class" in capsys.readouterr().err
 
@@ -352,14 +352,14 @@ def test_manifest_csv_round_trip(tmp_path, raccoon):
     clean = raccoon.copy()
     clean.annotations["segmentation"] = [[[1.5, 2.0, 3.25, 4.0]]] * len(clean.annotations)
     noisy, m = noise.corrupt(clean, rate=0.6, seed=9)
-    p = noise.save_manifest(m, tmp_path / "m.csv")
+    p = manifest.save_manifest(m, tmp_path / "m.csv")
     assert p.read_text().splitlines()[0].startswith("annotation_id,image_id,type,orig_x")
-    back = noise.load_manifest(p)
+    back = manifest.load_manifest(p)
     pd.testing.assert_frame_equal(back, m)  # floats exact, NaN kept, orig_extra dicts back
     assert noise.restore(noisy, back).to_coco() == noise.canonical(clean).to_coco()
     (tmp_path / "bad.csv").write_text("annotation_id,image_id,type\n1,1,blur\n")
     with pytest.raises(QualmetError, match="bad.csv"):
-        noise.load_manifest(tmp_path / "bad.csv")
+        manifest.load_manifest(tmp_path / "bad.csv")
 
 
 @pytest.fixture(scope="module")
@@ -378,7 +378,7 @@ def test_files_rebuild_each_other_exactly_and_test_split_untouched(tmp_path, pan
                  "--manifest", str(tmp_path / "m.csv")]) == 0
     assert test.read_bytes() == test_bytes and test.stat().st_mtime_ns == test_mtime
     assert set(p.name for p in train.parent.iterdir()) == before  # nothing written beside the clean set
-    clean, noisy, m = load_coco(train), load_coco(out), noise.load_manifest(tmp_path / "m.csv")
+    clean, noisy, m = load_coco(train), load_coco(out), manifest.load_manifest(tmp_path / "m.csv")
     # clean + manifest -> the noisy file's bytes; noisy + manifest -> the clean file's bytes
     save_coco(noise.apply(clean, m), tmp_path / "rebuilt.json")
     assert (tmp_path / "rebuilt.json").read_bytes() == out.read_bytes()
@@ -399,7 +399,7 @@ def test_never_loses_track_of_an_annotation(pandas_set):
     for r in m[m["type"] == "spurious"].itertuples():
         truth = clean.annotations[clean.annotations["image_id"] == r.image_id][["x", "y", "w", "h"]].to_numpy(dtype=float)
         assert not len(truth) or iou_matrix(box(noisy, r.annotation_id), truth).max() < 0.1
-    assert set(m["type"]) == set(noise.ERROR_TYPES) - {"wrong_class"}
+    assert set(m["type"]) == set(manifest.ERROR_TYPES) - {"wrong_class"}
 
 
 def test_noise_does_not_depend_on_the_order_of_images_or_types(raccoon):
@@ -426,10 +426,10 @@ def test_manifest_ids_must_be_integers(tmp_path):
     p = tmp_path / "m.json"
     p.write_text('[{"annotation_id": "abc", "image_id": 1, "type": "loose"}]')
     with pytest.raises(QualmetError, match="manifest row 0: annotation_id must be an integer, got 'abc'"):
-        noise.load_manifest(p)
+        manifest.load_manifest(p)
     p.write_text('[{"annotation_id": 1, "image_id": 1e23, "type": "loose"}]')
     with pytest.raises(QualmetError, match="image_id must be an integer"):
-        noise.load_manifest(p)
+        manifest.load_manifest(p)
 
 
 def test_cli_corrupt_never_overwrites_its_input_or_output_with_the_manifest(tmp_path, raccoon, capsys):

@@ -22,7 +22,8 @@ from qualmet.evaluate import evaluate
 from qualmet.formats import load_coco
 from qualmet.label_errors import write_label_error_report
 from qualmet.metric_run import MetricRun
-from qualmet.noise import corrupt_file, load_manifest
+from qualmet.manifest import load_manifest
+from qualmet.noise import corrupt_file
 from qualmet.report import build_report
 from qualmet.report.output import Output
 from qualmet.report.thumbs import FRAME_PX, OBJECT_PX

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import qualmet
-from qualmet import noise
+from qualmet import manifest, noise
 from qualmet.cli import main
 from qualmet.dataset import Dataset
 from qualmet.formats import save_coco
@@ -95,14 +95,14 @@ def test_a_manifest_of_other_labels_is_refused(tmp_path, raccoon):
     """It painted the clean set's boxes red and drew deletions that were not there, exit 0."""
     noisy, m = noise.corrupt(raccoon, rate=0.5, seed=0, types=["missing", "shift"])
     path = tmp_path / "m.json"
-    noise.save_manifest(m, path)
+    manifest.save_manifest(m, path)
     with pytest.raises(qualmet.QualmetError, match=r"m\.json: does not describe .* annotation \d+"):
-        show_grid(raccoon, tmp_path / "clean.png", n=4, manifest=noise.load_manifest(path))
+        show_grid(raccoon, tmp_path / "clean.png", n=4, manifest=manifest.load_manifest(path))
     assert not (tmp_path / "clean.png").exists()
     bad = tmp_path / "bad.csv"
     bad.write_text("annotation_id,image_id,type,orig_x\n5,3,missing,1.0\n")
     with pytest.raises(qualmet.QualmetError, match=r"bad\.csv: record \[0\] \(annotation 5, missing\): no orig_y"):
-        noise.load_manifest(bad)
+        manifest.load_manifest(bad)
 
 
 def test_the_legend_fits_a_one_column_sheet_and_the_suffix_picks_the_format(tmp_path, raccoon):

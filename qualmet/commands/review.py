@@ -57,7 +57,7 @@ def _against_manifest(review, manifest_path: str, out: str) -> None:
 
     from ..atomic import write_text
     from ..label_errors import review_against_manifest
-    from ..noise import load_manifest
+    from ..manifest import load_manifest
 
     prec, rec = review_against_manifest(review.issues, load_manifest(manifest_path))
     text = (prec.round(3).to_string(index=False) + "\n\n" + rec.round(3).to_string(index=False) + "\n")

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from ..formats import load_coco
-    from ..noise import load_manifest
+    from ..manifest import load_manifest
     from ..show import show_grid
 
     ds = load_coco(args.dataset, images=args.images)

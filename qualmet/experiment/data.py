@@ -111,7 +111,8 @@ def noise_config(spec: Spec, noise_seed: int | None) -> dict:
 
 def prepare_noise(spec: Spec, clean_json: Path, folder: Path, noise_seed: int) -> tuple[Path, Path | None]:
     """Write ``folder/train_noisy.json`` (and ``manifest.json`` when the spec injects noise)."""
-    from ..noise import corrupt, save_manifest
+    from ..manifest import save_manifest
+    from ..noise import corrupt
 
     noisy, manifest = folder / "train_noisy.json", folder / "manifest.json"
     cfg = {"data": spec.raw["data"], "noise": noise_config(spec, noise_seed), "libraries": digest()}
@@ -176,7 +177,7 @@ def _oof_predictions(spec: Spec, folder: Path, ds: Dataset, progress: bool, nois
 def replicate(spec: Spec, out: Path, seed: int, clean_json: Path, test: Dataset, workers: int | None,
               progress: bool) -> Replicate:
     """The noise draw ``seed`` trains on, with its metrics: ``out/data`` shared, or ``out/draws/seed<k>``."""
-    from ..noise import load_manifest
+    from ..manifest import load_manifest
 
     noise_seed = spec.noise_seed(seed)
     folder = out / "draws" / f"seed{seed}" if spec.vary_noise else out

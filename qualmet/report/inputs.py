@@ -257,7 +257,7 @@ def load_run(run_dir: str | os.PathLike, dataset: str | os.PathLike | None = Non
 def _attach_manifest(run: RunData, manifest: str | os.PathLike | None) -> None:
     """Use ``manifest`` if given (it must match the run's annotation ids), else a ``NOISY.manifest.json``
     beside the data set when it matches."""
-    from ..noise import default_manifest_path, load_manifest
+    from ..manifest import default_manifest_path, load_manifest
 
     explicit = manifest is not None
     p = Path(manifest) if explicit else (default_manifest_path(run.dataset_path) if run.dataset_path else None)
