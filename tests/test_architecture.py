@@ -59,3 +59,25 @@ def test_the_import_check_sees_relative_and_function_level_imports(tmp_path):
     found = qualmet_imports(probe)
     assert "qualmet.report.output" in found  # `from .output import Output` at the top
     assert "qualmet.report.sections" in found  # imported inside a function
+
+
+def test_every_picture_is_drawn_in_plots():
+    """One home per plot: no module but plots.py imports matplotlib."""
+    drawers = [p.relative_to(PKG).as_posix() for p in PKG.rglob("*.py")
+               if any(isinstance(n, (ast.Import, ast.ImportFrom)) and "matplotlib" in (
+                   getattr(n, "module", None) or " ".join(a.name for a in n.names))
+                      for n in ast.walk(ast.parse(p.read_text())))]
+    assert drawers == ["plots.py"], drawers
+
+
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 80
+
+
+@pytest.mark.parametrize("path", sorted(PKG.rglob("*.py")), ids=lambda p: p.relative_to(PKG).as_posix())
+def test_modules_and_functions_stay_small(path):
+    """Small modules with one job, functions that fit a screen."""
+    text = path.read_text()
+    assert len(text.splitlines()) <= MAX_MODULE_LINES, f"{path.name}: {len(text.splitlines())} lines"
+    long = [(n.name, n.end_lineno - n.lineno + 1) for n in ast.walk(ast.parse(text))
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > MAX_FUNCTION_LINES]
+    assert not long, f"{path.name}: {long}"
