@@ -190,15 +190,6 @@ def category_labels(categories: pd.DataFrame, reserved: Iterable[str] = ()) -> d
     return {c: (f"{n} (id {c})" if names.count(n) > 1 or n in taken else n) for c, n in zip(ids, names)}
 
 
-def labels_sha256(ds: Dataset) -> str:
-    """Hash of a data set's boxes (id, image, class, box): two trainings on the same frames with other
-    labels differ in it (a resumed training or experiment arm must not reuse the other's model)."""
-    import hashlib
-
-    a = ds.annotations.sort_values("id")[["id", "image_id", "category_id", "x", "y", "w", "h"]]
-    return hashlib.sha256(a.to_csv(index=False, float_format="%.6f").encode()).hexdigest()
-
-
 def is_int64(v: Any) -> bool:
     """A Python or numpy integer (not a bool) that fits an int64 column (JSON allows larger ones)."""
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and -2 ** 63 <= int(v) < 2 ** 63

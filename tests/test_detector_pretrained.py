@@ -159,14 +159,13 @@ def test_fine_tune_from_a_local_checkpoint_trains_predicts_and_evaluates(tmp_pat
     assert all(torch.equal(a[k], c[k]) for k in a)
 
 
-def test_a_recipe_recorded_before_the_new_fields_is_the_same_training():
-    from qualmet.detector.folder import differences_from
-
-    base = {k: 0 for k in ("seed", "val_fraction", "categories", "val_image_ids", "n_train_images",
-                           "train_ids_sha256", "train_labels_sha256")}
-    new = {**base, "recipe": get_recipe().to_dict()}
-    old = {**base, "recipe": {k: v for k, v in new["recipe"].items()
-                              if k not in ("threads", "weights", "weights_backbone", "checkpoint", "strict")}}
-    assert differences_from(old, new) == []  # a folder trained before them resumes
-    assert differences_from(old, {**new, "recipe": get_recipe(checkpoint="m").to_dict()}) == ["recipe"]
-    assert differences_from(old, {**new, "recipe": get_recipe(threads=1).to_dict()}) == ["recipe"]
+def test_a_box_turned_into_an_ignore_region_is_another_training(tmp_path):
+    """Same frames and boxes, one of them now an ignore region: resuming the old checkpoint would
+    train on the wrong labels, so it is refused."""
+    ds = load_coco(ellipses(tmp_path / "d", 4, 64, seed=0))
+    kw = dict(iters=2, device="cpu", input_size=64, batch_size=2, bn_recalib_images=2, val_fraction=0.0,
+              checkpoint_every=1, progress=False)
+    train(ds, tmp_path / "m", **kw)
+    ds.annotations.loc[0, "iscrowd"] = 1
+    with pytest.raises(QualmetError, match=r"different training \(train_data differ\)"):
+        train(ds, tmp_path / "m", **kw)

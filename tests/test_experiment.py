@@ -211,7 +211,7 @@ def test_training_refuses_a_checkpoint_made_from_other_labels(tmp_path, capsys):
     d["annotations"][0]["bbox"][0] += 3  # same frames, one box moved
     data.write_text(json.dumps(d))
     assert main(args) == 2
-    assert "different training (train_labels_sha256 differ)" in capsys.readouterr().err
+    assert "different training (train_data differ)" in capsys.readouterr().err
 
 
 def test_arm_names_that_share_a_folder_are_refused(tmp_path):

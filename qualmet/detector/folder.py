@@ -10,7 +10,6 @@ import torch
 
 from ..atomic import atomic_path, sha256_file
 from ..errors import QualmetError
-from .recipe import Recipe
 
 # Final outputs whose checksums config.json records (config.json itself is written after them).
 OUTPUT_FILES = ("model.pt", "categories.json", "train_log.csv", "loss_curves.png")
@@ -44,26 +43,13 @@ def remove_stale_temps(out: Path) -> list[Path]:
     return removed
 
 
-_SAME_TRAINING = ("recipe", "seed", "val_fraction", "categories", "val_image_ids", "n_train_images",
-                  "train_ids_sha256", "train_labels_sha256")
+_SAME_TRAINING = ("recipe", "seed", "val_fraction", "categories", "val_image_ids", "n_train_images", "train_data")
 
 
 def differences_from(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """The settings and training data in which an earlier training (a checkpoint's or a finished folder's
-    config) differs from this one. Configs from before the labels hash lack it; the rest still counts."""
-    return [k for k in _SAME_TRAINING
-            if _normalised(k, old.get(k)) != new[k] and not (k == "train_labels_sha256" and k not in old)]
-
-
-def _normalised(key: str, value: Any) -> Any:
-    """A recorded recipe with the fields added since filled in with their defaults (a folder trained
-    before ``threads`` existed is the same training as one with ``threads = 0``)."""
-    if key != "recipe" or not isinstance(value, dict):
-        return value
-    try:
-        return Recipe.from_dict(value).to_dict()
-    except (QualmetError, TypeError):
-        return value
+    config) differs from this one."""
+    return [k for k in _SAME_TRAINING if old.get(k) != new[k]]
 
 
 def finished_config(out: Path) -> dict[str, Any] | None:

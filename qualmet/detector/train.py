@@ -11,7 +11,6 @@ exists and its checksums match; :meth:`Predictor.load` checks ``model.pt`` again
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import random
@@ -26,9 +25,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .. import __version__
+from .. import __version__, steps
 from ..atomic import atomic_path, sha256_file, write_json, write_text
-from ..dataset import Dataset, labels_sha256
+from ..dataset import Dataset
 from ..errors import QualmetError
 from ..plots import loss_curves_png
 from ..environment import describe, differences, versions
@@ -133,11 +132,9 @@ def plan_training(dataset: str | os.PathLike | Dataset, images: str | os.PathLik
         tr_ids, va_ids = split_images(ds.images["id"], val_fraction, seed)
         train_ds, val_ds = ds.subset(tr_ids), (ds.subset(va_ids) if va_ids else None)
     categories = [{"id": int(c), "name": str(n)} for c, n in zip(ds.categories["id"], ds.categories["name"])]
-    train_ids = ",".join(map(str, sorted(int(i) for i in train_ds.images["id"])))
     config = {"recipe": rec.to_dict(), "seed": int(seed), "val_fraction": float(val_fraction),
               "categories": categories, "dataset": ds.source, "n_train_images": int(len(train_ds.images)),
-              "train_ids_sha256": hashlib.sha256(train_ids.encode()).hexdigest(),
-              "train_labels_sha256": labels_sha256(train_ds),
+              "train_data": steps.dataset_hash(train_ds),  # frames, boxes and ignore regions
               "val_image_ids": [int(i) for i in val_ds.images["id"]] if val_ds is not None else [],
               "qualmet_version": __version__, "environment": versions()}
     return Plan(rec, train_ds, val_ds, categories, config)
