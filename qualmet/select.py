@@ -29,8 +29,11 @@ from .metric_run import MetricRun, fences, orient
 RELABEL_REASON = "random sample; to relabel (most suspicious)"
 # anchors: need the noise manifest (what is really wrong), so only experiments with [noise] run them
 ANCHORS = ("clean", "oracle_remove", "oracle_filter")
-STRATEGIES = ("random", "filter", "rank", "stratify", "combined", "remove_annotations", "relabel") + ANCHORS
-RANDOM_FRAMES = ("random", "remove_annotations", "relabel", "clean", "oracle_remove")  # keep random's frames
+# random's frames plus the confident out-of-fold predictions no label overlaps, as ignore regions or as
+# boxes (qualmet.experiment.arms): they need the experiment's out-of-fold predictions, so specs only
+PREDICTED = ("ignore_predicted", "pseudo_label")
+STRATEGIES = ("random", "filter", "rank", "stratify", "combined", "remove_annotations", "relabel") + ANCHORS + PREDICTED
+RANDOM_FRAMES = ("random", "remove_annotations", "relabel", "clean", "oracle_remove") + PREDICTED  # random's frames
 MATCH = ("frames", "boxes")
 FRAME_SCORES = ("max", "mean", "sum")
 
@@ -50,6 +53,8 @@ class Strategy:
     k: int | None = None  # relabel: frames to relabel (default: a quarter of the budget)
     match: str = "frames"  # "frames": the budget's frame count; "boxes": random's box count for the seed
     frame_score: str = "max"  # how an object metric scores a frame: "max", "mean" or "sum"
+    score: float = 0.5  # ignore_predicted / pseudo_label: the least score of a prediction to add
+    iou: float = 0.5  # ignore_predicted / pseudo_label: added when its IoU with every label is below this
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Strategy":
@@ -58,13 +63,14 @@ class Strategy:
         if kind not in STRATEGIES:
             raise QualmetError(f"unknown strategy {kind!r}; choose one of {', '.join(STRATEGIES)}")
         known = set(cls.__dataclass_fields__)
-        extra = set(d) - known - {"name", "oracle"}
+        extra = set(d) - known - {"name", "oracle", "budget"}  # budget: an experiment arm's own
         if extra:
             raise QualmetError(f"strategy {kind!r}: unknown field(s) {', '.join(sorted(extra))}")
         if "metrics" in d:
             d["metrics"] = tuple(d["metrics"])
         d.pop("name", None)
         d.pop("oracle", None)
+        d.pop("budget", None)
         s = cls(kind=kind, **d)
         s._check()
         return s
@@ -89,6 +95,10 @@ class Strategy:
             raise QualmetError(f"iqr_k must not be negative, got {self.iqr_k:g}")
         if self.match not in MATCH:
             raise QualmetError(f"match must be 'frames' or 'boxes', got {self.match!r}")
+        if not 0 <= self.score <= 1:
+            raise QualmetError(f"score must be in [0, 1], got {self.score:g}")
+        if not 0 < self.iou <= 1:
+            raise QualmetError(f"iou must be in (0, 1], got {self.iou:g}")
         if self.frame_score not in FRAME_SCORES:
             raise QualmetError(f"frame_score must be max, mean or sum, got {self.frame_score!r}")
 
@@ -251,7 +261,8 @@ def select(run: MetricRun, image_ids, strategy: Strategy, budget: float | int, s
 
 
 def _on_random_frames(run: MetricRun, ids: pd.Index, s: Strategy, chosen: np.ndarray, n: int) -> Selection:
-    """random, clean, oracle_remove, remove_annotations and relabel: random's frames, and what each marks in them."""
+    """random, clean, oracle_remove, remove_annotations, relabel, ignore_predicted and pseudo_label: random's
+    frames, and what each marks in them (the predicted strategies add their boxes when the subset is built)."""
     sel = Selection(chosen.tolist(), _reasons(ids, set(chosen.tolist()), "random sample", "not sampled", None))
     if s.kind == "remove_annotations":
         m = s.metric

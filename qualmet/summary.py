@@ -149,8 +149,25 @@ def contrasts_markdown(table: pd.DataFrame) -> list[str]:
     return lines
 
 
+def per_class_markdown(per_class: pd.DataFrame) -> list[str]:
+    """Per-class AP (mean ± std over seeds) per arm x class, from rows of arm, seed, class, AP."""
+    if per_class is None or not len(per_class):
+        return []
+    classes = list(dict.fromkeys(per_class["class"]))
+    lines = ["## AP per class", "", "| arm | " + " | ".join(_cell(c) for c in classes) + " |",
+             "|---|" + "---|" * len(classes)]
+    for arm, g in per_class.groupby("arm", sort=False):
+        cells = []
+        for c in classes:
+            v = pd.to_numeric(g.loc[g["class"] == c, "AP"], errors="coerce").dropna()
+            cells.append(_fmt(float(v.mean()) if len(v) else np.nan, float(v.std(ddof=1)) if len(v) > 1 else np.nan))
+        lines.append(f"| {_cell(arm)} | " + " | ".join(cells) + " |")
+    return ["", *lines, "", "AP (mAP@[.5:.95]) of each class, mean ± std over the seeds."]
+
+
 def summary_markdown(summary: pd.DataFrame, table: pd.DataFrame, title: str, baseline: str = "random",
-                     notes: str = "", oracle_arms: set[str] | None = None) -> str:
+                     notes: str = "", oracle_arms: set[str] | None = None,
+                     per_class: pd.DataFrame | None = None) -> str:
     """summary.md: the arms, the metric-arm average, the declared contrasts and how to read them."""
     lines = [f"# {title}", "", notes.strip(), "" if notes else ""] + arms_markdown(summary, baseline)
     others = summary[summary.arm != baseline]
@@ -177,6 +194,7 @@ def summary_markdown(summary: pd.DataFrame, table: pd.DataFrame, title: str, bas
                   "interval (unbounded when clean − random is not clearly above zero). Frames, boxes and "
                   "known-wrong boxes are means over seeds; known-wrong boxes are those the noise manifest "
                   "says are wrong."]
+    lines += per_class_markdown(per_class)
     return "\n".join(lines) + "\n"
 
 
@@ -185,22 +203,27 @@ def _pct(v: pd.Series) -> str:
 
 
 def write_summary(results: pd.DataFrame, out_dir: str | Path, title: str, notes: str = "",
-                  oracle_arms: set[str] | None = None, contrasts: list[Contrast] | None = None) -> pd.DataFrame:
+                  oracle_arms: set[str] | None = None, contrasts: list[Contrast] | None = None,
+                  name: str | None = None, per_class: pd.DataFrame | None = None) -> pd.DataFrame:
     """Write results.csv, summary.csv, contrasts.csv, summary.md and summary.png (the forest plot) into
     ``out_dir``. ``contrasts`` default to every arm against random; ``oracle_arms`` (default: names
-    starting with "oracle") are left out of the metric-arm average."""
+    starting with "oracle") are left out of the metric-arm average. ``name`` (another test label set)
+    writes results_<name>.csv, summary_<name>.md and so on instead; ``per_class`` (rows of arm, seed,
+    class, AP) adds a per-class AP table to the markdown."""
     out = Path(out_dir)
-    with atomic_path(out / "results.csv") as tmp:
+    sfx = f"_{name}" if name else ""
+    with atomic_path(out / f"results{sfx}.csv") as tmp:
         results.to_csv(tmp, index=False)
     summary = summarise(results)
-    with atomic_path(out / "summary.csv") as tmp:
+    with atomic_path(out / f"summary{sfx}.csv") as tmp:
         summary.to_csv(tmp, index=False)
     if contrasts is None:
         contrasts = parse_contrasts(None, list(dict.fromkeys(results["arm"])))
     table = contrast_table(results, contrasts)
-    with atomic_path(out / "contrasts.csv") as tmp:
+    with atomic_path(out / f"contrasts{sfx}.csv") as tmp:
         table.to_csv(tmp, index=False)
-    write_text(out / "summary.md", summary_markdown(summary, table, title, notes=notes, oracle_arms=oracle_arms)
-               + "\n![paired differences with 95% CIs](summary.png)\n")
-    forest_png(table, out / "summary.png", title)
+    write_text(out / f"summary{sfx}.md", summary_markdown(summary, table, title, notes=notes, oracle_arms=oracle_arms,
+                                                          per_class=per_class)
+               + f"\n![paired differences with 95% CIs](summary{sfx}.png)\n")
+    forest_png(table, out / f"summary{sfx}.png", title)
     return summary

@@ -104,13 +104,16 @@ def cmd_select(args: argparse.Namespace) -> int:
     from .. import atomic
     from ..formats import load_coco, save_coco
     from ..errors import QualmetError
-    from ..select import ANCHORS, Strategy, select
+    from ..select import ANCHORS, PREDICTED, Strategy, select
 
     from ..metric_run import recorded_image_root
 
     if args.strategy in ANCHORS:
         raise QualmetError(f"--strategy {args.strategy}: an anchor arm reads a noise manifest (what is really wrong); "
                            "it runs in `qualmet experiment` specs only")
+    if args.strategy in PREDICTED:
+        raise QualmetError(f"--strategy {args.strategy}: it adds the experiment's out-of-fold predictions to random's "
+                           "frames; it runs in `qualmet experiment` specs only")
     ds = load_coco(args.dataset, images=args.images)
     run = _load_run(args.run, ds, args.dataset)
     recorded = recorded_image_root(run.info, args.dataset) if args.images is None else None

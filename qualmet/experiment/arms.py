@@ -12,6 +12,13 @@ The anchor arms bound what selection could achieve at this budget:
   kept as an ignore region, a COCO ``iscrowd=1`` box. The ssdlite detector's loss leaves the
   anchors inside such a region out of both positives and hard negatives (:mod:`qualmet.detector.ignore`);
   other detectors treat the regions as background and warn.
+
+Two arms use the experiment's out-of-fold predictions on the training pool (``[predictions]``: k-fold
+on the pool, never the test frames) on random's frames, for labels that miss objects (BCCD's):
+
+- ``ignore_predicted``: each prediction with score >= ``score`` (0.5) whose IoU with every label of its
+  frame is below ``iou`` (0.5, any class) becomes an ignore region (``iscrowd=1``);
+- ``pseudo_label``: the same predictions become ordinary boxes of the predicted class.
 """
 from __future__ import annotations
 
@@ -27,16 +34,21 @@ from .. import __version__, steps
 from ..atomic import write_json, write_text
 from ..dataset import BOX_COLUMNS, Dataset
 from ..environment import versions
+from ..errors import QualmetError
 from ..formats import save_coco
-from ..select import Selection, Strategy, select
+from ..boxes import iou_matrix
+from ..select import PREDICTED, Selection, Strategy, select
 from .data import Replicate, log, noise_config
 from .spec import Spec, slug
 
 
 def arm_config(spec: Spec, arm: dict, seed: int, rep: Replicate) -> dict:
-    """What an arm's result depends on besides its training data."""
-    return {"arm": arm, "seed": seed, "budget": spec.raw["budget"], "detector": spec.raw["detector"],
-            "data": spec.raw["data"], "noise": noise_config(spec, rep.noise_seed)}
+    """What an arm's result depends on besides its training data (the budget is the arm's own, if it has one)."""
+    cfg = {"arm": arm, "seed": seed, "budget": spec.budget(arm), "detector": spec.raw["detector"],
+           "data": spec.raw["data"], "noise": noise_config(spec, rep.noise_seed)}
+    if arm.get("strategy") in PREDICTED:  # the fold models that made its boxes
+        cfg["predictions"] = spec.raw["predictions"]
+    return cfg
 
 
 def _exact(a: pd.DataFrame, b: pd.DataFrame) -> np.ndarray:
@@ -70,10 +82,49 @@ def known_wrong(subset: Dataset, rep: Replicate) -> float:
     return float((~_exact(boxes, clean)).sum())
 
 
+def unlabelled_predictions(labels: Dataset, preds: pd.DataFrame, score: float = 0.5, iou: float = 0.5) -> pd.DataFrame:
+    """The predictions on ``labels``' frames with score >= ``score`` whose IoU with every label of their
+    frame (any class, ignore regions included) is below ``iou``: objects the labels seem to miss."""
+    frames = set(labels.images["id"].astype(int))
+    p = preds[preds["image_id"].astype(int).isin(frames) & (preds["score"] >= score)]
+    if not len(p):
+        return p.copy()
+    keep = np.ones(len(p), dtype=bool)
+    by_frame = {int(k): g for k, g in labels.annotations.groupby("image_id")}
+    for img, idx in p.groupby("image_id").indices.items():
+        g = by_frame.get(int(img))
+        if g is not None and len(g):
+            keep[idx] = iou_matrix(p.iloc[idx][BOX_COLUMNS].to_numpy(float), g[BOX_COLUMNS].to_numpy(float)).max(axis=1) < iou
+    return p[keep].copy()
+
+
+def add_predicted(labels: Dataset, preds: pd.DataFrame, score: float = 0.5, iou: float = 0.5,
+                  ignore: bool = True) -> tuple[Dataset, int]:
+    """``labels`` plus :func:`unlabelled_predictions` as ignore regions (``iscrowd=1``, ``ignore``) or as
+    boxes of the predicted class; and how many were added."""
+    add = unlabelled_predictions(labels, preds, score, iou)
+    out = labels.copy()
+    if not len(add):
+        return out, 0
+    anns = out.annotations
+    first = int(anns["id"].max()) + 1 if len(anns) else 1
+    new = pd.DataFrame({c: add[c].to_numpy() for c in ["image_id", "category_id"] + BOX_COLUMNS})
+    new.insert(0, "id", np.arange(first, first + len(new), dtype="int64"))
+    new["area"] = new["w"] * new["h"]
+    new["iscrowd"] = 1 if ignore else 0
+    out.annotations = pd.concat([anns, new], ignore_index=True)
+    return out.normalised(), len(new)
+
+
 def build_subset(arm: dict, s: Strategy, sel: Selection, rep: Replicate) -> Dataset:
     """The training data an arm's selection stands for."""
     from ..noise import restore_images
 
+    if s.kind in PREDICTED:
+        if rep.predictions is None:
+            raise QualmetError(f"arm {arm.get('name')!r}: strategy {s.kind!r} needs the out-of-fold predictions")
+        return add_predicted(rep.noisy.subset(sel.image_ids), rep.predictions, s.score, s.iou,
+                             ignore=s.kind == "ignore_predicted")[0]
     if s.kind == "clean":
         return rep.clean.subset(sel.image_ids)
     subset = rep.noisy.subset(sel.image_ids)
@@ -92,8 +143,10 @@ def run_arm(spec: Spec, arm: dict, seed: int, out: Path, rep: Replicate, progres
     cfg = arm_config(spec, arm, seed, rep)
     result_path = arm_dir / "result.json"
     strategy = Strategy.from_dict(arm)
-    sel = select(rep.run, rep.noisy.images["id"], strategy, spec.raw["budget"], seed, error_frames=rep.error_frames)
+    sel = select(rep.run, rep.noisy.images["id"], strategy, spec.budget(arm), seed, error_frames=rep.error_frames)
     subset = build_subset(arm, strategy, sel, rep)
+    # boxes (pseudo_label) or ignore regions (ignore_predicted) added to random's frames' labels
+    n_added = len(subset.annotations) - len(rep.noisy.subset(sel.image_ids).annotations) if strategy.kind in PREDICTED else 0
     fingerprint = steps.dataset_hash(subset)  # what it trains on: frames, boxes and ignore regions
     if result_path.exists():
         prev = json.loads(result_path.read_text())
@@ -109,11 +162,13 @@ def run_arm(spec: Spec, arm: dict, seed: int, out: Path, rep: Replicate, progres
     save_coco(subset, arm_dir / "subset.json")
     write_text(arm_dir / "reasons.csv", sel.reasons.to_csv(index=False))
     t0 = time.perf_counter()
-    stats = _train_and_evaluate(subset, rep.test, arm_dir, spec, seed, progress)
+    ev = _train_and_evaluate(subset, rep.test, arm_dir, spec, seed, progress, rep.also_test)
+    stats = ev["stats"]
     crowd = int((subset.annotations["iscrowd"] != 0).sum())
     result = {"arm": arm["name"], "seed": seed, "config_hash": steps.fingerprint(cfg), "config": cfg, "stats": stats,
+              "per_class_AP": ev["per_class_AP"], "also_test": ev["also_test"], "n_added": n_added,
               "n_frames": len(sel.image_ids), "n_boxes": int(len(subset.annotations)) - crowd, "n_ignore": crowd,
-              "n_wrong": known_wrong(subset, rep), "target_boxes": sel.target_boxes, "noise_seed": rep.noise_seed,
+              "n_wrong": _or_none(known_wrong(subset, rep)), "target_boxes": sel.target_boxes, "noise_seed": rep.noise_seed,
               "dropped_annotations": len(sel.drop_annotations), "train_seconds": round(time.perf_counter() - t0, 1),
               "selection_hash": fingerprint, "qualmet_version": __version__, "environment": versions()}
     write_json(result_path, result, indent=2)  # written last: its presence means the arm is complete
@@ -123,7 +178,15 @@ def run_arm(spec: Spec, arm: dict, seed: int, out: Path, rep: Replicate, progres
     return result
 
 
-def _train_and_evaluate(subset: Dataset, test: Dataset, arm_dir: Path, spec: Spec, seed: int, progress: bool) -> dict:
+def _or_none(v: float) -> float | None:
+    """JSON has no NaN: None (no noise manifest, nothing known to be wrong)."""
+    return None if v != v else v
+
+
+def _train_and_evaluate(subset: Dataset, test: Dataset, arm_dir: Path, spec: Spec, seed: int, progress: bool,
+                        also_test: dict[str, Dataset] | None = None) -> dict:
+    """Train, predict the test frames once, and score them against the test labels and each ``also_test``
+    label set (same frames and image ids): {"stats", "per_class_AP", "also_test": {name: {...}}}."""
     from ..detector.train import train
     from ..evaluate import evaluate
 
@@ -133,7 +196,12 @@ def _train_and_evaluate(subset: Dataset, test: Dataset, arm_dir: Path, spec: Spe
                 iters=int(det["iters"]), seed=seed, recipe=det["recipe"], progress=progress, **overrides)
     preds = res.predictor.predict_dataset(test, progress=False)
     ev = evaluate(test, preds, out=arm_dir / "eval")
-    return dict(ev["stats"])  # None where COCO cannot compute a stat (e.g. no large objects)
+    also = {}
+    for name, labels in (also_test or {}).items():
+        e = evaluate(labels, preds, out=arm_dir / f"eval_{name}")
+        also[name] = {"stats": dict(e["stats"]), "per_class_AP": dict(e["per_class_AP"])}
+    # None where COCO cannot compute a stat (e.g. no large objects)
+    return {"stats": dict(ev["stats"]), "per_class_AP": dict(ev["per_class_AP"]), "also_test": also}
 
 
 def clear_stale_training(arm_dir: Path, want: dict) -> None:
@@ -146,7 +214,7 @@ def clear_stale_training(arm_dir: Path, want: dict) -> None:
     except (OSError, json.JSONDecodeError):
         had = None
     if had != want:
-        for d in ("model", "eval"):
+        for d in ["model", "eval", *(p.name for p in arm_dir.glob("eval_*") if p.is_dir())]:
             if (arm_dir / d).exists():
                 shutil.rmtree(arm_dir / d)
         write_json(marker, want, indent=2)

@@ -15,10 +15,10 @@ from ..environment import describe, differences, versions
 from ..formats import load_coco
 from .arms import run_arm
 from .parallel import in_spec_order
-from .data import Replicate, log, prepare_clean, replicate
+from .data import Replicate, load_also_test, log, prepare_clean, replicate
 from .spec import Spec, load_spec
 
-ROW_KEYS = ("n_frames", "n_boxes", "n_wrong", "n_ignore", "noise_seed")
+ROW_KEYS = ("n_frames", "n_boxes", "n_wrong", "n_ignore", "n_added", "noise_seed")
 
 
 def _write_config(spec: Spec, out: Path, quick: bool) -> None:
@@ -54,18 +54,26 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, quick: 
         f"{', a noise draw per seed' if spec.vary_noise else ''} -> {out}")
     clean_json, test_json = prepare_clean(spec, out)
     test = load_coco(test_json)  # parsed once for every arm x seed
+    also_test = load_also_test(spec, out)  # [data.also_test]: the same test frames, other labels
     title = f"{spec.name}{' (quick)' if quick else ''}"
     done: dict[tuple[int, int], dict] = {}  # (seed, arm index) -> result, however the arms are run
 
     def finished(seed: int, k: int, r: dict) -> None:
         done[(seed, k)] = r
         results = in_spec_order(done, spec)
-        rows = pd.DataFrame([{"arm": r["arm"], "seed": r["seed"], **{c: r["stats"].get(c) for c in COCO_STATS},
-                              **{c: r.get(c) for c in ROW_KEYS}} for r in results])
         train_s = sum(float(r.get("train_seconds") or 0.0) for r in results)  # resumed arms included
-        if "random" in set(rows.arm):
-            write_summary(rows, out, title, contrasts=spec.contrasts, oracle_arms=spec.anchor_arms(),
-                          notes=_notes(spec, quick, time.perf_counter() - t_start, train_s, len(rows)))
+        for name in [None, *also_test]:  # the test split, then each other label set of its frames
+            scored = [(r, r if name is None else r.get("also_test", {}).get(name)) for r in results]
+            scored = [(r, e) for r, e in scored if e]
+            rows = pd.DataFrame([{"arm": r["arm"], "seed": r["seed"], **{c: e["stats"].get(c) for c in COCO_STATS},
+                                  **{c: r.get(c) for c in ROW_KEYS}} for r, e in scored])
+            per_class = pd.DataFrame([{"arm": r["arm"], "seed": r["seed"], "class": c, "AP": ap}
+                                      for r, e in scored for c, ap in (e.get("per_class_AP") or {}).items()])
+            if len(rows) and "random" in set(rows.arm):
+                labels = f" — test labels: {name} ({spec.also_test[name]})" if name else ""
+                write_summary(rows, out, title + labels, contrasts=spec.contrasts, oracle_arms=spec.anchor_arms(),
+                              notes=_notes(spec, quick, time.perf_counter() - t_start, train_s, len(rows)),
+                              name=name, per_class=per_class)
 
     if executor is not None and executor != "local":
         from ..dask_executor import parse_executor
@@ -77,7 +85,7 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, quick: 
         for seed in spec.seeds:
             key = seed if spec.vary_noise else None
             if key not in draws:
-                draws[key] = replicate(spec, out, seed, clean_json, test, workers, progress)
+                draws[key] = replicate(spec, out, seed, clean_json, test, workers, progress, also_test)
         reps = {seed: draws[seed if spec.vary_noise else None] for seed in spec.seeds}
         for seed, k, r in run_arms_on_dask(spec, out, reps, address, n_workers=workers or 2):
             finished(seed, k, r)
@@ -86,7 +94,7 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, quick: 
         for seed in spec.seeds:
             key = seed if spec.vary_noise else None
             if key not in held:
-                held = {key: replicate(spec, out, seed, clean_json, test, workers, progress)}
+                held = {key: replicate(spec, out, seed, clean_json, test, workers, progress, also_test)}
             for k, arm in enumerate(spec.arms):
                 finished(seed, k, run_arm(spec, arm, seed, out, held[key], progress))
     log(f"\n{(out / 'summary.md').read_text()}\nwrote {out} in {time.perf_counter() - t_start:.0f} s")

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..contrasts import Contrast, parse_contrasts
 from ..errors import QualmetError
-from ..select import ANCHORS, Strategy, check_budget
+from ..select import ANCHORS, PREDICTED, Strategy, check_budget
 
 DEFAULTS: dict[str, Any] = {
     "budget": 0.25,
@@ -25,7 +25,8 @@ DEFAULTS: dict[str, Any] = {
 SPEC_KEYS = {
     "": {"name", "description", "budget", "seeds", "data", "noise", "detector", "predictions", "arms", "metrics",
          "contrasts"},
-    "data": {"source", "train", "test", "size", "seed", "format", "test_source", "test_fraction"},
+    "data": {"source", "train", "test", "size", "seed", "format", "test_source", "test_fraction", "images", "train_list",
+             "test_images", "also_test"},
     "noise": {"rate", "seed", "types", "vary"},
     "predictions": {"folds", "iters"},
 }
@@ -83,6 +84,19 @@ class Spec:
     def anchor_arms(self) -> set[str]:
         """Arms that are references, not metric strategies: the anchors and oracle relabelling."""
         return {a["name"] for a in self.arms if a.get("strategy") in ANCHORS or a.get("oracle")}
+
+    def budget(self, arm: dict[str, Any]) -> float | int:
+        """The arm's budget: its own ``budget`` when it has one, else the spec's."""
+        return arm.get("budget", self.raw["budget"])
+
+    @property
+    def also_test(self) -> dict[str, str]:
+        """``[data.also_test]``: more label sets (name -> path) for the test frames, each scored beside the test."""
+        return dict(self.raw["data"].get("also_test") or {})
+
+    def arms_need_predictions(self) -> bool:
+        """True when an arm adds the out-of-fold predictions to its frames (ignore_predicted, pseudo_label)."""
+        return any(a.get("strategy") in PREDICTED for a in self.arms)
 
     def metrics_needed(self) -> list[str]:
         """Metrics the arms rank by, plus any listed under ``metrics``."""
@@ -153,6 +167,11 @@ def _check_arms(spec: dict, p: Path) -> None:
             Strategy.from_dict(a)  # validate early: a typo fails before any training
         except QualmetError as exc:
             raise QualmetError(f"{p}: arm {a['name']!r}: {exc}") from None
+        if "budget" in a:
+            try:
+                check_budget(a["budget"])
+            except QualmetError as exc:
+                raise QualmetError(f"{p}: arm {a['name']!r}: {exc}") from None
         if (a.get("strategy") in ANCHORS or a.get("oracle")) and not noisy:
             raise QualmetError(f"{p}: arm {a['name']!r}: an anchor or oracle arm needs injected noise "
                                "([noise] rate > 0): it reads the noise manifest")
@@ -183,6 +202,7 @@ def _check_spec(s: Spec) -> None:
         if unknown:
             where = f"[{table}]" if table else "the top level"
             raise QualmetError(f"{p}: unknown key(s) {', '.join(unknown)} in {where}; allowed: {', '.join(sorted(allowed))}")
+    _check_data(s)
     if not isinstance(s.noise.get("vary", False), bool):
         raise QualmetError(f"{p}: [noise] vary must be true or false, got {s.noise['vary']!r}")
     from ..detector.recipe import get_recipe
@@ -198,6 +218,30 @@ def _check_spec(s: Spec) -> None:
         raise QualmetError(f"{p}: {exc}") from None
     s.contrasts  # noqa: B018 -- parsed here so a bad contrast fails before any work
     known_metrics(s)
+
+
+def _check_data(s: Spec) -> None:
+    """The real-data keys: paths are strings, ``also_test`` a table of named paths that needs a test split."""
+    d, p = s.raw["data"], s.path
+    real = d.get("source", "synthetic") != "synthetic"
+    for k in ("images", "train_list", "test_images", "test_source"):
+        if k in d and not isinstance(d[k], str):
+            raise QualmetError(f"{p}: [data] {k} must be a path (a string), got {d[k]!r}")
+        if k in d and not real:
+            raise QualmetError(f"{p}: [data] {k} is for a real data set ([data] source a path), not synthetic data")
+    also = d.get("also_test")
+    if also is None:
+        return
+    if not isinstance(also, dict) or not also:
+        raise QualmetError(f"{p}: [data.also_test] must be a table of name = path")
+    if not real:
+        raise QualmetError(f"{p}: [data.also_test] is for a real data set ([data] source a path)")
+    for name, path in also.items():
+        if not isinstance(path, str):
+            raise QualmetError(f"{p}: [data.also_test] {name} must be a path (a string), got {path!r}")
+        if slug(name) != name or name in ("", "main"):
+            raise QualmetError(f"{p}: [data.also_test] name {name!r}: use letters, digits, '-' and '_' (it names "
+                               "results_<name>.csv), and not 'main'")
 
 
 def known_metrics(spec: Spec):
