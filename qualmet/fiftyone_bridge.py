@@ -48,7 +48,7 @@ def read_run(run_dir: str | os.PathLike, dataset: Dataset | None = None) -> tupl
     """(objects, frames, run.json) of a metrics run folder, as plain tables; with ``dataset``, the run
     must have been computed on it (the content hash run.json records)."""
     from .metric_run import MetricRun
-    from .runner import dataset_hash
+    from .steps import dataset_hash
 
     run = MetricRun.load(run_dir)
     recorded = (run.info.get("dataset") or {}).get("hash")
@@ -233,7 +233,7 @@ def from_fiftyone(samples: Iterable[Any], dataset: Dataset | str | os.PathLike, 
     e.g. ``{"mistakenness": "high"}``). Samples are matched to frames by file path, detections to boxes
     by ``coco_id``, else by class and box. Objects and frames no sample gives a value for are NaN."""
     from .metric_run import MetricRun
-    from .runner import dataset_hash
+    from .steps import dataset_hash
 
     ds = _dataset(dataset)
     samples = list(samples)
