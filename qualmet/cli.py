@@ -13,7 +13,7 @@ import sys
 import textwrap
 import warnings
 
-from . import __version__
+from . import __version__, log
 from .errors import PredictionsWarning, QualmetError
 
 
@@ -40,9 +40,27 @@ def build_parser() -> argparse.ArgumentParser:
     for mod in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if not mod.name.startswith("_"):
             importlib.import_module(f"{commands.__name__}.{mod.name}").register(sub)
+    _add_output_options(parser)
     parser.epilog = (_grouped_commands(sub) + "\n\n" + textwrap.fill(EXIT_CODES, 100, subsequent_indent="  ")
                      + "\n\n'qualmet COMMAND --help' describes each command.")
     return parser
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    """-q/--quiet, -v/--verbose and --no-progress on every command (the leaves of the parser tree),
+    so each command accepts them after its name."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for child in {id(c): c for a in subs for c in a.choices.values()}.values():
+        _add_output_options(child)
+    if subs:
+        return
+    out = parser.add_argument_group("output")
+    level = out.add_mutually_exclusive_group()
+    level.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors (a command's table or JSON still prints)")
+    level.add_argument("-v", "--verbose", action="store_true", help="also debug lines (cache use, training set-up) on stderr")
+    if "--no-progress" not in parser._option_string_actions:
+        out.add_argument("--no-progress", action="store_true",
+                         help="no progress bars (they are also off when stderr is not a terminal)")
 
 
 def _grouped_commands(sub: argparse._SubParsersAction) -> str:
@@ -93,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    log.configure(log.QUIET if args.quiet else log.VERBOSE if args.verbose else log.NORMAL)
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warnings(warnings.showwarning)
@@ -109,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("qualmet: interrupted; finished work is kept, rerun the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        log.unconfigure()  # main() called from Python leaves the library silent again
     return int(rc or 0)
 
 

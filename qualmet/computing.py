@@ -12,6 +12,8 @@ import pandas as pd
 from .chunks import ChunkPlan, cache_key, write_chunk
 from .compute import ChunkResult, ChunkTask, compute_chunk, error_record, split_task
 from .executors import Executor, is_killed_worker, is_worker_death
+from .log import bar as progress_bar
+from .log import logger
 from .metric_tables import Tables
 
 
@@ -52,9 +54,8 @@ def _compute(ex: Executor, tasks: Iterable[ChunkTask], n_frames: int, plan: list
              got: _Gathered, progress: bool) -> None:
     """Run ``tasks`` on ``ex`` with a progress bar over their ``n_frames`` frames; the executor is
     closed at the end, and cancelled if the run is interrupted."""
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=n_frames, unit="frame", desc="metrics", disable=not progress, dynamic_ncols=True)
+    logger.debug(f"computing metrics on {n_frames} frames with {type(ex).__name__}")
+    bar = progress_bar(total=n_frames, unit="frame", desc="metrics", enabled=progress)
     try:
         _Computation(ex, plan, chunk_dir, got, bar).run(tasks)
     except BaseException:

@@ -36,6 +36,7 @@ from .errors import QualmetError
 from .metric_run import FRAME_BASE, OBJECT_BASE
 
 PREFIX = "qualmet_"
+REVIEW_KEYS = ("qualmet_score", "qualmet_issue", "qualmet_reasons")  # what an export with review= adds
 
 
 def _dataset(dataset: Dataset | str | os.PathLike) -> Dataset:
@@ -93,7 +94,7 @@ def _with_review(ds: Dataset, folder: Path) -> Dataset:
     from .formats import load_coco
 
     reviewed = load_coco(folder / "review.json").annotations
-    keys = [c for c in ("qualmet_score", "qualmet_issue", "qualmet_reasons") if c in reviewed.columns]
+    keys = [c for c in REVIEW_KEYS if c in reviewed.columns]
     unknown = set(reviewed["id"].astype(int)) - set(ds.annotations["id"].astype(int))
     if unknown or not keys:
         raise QualmetError(f"{folder / 'review.json'}: not a review of this data set's labels "
@@ -205,7 +206,11 @@ def _object_of(det: Any, frame: pd.DataFrame, names: dict[int, str], size: tuple
 
 
 def _fields(values: Iterable[str] | None, found: Iterable[str], prefix: str) -> list[str]:
-    return list(values) if values is not None else sorted({f for f in found if f.startswith(prefix)})
+    """The fields asked for, else every ``prefix`` field but the review queue's (an export with
+    ``review=`` reads back as the metrics run it came from)."""
+    if values is not None:
+        return list(values)
+    return sorted({f for f in found if f.startswith(prefix) and f not in REVIEW_KEYS})
 
 
 def _detections(label: Any) -> list:
@@ -228,7 +233,8 @@ def from_fiftyone(samples: Iterable[Any], dataset: Dataset | str | os.PathLike, 
                   label_field: str = "ground_truth", worse: dict[str, str] | None = None, prefix: str = PREFIX):
     """A qualmet metrics run (:class:`qualmet.metric_run.MetricRun`, written to ``out`` when given) from the
     fields of FiftyOne samples: ``object_fields`` of the detections in ``label_field`` (by default every
-    attribute named ``<prefix>...``), ``frame_fields`` of the samples (likewise). A metric is named after
+    attribute named ``<prefix>...`` but the review queue's ``qualmet_score``, ``qualmet_issue`` and
+    ``qualmet_reasons``), ``frame_fields`` of the samples (likewise). A metric is named after
     its field, less ``prefix``; ``worse`` sets each one's suspicious end ("low", the default, or "high":
     e.g. ``{"mistakenness": "high"}``). Samples are matched to frames by file path, detections to boxes
     by ``coco_id``, else by class and box. Objects and frames no sample gives a value for are NaN."""

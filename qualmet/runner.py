@@ -32,6 +32,7 @@ from .discovery import Registry, load_registry
 from .environment import METRIC_LIBRARIES, digest, versions
 from .errors import QualmetError
 from .executors import Executor, LocalExecutor, SerialExecutor
+from .log import logger
 from .metric_run import FRAME_BASE, OBJECT_BASE, MetricRun
 from .metric_tables import Tables
 from .plugin import MetricSpec
@@ -77,7 +78,7 @@ def _load_inputs(dataset: Dataset | str | os.PathLike, images: str | os.PathLike
 def run_metrics(dataset: Dataset | str | os.PathLike, predictions: pd.DataFrame | str | os.PathLike | None = None,
                 metrics: Iterable[str] | None = None, plugins: Iterable[str | os.PathLike] = (),
                 out: str | os.PathLike | None = None, workers: int | None = None, images: str | os.PathLike | None = None,
-                chunk_size: int = DEFAULT_CHUNK_SIZE, executor: Executor | str | None = None, progress: bool = True,
+                chunk_size: int = DEFAULT_CHUNK_SIZE, executor: Executor | str | None = None, progress: bool = False,
                 entry_points: bool = True, match_by: str = "id") -> MetricRun:
     """Compute metrics on a data set (COCO path or Dataset) and return the object and frame tables.
 
@@ -215,6 +216,9 @@ def _read_cached(plan: list[_Chunk], index: dict[str, Path], reg: Registry, got:
                        {"errors": [{**e, "cached": True} for e in meta["errors"] if e["metric"] in wanted],
                         "skipped": meta["skipped"] if any(reg[n].needs_pixels for n in wanted) else []})
         del o, f
+    todo = sum(bool(c.todo) for c in plan)
+    logger.debug(f"metric chunks: {len(plan) - todo} of {len(plan)} read from the cache ({len(by_file)} files), "
+                 f"{todo} to compute")
 
 
 def _run_vectorised(vectorised: list[MetricSpec], anns: pd.DataFrame, images_df: pd.DataFrame,

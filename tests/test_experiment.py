@@ -4,6 +4,7 @@ that trains nothing."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -71,11 +72,12 @@ def test_oracle_arm_has_its_relabelled_frames_restored(tiny):
 
 
 @pytest.mark.slow
-def test_rerun_skips_finished_arms(tiny, capsys):
+def test_rerun_skips_finished_arms(tiny, caplog):
     stamps = {p: p.stat().st_mtime_ns for p in (tiny / "arms").glob("*/seed0/result.json")}
-    run_experiment(SPEC, out=tiny, progress=False)
+    with caplog.at_level(logging.INFO, logger="qualmet"):
+        run_experiment(SPEC, out=tiny, progress=False)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
-    assert capsys.readouterr().out.count("done before") == 3
+    assert caplog.text.count("done before, skipped") == 3
 
 
 def test_quick_mode_and_spec_errors(tmp_path):
@@ -156,7 +158,7 @@ def test_importance_command_on_a_trained_arm(tiny, tmp_path):
 
 
 @pytest.mark.slow
-def test_rerun_retrains_an_arm_whose_selection_changed(tiny, capsys):
+def test_rerun_retrains_an_arm_whose_selection_changed(tiny, caplog):
     """Same configuration but other training data (metric values moved with code or library
     versions): that arm is retrained, the others are not."""
     arms = tiny / "arms"
@@ -167,9 +169,9 @@ def test_rerun_retrains_an_arm_whose_selection_changed(tiny, capsys):
         r["selection_hash"] = "0" * 16  # recorded for other training data
         res[name].write_text(json.dumps(r))
     stamps = {k: p.stat().st_mtime_ns for k, p in res.items()}
-    capsys.readouterr()
-    run_experiment(SPEC, out=tiny, progress=False)
-    out = capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger="qualmet"):
+        run_experiment(SPEC, out=tiny, progress=False)
+    out = caplog.text
     assert out.count("done before") == 1 and out.count("select other frames") == 2
     changed = {k for k, p in res.items() if p.stat().st_mtime_ns != stamps[k]}
     assert changed == {"random", "filter_box_tightness_iou"}  # oracle_relabel: unchanged, skipped

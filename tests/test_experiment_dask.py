@@ -6,6 +6,7 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 pytest.importorskip("distributed", reason="the Dask executor needs dask[distributed]")
@@ -101,3 +102,21 @@ def test_a_worker_killed_mid_arm_is_retried_and_the_results_still_equal(serial):
         watcher.join(5)
     assert killed, "no worker was killed: the test did not test a death"
     assert (out / "results.csv").read_bytes() == serial["results"]
+
+
+@pytest.mark.slow
+def test_crossval_folds_on_dask_give_the_serial_predictions(tmp_path):
+    from qualmet.detector.crossval import crossval
+
+    from .detector_helpers import ellipses
+
+    data = ellipses(tmp_path / "data", 9, 96, seed=7)
+    kw = dict(folds=3, iters=4, seed=1, device="cpu", input_size=96, batch_size=4, eval_every=4,
+              bn_recalib_images=8, threads=1)
+    serial = crossval(data, out=tmp_path / "serial.json", **kw)
+    on_dask = crossval(data, out=tmp_path / "dask.json", executor="dask", workers=2, **kw)
+    assert (tmp_path / "dask.json").read_bytes() == (tmp_path / "serial.json").read_bytes()
+    pd.testing.assert_frame_equal(on_dask, serial)
+    assert sorted(serial["fold"].unique()) == [0, 1, 2]
+    for k in range(3):  # the workers wrote the fold folders, where a rerun finds them
+        assert (tmp_path / "dask_folds" / f"fold_{k}" / "preds.parquet").is_file()

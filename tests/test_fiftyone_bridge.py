@@ -29,19 +29,25 @@ def _tables(d):
     return pd.read_parquet(d / "objects.parquet"), pd.read_parquet(d / "frames.parquet")
 
 
+def _samples(coco: dict, images) -> list[dict]:
+    """Plain-dict samples as FiftyOne's COCO importer makes them (``extra_attrs``, ``coco_id``)."""
+    samples = []
+    for im in coco["images"]:
+        dets = [{"label": "x", "bounding_box": [0, 0, 0, 0], "coco_id": a["id"],
+                 **{k: v for k, v in a.items() if k.startswith("qualmet_")}}
+                for a in coco["annotations"] if a["image_id"] == im["id"]]
+        samples.append({"filepath": str(images / im["file_name"]), "ground_truth": {"detections": dets},
+                        **{k: v for k, v in im.items() if k.startswith("qualmet_")}})
+    return samples
+
+
 def test_plain_samples_read_back_as_the_same_run(run, tmp_path):
     """Without FiftyOne: samples as plain dicts (what a FiftyOne sample's fields hold) give the run back."""
     data, run_dir = run
     coco = metrics_coco(run_dir, data)
     objects, frames = _tables(run_dir)
     assert np.isnan(objects["object_proximity"]).any()  # NaN survives as null, and back
-    samples = []
-    for im in coco["images"]:
-        dets = [{"label": "x", "bounding_box": [0, 0, 0, 0], "coco_id": a["id"],
-                 **{k: v for k, v in a.items() if k.startswith("qualmet_")}}
-                for a in coco["annotations"] if a["image_id"] == im["id"]]
-        samples.append({"filepath": str(tmp_path / "ds" / "images" / im["file_name"]), "ground_truth": {"detections": dets},
-                        **{k: v for k, v in im.items() if k.startswith("qualmet_")}})
+    samples = _samples(coco, tmp_path / "ds" / "images")
     json.loads(json.dumps(samples))  # plain data: nothing but JSON types
     back = from_fiftyone(samples, data, out=tmp_path / "back")
     o, f = _tables(tmp_path / "back")
@@ -129,6 +135,9 @@ def test_qualmet_export_fiftyone_puts_metrics_and_the_review_queue_on_every_anno
         assert a["qualmet_score"] == pytest.approx(queue.loc[i, "qualmet_score"])
         assert a["qualmet_issue"] == queue.loc[i, "qualmet_issue"]
     assert all("qualmet_brightness" in im for im in coco["images"])
+    back = from_fiftyone(_samples(coco, tmp_path / "ds" / "images"), data)  # the queue's fields are not metrics
+    pd.testing.assert_frame_equal(back.objects[objects.columns], objects)
+    assert set(back.specs) == set(METRICS)
     other = write_dataset(tmp_path / "other", n=7)  # a review of other labels is refused
     assert main(["export", "fiftyone", str(other), "--run", str(run_dir), "--review", str(tmp_path / "review"),
                  "--out", str(tmp_path / "bad.json")]) == 2

@@ -6,6 +6,7 @@ import json
 import sys
 
 from ..formats import FORMATS
+from ..log import logger
 from ._common import IMAGES_HELP
 
 PATH_HELP = ("a COCO .json, a CSV .csv, an Ultralytics data.yaml, or a folder of VOC .xml / YOLO .txt files (or an "
@@ -72,7 +73,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         save_ultralytics(ds, args.out)
     else:
         save_yolo(ds, args.out, link_images=True)  # images/ beside labels/: the folder is a data set
-    print(f"wrote {args.out}: {len(ds.images)} images, {len(ds.annotations)} boxes ({args.dst_format})")
+    logger.info(f"wrote {args.out}: {len(ds.images)} images, {len(ds.annotations)} boxes ({args.dst_format})")
     return 0
 
 
@@ -82,7 +83,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     ds = load_dataset(args.path, fmt=args.format, images=args.images, on_invalid="skip")
     print(json.dumps(ds.summary(), indent=2))
     for x in ds.skipped[:10]:  # what could not be loaded, named (validate lists every problem)
-        print(f"warning: {x.file}: {x.item}: {x.message} (not loaded)", file=sys.stderr)
+        logger.warning(f"{x.file}: {x.item}: {x.message} (not loaded)")
     if len(ds.skipped) > 10:
-        print(f"warning: ... and {len(ds.skipped) - 10} more; qualmet validate lists them all", file=sys.stderr)
+        logger.warning(f"... and {len(ds.skipped) - 10} more; qualmet validate lists them all")
     return 1 if ds.skipped else 0

@@ -15,5 +15,5 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from ..demo import demo
 
-    demo(args.out, quick=not args.full)
+    demo(args.out, quick=not args.full, progress=not args.no_progress)
     return 0

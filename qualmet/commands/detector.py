@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..log import logger
 from ._common import add_dataset_args, add_seed
 
 
@@ -75,6 +76,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
     c.add_argument("--out", required=True, help="out-of-fold predictions JSON (COCO results list)")
     c.add_argument("--work", default=None, help="folder for the fold models (default: <out stem>_folds beside --out)")
+    c.add_argument("--executor", default="local", metavar="local|dask|dask:tcp://HOST:PORT",
+                   help="where the folds train: one after another here (default), on a local Dask cluster of "
+                        "--workers processes, or on the Dask scheduler at an address (its workers must see --work "
+                        "at the same path; docs/dask.md)")
+    c.add_argument("--workers", type=int, default=2, help="the local Dask cluster's processes (default 2)")
     _add_training_args(c)
     c.set_defaults(func=cmd_crossval)
 
@@ -83,16 +89,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..detector.train import train
 
     res = train(args.dataset, args.out, val_fraction=args.val_fraction, iters=args.iters, seed=args.seed,
-                device=args.device, recipe=args.recipe, images=args.images, **_training_overrides(args))
+                device=args.device, recipe=args.recipe, images=args.images, progress=not args.no_progress,
+                **_training_overrides(args))
     last = res.log.iloc[-1] if len(res.log) else None
     if last is not None:
-        print(f"trained {res.out_dir}: final train loss {last['train_loss']:.4f}, val loss {last['val_loss']:.4f}, "
-              f"val mAP {last['val_AP']:.3f}")
+        logger.info(f"trained {res.out_dir}: final train loss {last['train_loss']:.4f}, val loss {last['val_loss']:.4f}, "
+                    f"val mAP {last['val_AP']:.3f}")
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import sys
     import warnings
 
     from ..atomic import write_json
@@ -103,13 +109,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor.load(args.model, args.device)
     with warnings.catch_warnings():  # said below as one line, with the exit code
         warnings.simplefilter("ignore", SkippedFramesWarning)
-        preds = predictor.predict_dataset(ds, args.score_threshold, args.batch_size, progress=True)
+        preds = predictor.predict_dataset(ds, args.score_threshold, args.batch_size,
+                                         progress=not args.no_progress)
     write_json(args.out, to_results(preds))
     skipped = predictor.skipped
-    print(f"wrote {len(preds)} detections on {len(ds.images) - len(skipped)} of {len(ds.images)} frames to {args.out}")
+    logger.info(f"wrote {len(preds)} detections on {len(ds.images) - len(skipped)} of {len(ds.images)} frames to {args.out}")
     if skipped:
-        print(f"warning: {len(skipped)} frame(s) could not be read and have no predictions (evaluate counts their "
-              f"boxes as missed); first: {skipped[0]}", file=sys.stderr)
+        logger.warning(f"{len(skipped)} frame(s) could not be read and have no predictions (evaluate counts their "
+                       f"boxes as missed); first: {skipped[0]}")
         return 1
     return 0
 
@@ -119,7 +126,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
     print(summary(args.model, diagram=args.diagram))
     if args.diagram:
-        print(f"wrote {args.diagram}")
+        logger.info(f"wrote {args.diagram}")
     return 0
 
 
@@ -128,6 +135,7 @@ def cmd_crossval(args: argparse.Namespace) -> int:
 
     preds = crossval(args.dataset, folds=args.folds, out=args.out, work_dir=args.work, iters=args.iters,
                      seed=args.seed, device=args.device, recipe=args.recipe, images=args.images,
+                     progress=not args.no_progress, executor=args.executor, workers=args.workers,
                      **_training_overrides(args))
-    print(f"wrote {len(preds)} out-of-fold detections to {args.out}")
+    logger.info(f"wrote {len(preds)} out-of-fold detections to {args.out}")
     return 0

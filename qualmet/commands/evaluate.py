@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..log import logger
+
 
 def iou_threshold_arg(text: str) -> float:
     """argparse type: a number in (0, 1] (at 0 any box, even of another class, would match)."""
@@ -47,5 +49,5 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     preds = load_predictions(args.predictions, gt, match_by=args.match_by)
     evaluate(gt, preds, out=args.out, score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
              verbose=True, backend=args.backend)
-    print(f"wrote {args.out}")
+    logger.info(f"wrote {args.out}")
     return 0

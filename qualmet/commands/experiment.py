@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..log import logger
 from ._common import add_dataset_args, add_seed
 
 
@@ -18,10 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="metric worker processes (default: all cores); with --executor dask, also the local "
                         "cluster's workers (default 2)")
     e.add_argument("--executor", default=None, metavar="local|dask|dask:tcp://HOST:PORT",
-                   help="where the arms train: one after another here (local, the default), or as tasks on a local "
-                        "Dask cluster (dask) or an existing one; workers write the arm folders, so the output "
-                        "folder must be shared with them (docs/dask.md)")
-    e.add_argument("--no-progress", action="store_true", help="no progress bars")
+                   help="where the arms and the out-of-fold folds train: one after another here (local, the "
+                        "default), or as tasks on a local Dask cluster (dask) or an existing one; workers write "
+                        "the arm and fold folders, so the output folder must be shared with them (docs/dask.md)")
     e.set_defaults(func=cmd_experiment)
 
     s = sub.add_parser("select", help="select a training subset from a metrics run",
@@ -139,9 +139,9 @@ def cmd_select(args: argparse.Namespace) -> int:
         rel = ds.subset(sel.relabel_images)
         rel.annotations["suspicious"] = rel.annotations["id"].isin(sel.relabel_annotations)
         save_coco(rel, out / "relabel.json")
-        print(f"wrote {out / 'relabel.json'}: {len(rel.images)} frames to relabel, "
+        logger.info(f"wrote {out / 'relabel.json'}: {len(rel.images)} frames to relabel, "
               f"{int(rel.annotations.suspicious.sum())} suspicious boxes marked")
-    print(f"wrote {out / 'subset.json'}: {len(sel.image_ids)} of {len(ds.images)} frames ({args.strategy}), "
+    logger.info(f"wrote {out / 'subset.json'}: {len(sel.image_ids)} of {len(ds.images)} frames ({args.strategy}), "
           f"{len(sel.drop_annotations)} annotations dropped; reasons in {out / 'reasons.csv'}")
     return 0
 
@@ -165,7 +165,7 @@ def cmd_errors(args: argparse.Namespace) -> int:
     table = write_label_error_report(run, args.manifest, args.out)
     piv = table.pivot_table(index="metric", columns="type", values="auroc")
     print(piv.round(3).to_string())
-    print(f"wrote {args.out}/label_errors.csv, .md, .png")
+    logger.info(f"wrote {args.out}/label_errors.csv, .md, .png")
     return 0
 
 
@@ -186,5 +186,5 @@ def cmd_importance(args: argparse.Namespace) -> int:
     table = importance(args.model, args.dataset, args.out, images=args.images,
                        metrics=args.metrics.split(",") if args.metrics is not None else None)
     print(table.round(3).to_string(index=False))
-    print(f"wrote {args.out}/importance.csv and importance.png")
+    logger.info(f"wrote {args.out}/importance.csv and importance.png")
     return 0

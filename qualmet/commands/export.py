@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..log import logger
 from ._common import add_dataset_args
 
 FIFTYONE_LINES = """import fiftyone as fo
@@ -31,6 +32,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     ds = load_coco(args.dataset, images=args.images)
     labels = write_metrics_coco(args.run, ds, args.out, review=args.review)
-    print(f"wrote {labels}; in an environment with FiftyOne:")
-    print(FIFTYONE_LINES.format(images=ds.image_root, labels=labels))
+    logger.info(f"wrote {labels}; in an environment with FiftyOne:")
+    logger.info(FIFTYONE_LINES.format(images=ds.image_root, labels=labels))
     return 0

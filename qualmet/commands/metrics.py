@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..log import logger
 from ._common import add_dataset_args
 
 
@@ -41,7 +42,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--executor", default="local", metavar="local|dask|dask:tcp://HOST:PORT",
                    help="where chunks run: local process pool (default), a loopback Dask cluster of --workers "
                         "processes, or the Dask scheduler at an address (needs qualmet[dask]; see docs/dask.md)")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_run)
 
 
@@ -52,7 +52,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     reg = load_registry(args.plugins)
     for problem in reg.problems:
-        print(f"qualmet: warning: {problem}", file=sys.stderr)
+        logger.warning(problem)
     specs = reg.select(None)
     if args.json:
         for s in specs:
@@ -70,7 +70,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                       out=args.out, workers=args.workers, images=args.images,
                       chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE, executor=args.executor,
                       progress=not args.no_progress, match_by=args.match_by)
-    print(summarise(run, args.out), file=sys.stderr if run.exit_code else sys.stdout)
+    if run.exit_code:  # a run with problems says so even with --quiet
+        print(summarise(run, args.out), file=sys.stderr)
+    else:
+        logger.info(summarise(run, args.out))
     return run.exit_code
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..log import logger
 from ._common import add_dataset_args, add_seed
 
 
@@ -54,5 +55,5 @@ def cmd_corrupt(args: argparse.Namespace) -> int:
     for t, n in counts.items():
         print(f"{t:12s} {n}")
     print(f"{'total':12s} {sum(counts.values())}")
-    print(f"wrote {noisy_path} and {manifest_path}")
+    logger.info(f"wrote {noisy_path} and {manifest_path}")
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..log import logger
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="write a self-contained HTML report (metrics, galleries, explorer, model, experiment)",
@@ -27,7 +29,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", default=None, help="image root of --dataset (default: the run's recorded root, else the JSON's .images sidecar, else images/ beside it)")
     p.add_argument("--title", default=None, help="report title")
     p.add_argument("--out", required=True, help="output folder (new, empty, or an earlier report)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_report)
 
 
@@ -54,7 +55,6 @@ def _default_test(args: argparse.Namespace) -> Path | None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    import sys
     import tempfile
 
     from ..report import build_report
@@ -70,7 +70,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                              test=args.test, predictions=predictions, title=args.title,
                              progress=not args.no_progress, warnings=warnings, review=args.review)
     size = sum(p.stat().st_size for p in index.parent.rglob("*") if p.is_file())
-    print(f"wrote {index} ({size / 1e6:.1f} MB); open it in a browser")
+    logger.info(f"wrote {index} ({size / 1e6:.1f} MB); open it in a browser")
     for w in warnings:  # the report says so too; a user at the terminal should not have to find it there
-        print(f"warning: {w}", file=sys.stderr)
+        logger.warning(w)
     return 0

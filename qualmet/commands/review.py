@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..log import logger
 from ._common import add_dataset_args
 
 
@@ -43,10 +44,10 @@ def cmd_review(args: argparse.Namespace) -> int:
     review = build_review(ds, run, preds, verified)
     paths = write_review(review, ds, args.out)
     counts = review.issues["kind"].value_counts()
-    print(f"{len(review.issues)} issues ({', '.join(f'{k} {n}' for k, n in counts.items()) or 'none'}); "
-          f"wrote {', '.join(str(p) for p in paths.values())}")
+    logger.info(f"{len(review.issues)} issues ({', '.join(f'{k} {n}' for k, n in counts.items()) or 'none'}); "
+                f"wrote {', '.join(str(p) for p in paths.values())}")
     for note in review.notes:
-        print(f"note: {note}")
+        logger.info(f"note: {note}")
     if args.manifest:
         _against_manifest(review, args.manifest, args.out)
     return 0
@@ -62,4 +63,5 @@ def _against_manifest(review, manifest_path: str, out: str) -> None:
     prec, rec = review_against_manifest(review.issues, load_manifest(manifest_path))
     text = (prec.round(3).to_string(index=False) + "\n\n" + rec.round(3).to_string(index=False) + "\n")
     write_text(Path(out) / "against_manifest.csv", prec.to_csv(index=False) + "\n" + rec.to_csv(index=False))
-    print(text + f"wrote {Path(out) / 'against_manifest.csv'}")
+    print(text, end="")
+    logger.info(f"wrote {Path(out) / 'against_manifest.csv'}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..log import logger
 from ._common import add_dataset_args, add_seed
 
 
@@ -29,13 +30,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     manifest = load_manifest(args.manifest) if args.manifest else None
     unreadable: list = []
     out = show_grid(ds, args.out, n=args.n, seed=args.seed, manifest=manifest, cols=args.cols, unreadable=unreadable)
-    print(f"wrote {out}")
+    logger.info(f"wrote {out}")
     if unreadable:
-        import sys
-
         shown = min(args.n, len(ds.images))
-        print(f"warning: {len(unreadable)} of {shown} frames could not be read (grey cells); first: "
-              f"{unreadable[0][1]}" + ("; pass --images DIR if the images are elsewhere" if len(unreadable) == shown else ""),
-              file=sys.stderr)
+        logger.warning(f"{len(unreadable)} of {shown} frames could not be read (grey cells); first: "
+                       f"{unreadable[0][1]}" + ("; pass --images DIR if the images are elsewhere" if len(unreadable) == shown else ""))
         return 1
     return 0

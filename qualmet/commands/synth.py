@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..log import logger
 from ._common import add_seed
 
 
@@ -21,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_synth(args: argparse.Namespace) -> int:
     from ..synth import generate
 
-    r = generate(args.out, args.train, args.test, args.seed, args.size, workers=args.workers, progress=True)
-    print(f"wrote {r['out']}: {args.train} train frames ({r['n_train_boxes']} boxes), {args.test} test frames "
+    r = generate(args.out, args.train, args.test, args.seed, args.size, workers=args.workers, progress=not args.no_progress)
+    logger.info(f"wrote {r['out']}: {args.train} train frames ({r['n_train_boxes']} boxes), {args.test} test frames "
           f"({r['n_test_boxes']} boxes) in {r['seconds']:.1f} s")
     return 0

@@ -154,7 +154,7 @@ class Predictor:
                         progress: bool = False) -> pd.DataFrame:
         """Predictions for every frame of ``ds`` as an annotations-shaped DataFrame with ``score``.
         Frames that cannot be read are left out, listed in ``self.skipped`` and named in a warning."""
-        from tqdm.auto import tqdm
+        from ..log import bar
 
         ids, paths, unsafe = [], [], []
         for img_id, fn in zip(ds.images["id"], ds.images["file_name"]):
@@ -164,7 +164,7 @@ class Predictor:
             except (ImageError, ValueError) as exc:  # a file name that leaves the image root (PathSafetyError)
                 unsafe.append(str(exc))
         with torch_threads(self.recipe.threads):
-            dets = self._predict(tqdm(paths, desc="predict", unit="img", disable=not progress), score_threshold,
+            dets = self._predict(bar(paths, desc="predict", unit="img", enabled=progress), score_threshold,
                                  batch_size, cached=True)
         self.skipped = unsafe + [d["error"] for d in dets if "error" in d]
         _warn_skipped(self.skipped, "frame(s) could not be read and have no predictions")

@@ -23,14 +23,15 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from .. import __version__, steps
 from ..atomic import atomic_path, sha256_file, write_json, write_text
 from ..dataset import Dataset
-from ..errors import QualmetError
-from ..plots import loss_curves_png
 from ..environment import describe, differences, versions
+from ..errors import QualmetError
+from ..log import bar as progress_bar
+from ..log import logger
+from ..plots import loss_curves_png
 from .data import DetectionData, IterationSampler, collate, split_images
 from .ignore import warn_if_unhonoured
 from .folder import (OUTPUT_FILES, differences_from, finished_config, load_checkpoint, outputs_intact,
@@ -159,8 +160,7 @@ class TrainState:
                 "log": self.log_rows, "window": self.window, "elapsed_s": elapsed, "config": config}
 
 
-def start_or_resume(out: Path, plan: Plan, seed: int, dev: torch.device, use_amp: bool,
-                    progress: bool) -> TrainState | TrainResult:
+def start_or_resume(out: Path, plan: Plan, seed: int, dev: torch.device, use_amp: bool) -> TrainState | TrainResult:
     """A fresh seeded state, the state of ``out/checkpoint.pt``, or, when ``out`` already holds this
     training finished (and its checkpoint was deleted), its :class:`TrainResult`. A folder of another
     training is refused."""
@@ -179,8 +179,7 @@ def start_or_resume(out: Path, plan: Plan, seed: int, dev: torch.device, use_amp
             raise QualmetError(f"{out}: holds a model of a different training ({', '.join(diff)} differ) and no "
                                "checkpoint.pt; use another --out folder or delete it")
         if outputs_intact(out):
-            if progress:
-                print(f"{out}: already trained ({rec.iters} iterations); nothing to do", flush=True)
+            logger.info(f"{out}: already trained ({rec.iters} iterations); nothing to do")
             return TrainResult(out, Predictor.load(out, str(dev)), pd.read_csv(out / "train_log.csv"), rec.iters)
         # outputs damaged and nothing to resume from: the same seeded training again (same weights on CPU)
     if not ckpt_path.is_file():
@@ -201,9 +200,8 @@ def start_or_resume(out: Path, plan: Plan, seed: int, dev: torch.device, use_amp
     state.scaler.load_state_dict(ck["scaler"])
     _set_rng_state(ck["rng"])
     state.it, state.log_rows, state.window, state.elapsed0 = ck["iter"], ck["log"], ck["window"], ck["elapsed_s"]
-    if progress:
-        print(f"{out}: already trained ({rec.iters} iterations); nothing to do" if state.it >= rec.iters
-              else f"resuming {out} from iteration {state.it}/{rec.iters}", flush=True)
+    logger.info(f"{out}: already trained ({rec.iters} iterations); nothing to do" if state.it >= rec.iters
+                else f"resuming {out} from iteration {state.it}/{rec.iters}")
     return state
 
 
@@ -246,7 +244,6 @@ class _Reporter:
     state: TrainState
     val: Callable[[], dict[str, float]] | None
     bar: Any
-    progress: bool
     callback: Callable[[int, dict[str, Any]], None] | None
     t0: float = field(default_factory=time.perf_counter)
 
@@ -265,9 +262,8 @@ class _Reporter:
             log = pd.DataFrame(st.log_rows, columns=LOG_COLUMNS)
             write_text(self.out / "train_log.csv", log.to_csv(index=False))
             loss_curves_png(log, self.out / "loss_curves.png")
-            if self.progress:
-                self.bar.write(f"iter {it}: train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
-                               f"val mAP {row['val_AP']:.3f}  AP50 {row['val_AP50']:.3f}")
+            logger.info(f"iter {it}: train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
+                        f"val mAP {row['val_AP']:.3f}  AP50 {row['val_AP50']:.3f}")
         if it % rec.checkpoint_every == 0 or it == rec.iters:
             save_checkpoint(self.out / "checkpoint.pt",
                              st.checkpoint(self.plan.config, st.elapsed0 + time.perf_counter() - self.t0))
@@ -289,7 +285,7 @@ def write_outputs(out: Path, model: torch.nn.Module, config: dict[str, Any], cat
 
 def train(dataset: str | os.PathLike | Dataset, out_dir: str | os.PathLike, val_fraction: float = 0.2,
           iters: int | None = None, seed: int = 0, device: str = "auto", recipe: str | Recipe = "ssdlite256",
-          images: str | os.PathLike | None = None, val_dataset: Dataset | None = None, progress: bool = True,
+          images: str | os.PathLike | None = None, val_dataset: Dataset | None = None, progress: bool = False,
           callback: Callable[[int, dict[str, Any]], None] | None = None, **overrides: Any) -> TrainResult:
     """Train the fixed detector on ``dataset`` into ``out_dir`` (model.pt, categories.json,
     train_log.csv, loss_curves.png, checkpoint.pt, and last config.json with their SHA-256).
@@ -298,7 +294,8 @@ def train(dataset: str | os.PathLike | Dataset, out_dir: str | os.PathLike, val_
     unless ``val_dataset`` is given. Rerunning with the same arguments resumes from the last
     checkpoint. ``overrides`` change recipe fields (e.g. ``input_size=128``); ``callback(it, info)``
     runs after every iteration. Runs with the recipe's torch thread count (``threads``; 0 leaves
-    torch's own), restored afterwards.
+    torch's own), restored afterwards. ``progress`` draws a bar on a terminal; messages go to the
+    ``qualmet`` logger (:mod:`qualmet.log`).
     """
     plan = plan_training(dataset, images, val_fraction, val_dataset, seed, recipe, {"iters": iters, **overrides})
     with torch_threads(plan.rec.threads):
@@ -312,7 +309,10 @@ def _run(plan: Plan, out: Path, seed: int, device: str, progress: bool,
     remove_stale_temps(out)
     dev = pick_device(device)
     use_amp = dev.type == "cuda" and rec.amp
-    state = start_or_resume(out, plan, seed, dev, use_amp, progress)
+    logger.debug(f"{out}: {rec.name} at {rec.input_size} px, {rec.iters} iterations of {rec.batch_size} on {dev} "
+                 f"({torch.get_num_threads()} threads), {len(plan.train_ds.images)} training frames, "
+                 f"{0 if plan.val_ds is None else len(plan.val_ds.images)} validation frames")
+    state = start_or_resume(out, plan, seed, dev, use_amp)
     if isinstance(state, TrainResult):
         return state
     train_data = DetectionData(plan.train_ds, rec.input_size)
@@ -325,9 +325,9 @@ def _run(plan: Plan, out: Path, seed: int, device: str, progress: bool,
     # frames come from the shared cache, so worker processes would only add start-up and copying
     loader = torch.utils.data.DataLoader(train_data, batch_sampler=sampler, collate_fn=collate, num_workers=0)
     start = state.it
-    bar = tqdm(total=rec.iters, initial=start, desc="train", unit="it", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=rec.iters, initial=start, desc="train", unit="it", enabled=progress)
     try:
-        train_iterations(state, loader, rec, dev, use_amp, _Reporter(out, plan, state, val, bar, progress, callback))
+        train_iterations(state, loader, rec, dev, use_amp, _Reporter(out, plan, state, val, bar, callback))
     finally:
         bar.close()
     log = pd.DataFrame(state.log_rows, columns=LOG_COLUMNS)

@@ -37,8 +37,9 @@ from ..environment import versions
 from ..errors import QualmetError
 from ..formats import save_coco
 from ..boxes import iou_matrix
+from ..log import logger
 from ..select import PREDICTED, Selection, Strategy, select
-from .data import Replicate, log, noise_config
+from .data import Replicate, noise_config
 from .spec import Spec, slug
 
 
@@ -152,11 +153,10 @@ def run_arm(spec: Spec, arm: dict, seed: int, out: Path, rep: Replicate, progres
         prev = json.loads(result_path.read_text())
         if prev.get("config_hash") == steps.fingerprint(cfg):
             if prev.get("selection_hash") == fingerprint:
-                log(f"  {arm['name']} seed {seed}: done before (AP {prev['stats']['AP'] or 0:.3f}), skipped")
-                return prev
+                return {**prev, "resumed": True}  # for the log line only: result.json stays as it was
             # same configuration, other training data: the metric values changed (code or library versions)
-            log(f"  {arm['name']} seed {seed}: the metrics now select other frames or boxes than the recorded run; "
-                "retraining")
+            logger.info(f"  {arm['name']} seed {seed}: the metrics now select other frames or boxes than the recorded run; "
+                        "retraining")
     arm_dir.mkdir(parents=True, exist_ok=True)
     clear_stale_training(arm_dir, {"selection_hash": fingerprint})
     save_coco(subset, arm_dir / "subset.json")
@@ -172,10 +172,15 @@ def run_arm(spec: Spec, arm: dict, seed: int, out: Path, rep: Replicate, progres
               "dropped_annotations": len(sel.drop_annotations), "train_seconds": round(time.perf_counter() - t0, 1),
               "selection_hash": fingerprint, "qualmet_version": __version__, "environment": versions()}
     write_json(result_path, result, indent=2)  # written last: its presence means the arm is complete
-    log(f"  {arm['name']} seed {seed}: AP {stats['AP'] or 0:.3f}  AP50 {stats['AP50'] or 0:.3f}  AR100 "
-        f"{stats['AR100'] or 0:.3f}  ({result['n_frames']} frames, {result['n_boxes']} boxes, "
-        f"{result['train_seconds']:.0f} s)")
     return result
+
+
+def result_line(r: dict) -> str:
+    """One line for an arm's result, as the experiment's log shows it."""
+    s = r["stats"]
+    return (f"  {r['arm']} seed {r['seed']}: AP {s['AP'] or 0:.3f}  AP50 {s['AP50'] or 0:.3f}  AR100 {s['AR100'] or 0:.3f}"
+            f"  ({r['n_frames']} frames, {r['n_boxes']} boxes, {float(r.get('train_seconds') or 0):.0f} s)"
+            + ("; done before, skipped" if r.get("resumed") else ""))
 
 
 def _or_none(v: float) -> float | None:

@@ -21,14 +21,11 @@ from ..dataset import Dataset
 from ..environment import digest
 from ..errors import QualmetError
 from ..formats import load_coco, load_dataset, save_coco
+from ..log import logger
 from ..metric_run import MetricRun
 from .spec import Spec, known_metrics
 
 NOISE_STAMP = "noise_step.json"
-
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
 
 
 class DataFiles(NamedTuple):
@@ -70,7 +67,7 @@ def prepare_clean(spec: Spec, out: Path) -> tuple[Path, Path]:
     if d.get("source", "synthetic") == "synthetic":
         from ..synth import generate
 
-        log(f"generating {d['train']} train + {d['test']} test synthetic frames ({d['size']} px, seed {d['seed']})")
+        logger.info(f"generating {d['train']} train + {d['test']} test synthetic frames ({d['size']} px, seed {d['seed']})")
         generate(data_dir, n_train=int(d["train"]), n_test=int(d["test"]), seed=int(d["seed"]), size=d["size"],
                  progress=False)
     else:
@@ -106,7 +103,7 @@ def _real_splits(spec: Spec) -> tuple[Dataset, Dataset]:
         rng = np.random.default_rng(int(d.get("seed", 0)))
         test_ids = set(rng.choice(ids, int(round(len(ids) * float(d.get("test_fraction", 0.2)))), replace=False).tolist())
         tr, te = full.subset([i for i in ids if i not in test_ids]), full.subset(sorted(test_ids))
-    log(f"{src}: {len(tr.images)} train / {len(te.images)} test frames")
+    logger.info(f"{src}: {len(tr.images)} train / {len(te.images)} test frames")
     return tr, te
 
 
@@ -171,7 +168,7 @@ def _also_test(spec: Spec, test: Dataset, train: Dataset) -> dict[str, Dataset]:
         anns["id"] = np.arange(1, len(anns) + 1, dtype="int64")
         out[name] = Dataset(images=test.images.copy(), annotations=anns.reset_index(drop=True),
                             categories=train.categories.copy(), image_root=test.image_root, source=str(p)).normalised()
-        log(f"{p}: {len(anns)} boxes on the {len(test.images)} test frames ([data.also_test] {name})")
+        logger.info(f"{p}: {len(anns)} boxes on the {len(test.images)} test frames ([data.also_test] {name})")
     return out
 
 
@@ -205,8 +202,8 @@ def prepare_noise(spec: Spec, clean_json: Path, folder: Path, noise_seed: int) -
         noisy_ds, man = corrupt(clean, rate=float(spec.noise["rate"]), seed=noise_seed, types=spec.noise.get("types"))
         save_coco(noisy_ds, noisy)
         save_manifest(man, manifest)
-        log(f"label noise (seed {noise_seed}): {len(man)} changes at rate {spec.noise['rate']} "
-            f"({man['type'].value_counts().to_dict()})")
+        logger.info(f"label noise (seed {noise_seed}): {len(man)} changes at rate {spec.noise['rate']} "
+                    f"({man['type'].value_counts().to_dict()})")
     else:
         save_coco(clean, noisy)
         manifest.unlink(missing_ok=True)  # an earlier run's noise: these labels have none
@@ -223,7 +220,7 @@ def prepare_data(spec: Spec, out: Path) -> DataFiles:
 
 
 def compute_metrics(spec: Spec, folder: Path, noisy: Path | Dataset, workers: int | None, progress: bool,
-                    noise_seed: int | None = None) -> MetricRun:
+                    noise_seed: int | None = None, executor: str | None = None) -> MetricRun:
     """Run the metrics the arms need on the noisy labels into ``folder/metrics`` (out-of-fold
     predictions first, into ``folder/oof``, when a metric needs them)."""
     from ..runner import run_metrics
@@ -233,13 +230,16 @@ def compute_metrics(spec: Spec, folder: Path, noisy: Path | Dataset, workers: in
     names = spec.metrics_needed()
     preds = None
     if any("predictions" in reg[m].needs for m in names):
-        preds = _oof_predictions(spec, Path(folder), ds, progress, noise_seed)
-    log(f"metrics: {', '.join(names)}")
+        preds = _oof_predictions(spec, Path(folder), ds, progress, noise_seed, executor, workers)
+    logger.info(f"metrics: {', '.join(names)}")
     return run_metrics(ds, predictions=preds, metrics=names, out=Path(folder) / "metrics", workers=workers,
                        progress=progress)
 
 
-def _oof_predictions(spec: Spec, folder: Path, ds: Dataset, progress: bool, noise_seed: int | None) -> Path:
+def _oof_predictions(spec: Spec, folder: Path, ds: Dataset, progress: bool, noise_seed: int | None,
+                     executor: str | None = None, workers: int | None = None) -> Path:
+    """The out-of-fold predictions on ``ds`` (made once per configuration; the folds train where
+    ``executor`` says, with the same results anywhere)."""
     p, det = spec.raw["predictions"], spec.raw["detector"]
     oof = folder / "oof" / "preds_oof.json"
     cfg = {"predictions": p, "detector": det, "data": spec.raw["data"], "noise": noise_config(spec, noise_seed),
@@ -247,16 +247,17 @@ def _oof_predictions(spec: Spec, folder: Path, ds: Dataset, progress: bool, nois
     if not steps.done(folder / "oof", cfg, [oof]):
         from ..detector.crossval import crossval
 
-        log(f"out-of-fold predictions: {p['folds']} folds x {p.get('iters', det['iters'])} iterations")
+        logger.info(f"out-of-fold predictions: {p['folds']} folds x {p.get('iters', det['iters'])} iterations")
         crossval(ds, folds=int(p["folds"]), out=oof, work_dir=folder / "oof" / "folds",
                  iters=int(p.get("iters", det["iters"])), seed=0, recipe=det["recipe"], progress=progress,
+                 executor=executor, workers=workers or 2,
                  **{k: v for k, v in det.items() if k not in ("recipe", "iters", "val_fraction")})
         steps.stamp(folder / "oof", cfg)
     return oof
 
 
 def replicate(spec: Spec, out: Path, seed: int, clean_json: Path, test: Dataset, workers: int | None,
-              progress: bool, also_test: dict[str, Dataset] | None = None) -> Replicate:
+              progress: bool, also_test: dict[str, Dataset] | None = None, executor: str | None = None) -> Replicate:
     """The noise draw ``seed`` trains on, with its metrics (and out-of-fold predictions when an arm adds
     them): ``out/data`` shared, or ``out/draws/seed<k>``."""
     from ..formats import load_predictions
@@ -269,7 +270,8 @@ def replicate(spec: Spec, out: Path, seed: int, clean_json: Path, test: Dataset,
     man = load_manifest(manifest) if manifest is not None else None
     preds = None
     if spec.arms_need_predictions():  # k-fold on the training pool only: never the test frames
-        preds = load_predictions(_oof_predictions(spec, Path(folder), noisy, progress, noise_seed), noisy)
+        preds = load_predictions(_oof_predictions(spec, Path(folder), noisy, progress, noise_seed, executor, workers),
+                                 noisy)
 
     def done(run: MetricRun) -> Replicate:
         return Replicate(folder, noise_seed if spec.has_noise else None, noisy, load_coco(clean_json), test, man, run,
@@ -277,7 +279,7 @@ def replicate(spec: Spec, out: Path, seed: int, clean_json: Path, test: Dataset,
 
     if not spec.metrics_needed():  # random and the anchors: selection reads only the boxes per frame
         return done(boxes_only_run(noisy))
-    run = compute_metrics(spec, folder, noisy, workers, progress, noise_seed)
+    run = compute_metrics(spec, folder, noisy, workers, progress, noise_seed, executor)
     if manifest is not None:
         from ..label_errors import write_label_error_report
 

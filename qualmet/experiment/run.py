@@ -13,9 +13,10 @@ from .. import __version__
 from ..atomic import write_json, write_text
 from ..environment import describe, differences, versions
 from ..formats import load_coco
-from .arms import run_arm
+from ..log import logger
+from .arms import result_line, run_arm
 from .parallel import in_spec_order
-from .data import Replicate, load_also_test, log, prepare_clean, replicate
+from .data import Replicate, load_also_test, prepare_clean, replicate
 from .spec import Spec, load_spec
 
 ROW_KEYS = ("n_frames", "n_boxes", "n_wrong", "n_ignore", "n_added", "noise_seed")
@@ -26,8 +27,8 @@ def _write_config(spec: Spec, out: Path, quick: bool) -> None:
     if (out / "config.json").is_file():  # resuming: say if the libraries changed since the last run
         changed = differences(json.loads((out / "config.json").read_text()).get("environment"), env)
         if changed:
-            log(f"note: library versions differ from the previous run in this folder ({describe(changed)}); "
-                "arms whose selection changes are retrained")
+            logger.info(f"note: library versions differ from the previous run in this folder ({describe(changed)}); "
+                        "arms whose selection changes are retrained")
     write_json(out / "config.json", {"spec": spec.raw, "spec_file": str(spec.path), "quick": quick,
                                      "qualmet_version": __version__, "environment": env}, indent=2)
     if spec.path:
@@ -35,7 +36,7 @@ def _write_config(spec: Spec, out: Path, quick: bool) -> None:
 
 
 def run_experiment(spec_path: str | Path, out: str | Path | None = None, quick: bool = False,
-                   workers: int | None = None, progress: bool = True, executor: str | None = None) -> Path:
+                   workers: int | None = None, progress: bool = False, executor: str | None = None) -> Path:
     """Run every arm x seed of an experiment spec and write results.csv, summary.md and summary.png.
 
     ``executor`` ``"dask"`` (a local cluster of ``workers`` processes, default 2) or
@@ -49,9 +50,9 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, quick: 
     t_start = time.perf_counter()
     _write_config(spec, out, quick)
     det = spec.raw["detector"]
-    log(f"== experiment {spec.name}{' (quick)' if quick else ''}: {len(spec.arms)} arms x {len(spec.seeds)} seeds, "
-        f"budget {spec.raw['budget']}, {det['recipe']} x {det['iters']} iterations"
-        f"{', a noise draw per seed' if spec.vary_noise else ''} -> {out}")
+    logger.info(f"== experiment {spec.name}{' (quick)' if quick else ''}: {len(spec.arms)} arms x {len(spec.seeds)} seeds, "
+                f"budget {spec.raw['budget']}, {det['recipe']} x {det['iters']} iterations"
+                f"{', a noise draw per seed' if spec.vary_noise else ''} -> {out}")
     clean_json, test_json = prepare_clean(spec, out)
     test = load_coco(test_json)  # parsed once for every arm x seed
     also_test = load_also_test(spec, out)  # [data.also_test]: the same test frames, other labels
@@ -59,6 +60,7 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, quick: 
     done: dict[tuple[int, int], dict] = {}  # (seed, arm index) -> result, however the arms are run
 
     def finished(seed: int, k: int, r: dict) -> None:
+        logger.info(result_line(r))
         done[(seed, k)] = r
         results = in_spec_order(done, spec)
         train_s = sum(float(r.get("train_seconds") or 0.0) for r in results)  # resumed arms included
@@ -85,7 +87,8 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, quick: 
         for seed in spec.seeds:
             key = seed if spec.vary_noise else None
             if key not in draws:
-                draws[key] = replicate(spec, out, seed, clean_json, test, workers, progress, also_test)
+                # the out-of-fold folds go to the same cluster as the arms
+                draws[key] = replicate(spec, out, seed, clean_json, test, workers, progress, also_test, executor)
         reps = {seed: draws[seed if spec.vary_noise else None] for seed in spec.seeds}
         for seed, k, r in run_arms_on_dask(spec, out, reps, address, n_workers=workers or 2):
             finished(seed, k, r)
@@ -97,7 +100,7 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, quick: 
                 held = {key: replicate(spec, out, seed, clean_json, test, workers, progress, also_test)}
             for k, arm in enumerate(spec.arms):
                 finished(seed, k, run_arm(spec, arm, seed, out, held[key], progress))
-    log(f"\n{(out / 'summary.md').read_text()}\nwrote {out} in {time.perf_counter() - t_start:.0f} s")
+    logger.info(f"\n{(out / 'summary.md').read_text()}\nwrote {out} in {time.perf_counter() - t_start:.0f} s")
     return out
 
 

@@ -21,7 +21,7 @@ def build_report(out: str | os.PathLike, run: str | os.PathLike | None = None,
                  manifest: str | os.PathLike | None = None, dataset: str | os.PathLike | None = None,
                  images: str | os.PathLike | None = None, eval_dir: str | os.PathLike | None = None,
                  test: str | os.PathLike | None = None, predictions: str | os.PathLike | None = None,
-                 title: str | None = None, progress: bool = True, warnings: list[str] | None = None,
+                 title: str | None = None, progress: bool = False, warnings: list[str] | None = None,
                  review: str | os.PathLike | None = None) -> Path:
     """Write the report into ``out`` and return the path of its index.html.
 

@@ -115,13 +115,12 @@ def _dashed(img: np.ndarray, box, scale: float, color, dash: int = 4) -> None:
 
 def make_thumbnails(image_root, objects: pd.DataFrame, frames: pd.DataFrame, out: Output,
                     error_types: pd.Series | None = None, manifest: pd.DataFrame | None = None,
-                    progress: bool = True) -> Thumbs:
+                    progress: bool = False) -> Thumbs:
     """Write one crop per object row and one view per frame row under ``assets/thumbs``; each image is
     decoded once. Boxes come from the metric tables; with a manifest, frame views colour injected
     boxes red and show deleted ones dashed. An unreadable image is recorded and skipped."""
-    from tqdm.auto import tqdm
-
     from ..imageio import read_image
+    from ..log import bar
     from ..paths import safe_join
 
     th = Thumbs()
@@ -135,8 +134,8 @@ def make_thumbnails(image_root, objects: pd.DataFrame, frames: pd.DataFrame, out
         for iid, g in miss.groupby("image_id"):
             deleted[int(iid)] = g[["orig_x", "orig_y", "orig_w", "orig_h"]].to_numpy(dtype=np.float64)
     path_cache: dict = {}  # resolved image folders, for this pass
-    for fr in tqdm(frames[["image_id", "file_name"]].itertuples(index=False), total=len(frames),
-                   desc="thumbnails", unit="frame", disable=not progress, dynamic_ncols=True):
+    for fr in bar(frames[["image_id", "file_name"]].itertuples(index=False), total=len(frames),
+                  desc="thumbnails", unit="frame", enabled=progress):
         iid = int(fr.image_id)
         try:
             if image_root is None:

@@ -12,6 +12,7 @@ from ..atomic import write_bytes, write_text
 from ..dataset import Dataset
 from ..errors import QualmetError
 from ..formats import save_coco
+from ..log import bar
 from .scene import _size, render_frame
 
 JPEG_QUALITY = 92
@@ -29,10 +30,7 @@ def _frame_job(args: tuple[int, int, tuple[int, int], str, str]) -> tuple[str, l
 def _split(name: str, start: int, n: int, seed: int, size, out: Path, pool, progress: bool) -> Dataset:
     jobs = [(seed, start + i, size, str(out), f"{name}_{i + 1:05d}.jpg") for i in range(n)]
     it = pool.map(_frame_job, jobs, chunksize=16) if pool else map(_frame_job, jobs)
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(it, total=n, desc=f"synth {name}", unit="frame")
+    it = bar(it, total=n, desc=f"synth {name}", unit="frame", enabled=progress)
     images, anns = [], []
     w, h = size
     for img_id, (fname, boxes) in enumerate(it, start=1):
