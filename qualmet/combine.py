@@ -9,6 +9,8 @@ a label error. Pure functions of a :class:`~qualmet.metric_run.MetricRun`.
   verified boxes, where ``x`` holds each metric's standardised suspicion (``(s - mean) / sd``, NaN
   imputed as 0) and one indicator per metric that is 1 where the value was NaN. It is fitted by L2-
   penalised maximum likelihood (``C`` the inverse penalty), and scores every box of the run.
+- :func:`with_learned`: the run plus that probability as an object metric (``learned``, higher = worse).
+- :func:`verified_frames`: the seeded frames a verified set is drawn from (experiments, ``qualmet errors``).
 """
 from __future__ import annotations
 
@@ -122,6 +124,25 @@ class LearnedCombiner:
         res = minimize(loss, np.zeros(X.shape[1] + 1), jac=True, method="L-BFGS-B")
         model.weights, model.bias = res.x[:-1], float(res.x[-1])
         return model
+
+
+def with_learned(run: MetricRun, wrong: pd.Series, metrics: Iterable[str] | None = None,
+                 name: str = "learned") -> tuple[MetricRun, LearnedCombiner]:
+    """``run`` plus the object metric ``name``: P(wrong) of a :class:`LearnedCombiner` fitted on the
+    boxes of ``wrong`` (annotation id -> True when wrong) over ``metrics``; and the model."""
+    model = LearnedCombiner.fit(run, wrong, metrics=metrics)
+    objects = run.objects.copy()
+    objects[name] = model.score(run).to_numpy()
+    worse = {m: run.spec(m).worse for m in run.metrics}
+    return MetricRun.from_tables(objects, run.frames, {**worse, name: "high"}), model
+
+
+def verified_frames(image_ids: Iterable[int], n: int, seed: int) -> list[int]:
+    """``n`` frames drawn without replacement, seeded (a stream apart from the selection's)."""
+    ids = np.sort(np.asarray(list(image_ids), dtype=np.int64))
+    if not 1 <= n < len(ids):
+        raise QualmetError(f"{n} verified frames: must be at least 1 and below the {len(ids)} frames")
+    return sorted(int(i) for i in np.random.default_rng([seed, 21]).choice(ids, n, replace=False))
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

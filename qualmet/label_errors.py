@@ -60,6 +60,26 @@ def detection_table(run: MetricRun, manifest: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
+def learned_table(run: MetricRun, manifest: pd.DataFrame, n_frames: int, seed: int = 0,
+                  metrics: list[str] | None = None) -> tuple[pd.DataFrame, list[int]]:
+    """:func:`detection_table` with one more object metric, ``learned``: a logistic combiner of
+    ``metrics`` (default: every object metric) fitted on the boxes of ``n_frames`` verified frames,
+    whose truth the manifest gives (a box it records, of any type but ``missing``, is wrong). Every
+    row, the single metrics' too, is scored on the other frames only, so the learned row is judged on
+    boxes it never saw and against the same boxes as the rest. Returns the table and the verified frames."""
+    from .combine import verified_frames, with_learned
+
+    frames = verified_frames(run.frames["image_id"], n_frames, seed)
+    objs = run.objects
+    in_v = objs["image_id"].isin(frames).to_numpy()
+    wrong_ids = set(manifest.loc[manifest["type"] != "missing", "annotation_id"].astype(int))
+    ids = objs.loc[in_v, "annotation_id"].astype(int)
+    learned, _ = with_learned(run, pd.Series(ids.isin(wrong_ids).to_numpy(), index=ids.to_numpy()), metrics)
+    rest = MetricRun(learned.objects[~in_v].reset_index(drop=True),
+                     learned.frames[~learned.frames["image_id"].isin(frames)].reset_index(drop=True), learned.info)
+    return detection_table(rest, manifest[~manifest["image_id"].isin(frames)]), frames
+
+
 def precision_at_k(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
     """Share of positives among the ``k`` highest ``scores`` (NaN lowest). Rows tied with the k-th
     score fill the remaining places at their group's hit rate, the expected value over tie orders,

@@ -63,14 +63,14 @@ class Strategy:
         if kind not in STRATEGIES:
             raise QualmetError(f"unknown strategy {kind!r}; choose one of {', '.join(STRATEGIES)}")
         known = set(cls.__dataclass_fields__)
-        extra = set(d) - known - {"name", "oracle", "budget"}  # budget: an experiment arm's own
+        arm_only = {"name", "oracle", "budget", "verified", "learn_from"}  # an experiment arm's own fields
+        extra = set(d) - known - arm_only
         if extra:
             raise QualmetError(f"strategy {kind!r}: unknown field(s) {', '.join(sorted(extra))}")
         if "metrics" in d:
             d["metrics"] = tuple(d["metrics"])
-        d.pop("name", None)
-        d.pop("oracle", None)
-        d.pop("budget", None)
+        for k in arm_only:
+            d.pop(k, None)
         s = cls(kind=kind, **d)
         s._check()
         return s

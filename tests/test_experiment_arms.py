@@ -138,7 +138,7 @@ def test_oracle_filter_and_filter_arms_are_box_matched_to_random(draws):
 @pytest.mark.parametrize("extra,words", [
     ('[noise]\nrate = 0.3\nvary = "yes"\n', r"\[noise\] vary must be true or false"),
     ('[noise]\nrate = 0.0\n[[arms]]\nname = "clean"\nstrategy = "clean"\n',
-     r"arm 'clean': an anchor or oracle arm needs injected noise"),
+     r"arm 'clean': an anchor, oracle or learned arm needs injected noise"),
     ('contrasts = ["nope"]\n', r"contrasts\[0\] names unknown arm 'nope'"),
     ('[[arms]]\nname = "f"\nstrategy = "filter"\nmetric = "aspect_ratio"\nmatch = "pixels"\n',
      r"arm 'f': match must be 'frames' or 'boxes'"),

@@ -31,7 +31,10 @@ def test_spec_arms_use_registered_metrics_and_valid_strategies(name, quick):
     for arm in spec.arms:
         strategy = Strategy.from_dict(arm)
         assert strategy.kind in STRATEGIES, arm["name"]
-        named = ([arm["metric"]] if arm.get("metric") else []) + list(arm.get("metrics", []))
+        # a learned arm ranks by the combiner it fits ("learned") over its learn_from metrics
+        named = ([arm["metric"]] if arm.get("metric") and arm["metric"] != "learned" else []) + list(
+            arm.get("metrics", [])) + list(arm.get("learn_from", []))
+        assert (arm.get("metric") == "learned") == ("verified" in arm), arm["name"]
         for m in named:
             assert m in reg, f"{name} arm {arm['name']!r}: metric {m!r} is not in the registry"
         if arm.get("oracle"):

@@ -63,6 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--manifest", required=True, help="the noise manifest of the run's data set (qualmet corrupt)")
     r.add_argument("--run", required=True, help="metrics run folder")
     r.add_argument("--out", required=True, help="folder for label_errors.csv, .md and the AUROC heatmap .png")
+    r.add_argument("--learned", type=int, default=None, metavar="V",
+                   help="add a 'learned' row: a logistic combiner fitted on V verified frames (truth from the "
+                        "manifest); every row is then scored on the other frames")
+    r.add_argument("--learn-from", default=None, metavar="M1,M2",
+                   help="the object metrics the learned combiner uses (default: all of the run's)")
+    add_seed(r)
     r.set_defaults(func=cmd_errors)
     _register_importance(sub)
 
@@ -147,9 +153,8 @@ def cmd_select(args: argparse.Namespace) -> int:
 
 
 def cmd_errors(args: argparse.Namespace) -> int:
-    from ..label_errors import write_label_error_report
-
     from ..errors import QualmetError
+    from ..label_errors import write_label_error_report
     from ..formats import load_coco
     from ..manifest import load_manifest, manifest_mismatch
 
@@ -162,7 +167,16 @@ def cmd_errors(args: argparse.Namespace) -> int:
     why = manifest_mismatch(ds, manifest)
     if why:
         raise QualmetError(f"{args.manifest}: does not describe {args.dataset}: {why}")
-    table = write_label_error_report(run, args.manifest, args.out)
+    if args.learned is None:
+        table = write_label_error_report(run, args.manifest, args.out)
+    else:
+        from ..label_errors import learned_table, write_label_error_table
+
+        metrics = [m.strip() for m in args.learn_from.split(",") if m.strip()] if args.learn_from else None
+        table, frames = learned_table(run, manifest, args.learned, args.seed, metrics)
+        write_label_error_table(table, args.out)
+        logger.info(f"learned: fitted on the boxes of {len(frames)} verified frames (seed {args.seed}); "
+                    f"every row scored on the other {len(run.frames) - len(frames)} frames")
     piv = table.pivot_table(index="metric", columns="type", values="auroc")
     print(piv.round(3).to_string())
     logger.info(f"wrote {args.out}/label_errors.csv, .md, .png")

@@ -38,8 +38,9 @@ from ..errors import QualmetError
 from ..formats import save_coco
 from ..boxes import iou_matrix
 from ..log import logger
-from ..select import PREDICTED, Selection, Strategy, select
+from ..select import PREDICTED, Selection, Strategy, resolve_budget, select
 from .data import Replicate, noise_config
+from .learned import Verified, learned_run, with_verified
 from .spec import Spec, slug
 
 
@@ -144,8 +145,7 @@ def run_arm(spec: Spec, arm: dict, seed: int, out: Path, rep: Replicate, progres
     cfg = arm_config(spec, arm, seed, rep)
     result_path = arm_dir / "result.json"
     strategy = Strategy.from_dict(arm)
-    sel = select(rep.run, rep.noisy.images["id"], strategy, spec.budget(arm), seed, error_frames=rep.error_frames)
-    subset = build_subset(arm, strategy, sel, rep)
+    sel, subset, verified = _select_and_build(spec, arm, strategy, seed, rep)
     # boxes (pseudo_label) or ignore regions (ignore_predicted) added to random's frames' labels
     n_added = len(subset.annotations) - len(rep.noisy.subset(sel.image_ids).annotations) if strategy.kind in PREDICTED else 0
     fingerprint = steps.dataset_hash(subset)  # what it trains on: frames, boxes and ignore regions
@@ -170,9 +170,33 @@ def run_arm(spec: Spec, arm: dict, seed: int, out: Path, rep: Replicate, progres
               "n_frames": len(sel.image_ids), "n_boxes": int(len(subset.annotations)) - crowd, "n_ignore": crowd,
               "n_wrong": _or_none(known_wrong(subset, rep)), "target_boxes": sel.target_boxes, "noise_seed": rep.noise_seed,
               "dropped_annotations": len(sel.drop_annotations), "train_seconds": round(time.perf_counter() - t0, 1),
+              **({} if verified is None else {"verified_frames": len(verified.image_ids), "verified_boxes": verified.n_boxes,
+                                              "verified_wrong": verified.n_wrong, "learned_weights": verified.weights}),
               "selection_hash": fingerprint, "qualmet_version": __version__, "environment": versions()}
     write_json(result_path, result, indent=2)  # written last: its presence means the arm is complete
     return result
+
+
+def _select_and_build(spec: Spec, arm: dict, strategy: Strategy, seed: int,
+                      rep: Replicate) -> tuple[Selection, Dataset, Verified | None]:
+    """The arm's selection and training data; a learned arm (``verified``) first spends part of its
+    budget on verified frames and ranks the rest by the combiner fitted on them (:mod:`.learned`)."""
+    if not arm.get("verified"):
+        sel = select(rep.run, rep.noisy.images["id"], strategy, spec.budget(arm), seed, error_frames=rep.error_frames)
+        return sel, build_subset(arm, strategy, sel, rep), None
+    run, verified = learned_run(rep.run, rep.noisy, rep.clean, arm, seed)
+    pool = [int(i) for i in rep.noisy.images["id"] if int(i) not in set(verified.image_ids)]
+    n = resolve_budget(len(rep.noisy.images), spec.budget(arm)) - len(verified.image_ids)
+    if n < 1:
+        raise QualmetError(f"arm {arm['name']!r}: verified = {len(verified.image_ids)} frames leaves nothing of the "
+                           f"budget's {n + len(verified.image_ids)} frames to select")
+    sel = select(run, pool, strategy, n, seed, error_frames=rep.error_frames)
+    subset = with_verified(build_subset(arm, strategy, sel, rep), rep.clean, verified)
+    extra = pd.DataFrame({"image_id": verified.image_ids, "kept": True, "reason": "verified (clean labels)",
+                          "suspicion": np.nan})
+    sel.reasons = pd.concat([sel.reasons, extra[sel.reasons.columns.intersection(extra.columns)]], ignore_index=True)
+    sel.image_ids = sorted(sel.image_ids + verified.image_ids)
+    return sel, subset, verified
 
 
 def result_line(r: dict) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 from ..contrasts import Contrast, parse_contrasts
 from ..errors import QualmetError
 from ..select import ANCHORS, PREDICTED, Strategy, check_budget
+from .learned import LEARNED
 
 DEFAULTS: dict[str, Any] = {
     "budget": 0.25,
@@ -102,9 +103,23 @@ class Spec:
         """Metrics the arms rank by, plus any listed under ``metrics``."""
         names = list(self.raw.get("metrics", []))
         for a in self.arms:
-            names += [a["metric"]] if a.get("metric") else []
-            names += list(a.get("metrics", []))
+            names += [a["metric"]] if a.get("metric") and a["metric"] != LEARNED else []
+            names += list(a.get("metrics", [])) + list(a.get("learn_from", []))
         return list(dict.fromkeys(names))
+
+
+def _check_learned(a: dict[str, Any], p: Path) -> None:
+    """A learned arm ranks by metric "learned", fitted on ``verified`` frames over ``learn_from`` metrics."""
+    learned = "verified" in a or "learn_from" in a or a.get("metric") == LEARNED
+    if not learned:
+        return
+    v = a.get("verified")
+    if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+        raise QualmetError(f"{p}: arm {a['name']!r}: a learned arm needs 'verified', a number of frames >= 1, got {v!r}")
+    if not isinstance(a.get("learn_from"), list) or len(a["learn_from"]) < 1:
+        raise QualmetError(f"{p}: arm {a['name']!r}: a learned arm needs 'learn_from', a list of object metrics")
+    if a.get("metric") != LEARNED:
+        raise QualmetError(f"{p}: arm {a['name']!r}: a learned arm ranks by metric = \"{LEARNED}\"")
 
 
 def _read_toml(p: Path) -> dict[str, Any]:
@@ -172,9 +187,10 @@ def _check_arms(spec: dict, p: Path) -> None:
                 check_budget(a["budget"])
             except QualmetError as exc:
                 raise QualmetError(f"{p}: arm {a['name']!r}: {exc}") from None
-        if (a.get("strategy") in ANCHORS or a.get("oracle")) and not noisy:
-            raise QualmetError(f"{p}: arm {a['name']!r}: an anchor or oracle arm needs injected noise "
+        if (a.get("strategy") in ANCHORS or a.get("oracle") or "verified" in a) and not noisy:
+            raise QualmetError(f"{p}: arm {a['name']!r}: an anchor, oracle or learned arm needs injected noise "
                                "([noise] rate > 0): it reads the noise manifest")
+        _check_learned(a, p)
     if "random" not in seen:
         raise QualmetError(f"{p}: an experiment needs an arm named 'random' (the baseline)")
 
