@@ -238,9 +238,18 @@ def compute_metrics(spec: Spec, folder: Path, noisy: Path | Dataset, workers: in
 
 def _oof_predictions(spec: Spec, folder: Path, ds: Dataset, progress: bool, noise_seed: int | None,
                      executor: str | None = None, workers: int | None = None) -> Path:
-    """The out-of-fold predictions on ``ds`` (made once per configuration; the folds train where
-    ``executor`` says, with the same results anywhere)."""
+    """The out-of-fold predictions on ``ds``: ``[predictions] file`` (made elsewhere, relative to the
+    spec; checked against ``ds`` like any predictions), else made once per configuration by
+    cross-validation (the folds train where ``executor`` says, with the same results anywhere)."""
     p, det = spec.raw["predictions"], spec.raw["detector"]
+    if p.get("file"):
+        from ..formats import load_predictions
+
+        src = _opt_path(_base(spec), p["file"])
+        if not src.is_file():
+            raise QualmetError(f"{spec.path}: [predictions] file {src} does not exist")
+        load_predictions(src, ds)  # unknown image or category ids: one line naming the file, before any arm
+        return src
     oof = folder / "oof" / "preds_oof.json"
     cfg = {"predictions": p, "detector": det, "data": spec.raw["data"], "noise": noise_config(spec, noise_seed),
            "labels": steps.dataset_hash(ds), "libraries": digest()}  # a torch upgrade retrains the fold models

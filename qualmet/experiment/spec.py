@@ -29,7 +29,7 @@ SPEC_KEYS = {
     "data": {"source", "train", "test", "size", "seed", "format", "test_source", "test_fraction", "images", "train_list",
              "test_images", "also_test"},
     "noise": {"rate", "seed", "types", "vary"},
-    "predictions": {"folds", "iters"},
+    "predictions": {"folds", "iters", "file"},
 }
 
 
@@ -219,6 +219,9 @@ def _check_spec(s: Spec) -> None:
             where = f"[{table}]" if table else "the top level"
             raise QualmetError(f"{p}: unknown key(s) {', '.join(unknown)} in {where}; allowed: {', '.join(sorted(allowed))}")
     _check_data(s)
+    pf = (spec.get("predictions") or {}).get("file")
+    if pf is not None and not (isinstance(pf, str) and pf):
+        raise QualmetError(f"{p}: [predictions] file must be a path (a string), got {pf!r}")
     if not isinstance(s.noise.get("vary", False), bool):
         raise QualmetError(f"{p}: [noise] vary must be true or false, got {s.noise['vary']!r}")
     from ..detector.recipe import get_recipe
