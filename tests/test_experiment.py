@@ -249,3 +249,31 @@ def test_a_test_split_with_other_categories_fails_before_training(tmp_path):
     with pytest.raises(QualmetError, match=r"test.csv: its categories differ from those of .*train.csv "
                                            r"\(first: id 1 'panda', which it names 'bear'\)"):
         prepare_data(load_spec(spec), tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_summarize_rewrites_the_summary_from_finished_arms_only(tiny, tmp_path, caplog):
+    import shutil
+
+    from qualmet.experiment import summarize_experiment
+
+    out = tmp_path / "copy"
+    shutil.copytree(tiny, out)
+    results = (out / "results.csv").read_bytes()
+    (out / "results.csv").unlink()
+    summarize_experiment(SPEC, out=out)
+    assert (out / "results.csv").read_bytes() == results
+    assert "PARTIAL" not in (out / "summary.md").read_text()
+    (out / "arms" / "oracle_relabel" / "seed0" / "result.json").unlink()
+    summarize_experiment(SPEC, out=out)
+    res = pd.read_csv(out / "results.csv")
+    assert list(res.arm) == ["random", "filter:box_tightness_iou"]
+    assert "PARTIAL: 2 of 3 arm runs finished" in (out / "summary.md").read_text()
+    f = out / "arms" / "filter_box_tightness_iou" / "seed0" / "result.json"
+    r = json.loads(f.read_text())
+    r["config_hash"] = "0" * 16  # made with another configuration: left out, with a warning
+    f.write_text(json.dumps(r))
+    with caplog.at_level(logging.WARNING, logger="qualmet"):
+        summarize_experiment(SPEC, out=out)
+    assert "made with another configuration" in caplog.text
+    assert list(pd.read_csv(out / "results.csv").arm) == ["random"]

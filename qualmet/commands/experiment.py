@@ -15,6 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("spec", help="experiment TOML, e.g. experiments/pandas_filtering.toml")
     e.add_argument("--out", default=None, help="results folder (default experiments/results/NAME[_quick])")
     e.add_argument("--quick", action="store_true", help="apply the spec's [quick] table (minutes, for CI and the demo)")
+    e.add_argument("--summarize", action="store_true",
+                   help="train nothing: rewrite results.csv and the summaries from the arms already finished in "
+                        "the results folder (marked PARTIAL when some are missing)")
     e.add_argument("--workers", type=int, default=None,
                    help="metric worker processes (default: all cores); with --executor dask, also the local "
                         "cluster's workers (default 2)")
@@ -74,8 +77,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from ..experiment import run_experiment
+    from ..experiment import run_experiment, summarize_experiment
 
+    if args.summarize:
+        summarize_experiment(args.spec, out=args.out, quick=args.quick)
+        return 0
     run_experiment(args.spec, out=args.out, quick=args.quick, workers=args.workers, progress=not args.no_progress,
                    executor=args.executor)
     return 0

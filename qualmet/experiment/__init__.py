@@ -7,8 +7,8 @@ Data flows one way: data -> noise -> metrics -> select -> train -> evaluate -> s
 """
 from .arms import run_arm
 from .data import DataFiles, Replicate, compute_metrics, prepare_data
-from .run import run_experiment
+from .run import run_experiment, summarize_experiment
 from .spec import Spec, load_spec
 
 __all__ = ["DataFiles", "Replicate", "Spec", "compute_metrics", "load_spec", "prepare_data", "run_arm",
-           "run_experiment"]
+           "run_experiment", "summarize_experiment"]

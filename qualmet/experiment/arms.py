@@ -44,10 +44,11 @@ from .learned import Verified, learned_run, with_verified
 from .spec import Spec, slug
 
 
-def arm_config(spec: Spec, arm: dict, seed: int, rep: Replicate) -> dict:
-    """What an arm's result depends on besides its training data (the budget is the arm's own, if it has one)."""
+def arm_config(spec: Spec, arm: dict, seed: int, noise_seed: int | None) -> dict:
+    """What an arm's result depends on besides its training data (the budget is the arm's own, if it
+    has one); ``noise_seed`` is its draw's (None without injected noise)."""
     cfg = {"arm": arm, "seed": seed, "budget": spec.budget(arm), "detector": spec.raw["detector"],
-           "data": spec.raw["data"], "noise": noise_config(spec, rep.noise_seed)}
+           "data": spec.raw["data"], "noise": noise_config(spec, noise_seed)}
     if arm.get("strategy") in PREDICTED:  # the fold models that made its boxes
         cfg["predictions"] = spec.raw["predictions"]
     return cfg
@@ -142,7 +143,7 @@ def build_subset(arm: dict, s: Strategy, sel: Selection, rep: Replicate) -> Data
 def run_arm(spec: Spec, arm: dict, seed: int, out: Path, rep: Replicate, progress: bool) -> dict:
     """Select, train, evaluate one arm for one seed; resumable (skips when result.json matches)."""
     arm_dir = out / "arms" / slug(arm["name"]) / f"seed{seed}"
-    cfg = arm_config(spec, arm, seed, rep)
+    cfg = arm_config(spec, arm, seed, rep.noise_seed)
     result_path = arm_dir / "result.json"
     strategy = Strategy.from_dict(arm)
     sel, subset, verified = _select_and_build(spec, arm, strategy, seed, rep)
@@ -220,10 +221,15 @@ def _train_and_evaluate(subset: Dataset, test: Dataset, arm_dir: Path, spec: Spe
     from ..evaluate import evaluate
 
     det = spec.raw["detector"]
-    overrides = {k: v for k, v in det.items() if k not in ("recipe", "iters", "val_fraction")}  # e.g. input_size
-    res = train(subset, arm_dir / "model", val_fraction=float(det.get("val_fraction", 0.0)),
-                iters=int(det["iters"]), seed=seed, recipe=det["recipe"], progress=progress, **overrides)
-    preds = res.predictor.predict_dataset(test, progress=False)
+    if det.get("command"):  # the user's own trainer (experiment/external.py)
+        from .external import external_predictions
+
+        preds = external_predictions(det["command"], arm_dir / "subset.json", test, arm_dir, seed, int(det["iters"]))
+    else:
+        overrides = {k: v for k, v in det.items() if k not in ("recipe", "iters", "val_fraction")}  # e.g. input_size
+        res = train(subset, arm_dir / "model", val_fraction=float(det.get("val_fraction", 0.0)),
+                    iters=int(det["iters"]), seed=seed, recipe=det["recipe"], progress=progress, **overrides)
+        preds = res.predictor.predict_dataset(test, progress=False)
     ev = evaluate(test, preds, out=arm_dir / "eval")
     also = {}
     for name, labels in (also_test or {}).items():
@@ -243,7 +249,7 @@ def clear_stale_training(arm_dir: Path, want: dict) -> None:
     except (OSError, json.JSONDecodeError):
         had = None
     if had != want:
-        for d in ["model", "eval", *(p.name for p in arm_dir.glob("eval_*") if p.is_dir())]:
+        for d in ["model", "external", "eval", *(p.name for p in arm_dir.glob("eval_*") if p.is_dir())]:
             if (arm_dir / d).exists():
                 shutil.rmtree(arm_dir / d)
         write_json(marker, want, indent=2)

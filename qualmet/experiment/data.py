@@ -260,7 +260,7 @@ def _oof_predictions(spec: Spec, folder: Path, ds: Dataset, progress: bool, nois
         crossval(ds, folds=int(p["folds"]), out=oof, work_dir=folder / "oof" / "folds",
                  iters=int(p.get("iters", det["iters"])), seed=0, recipe=det["recipe"], progress=progress,
                  executor=executor, workers=workers or 2,
-                 **{k: v for k, v in det.items() if k not in ("recipe", "iters", "val_fraction")})
+                 **{k: v for k, v in det.items() if k not in ("recipe", "iters", "val_fraction", "command")})
         steps.stamp(folder / "oof", cfg)
     return oof
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
@@ -42,8 +43,6 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, quick: 
     ``executor`` ``"dask"`` (a local cluster of ``workers`` processes, default 2) or
     ``"dask:tcp://HOST:PORT"`` runs the arms as tasks on a Dask cluster (:mod:`.parallel`); the
     default runs them one after another in this process."""
-    from ..summary import COCO_STATS, write_summary
-
     spec = load_spec(spec_path, quick=quick)
     out = Path(out) if out else Path("experiments") / "results" / (spec.name + ("_quick" if quick else ""))
     out.mkdir(parents=True, exist_ok=True)
@@ -56,26 +55,7 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, quick: 
     clean_json, test_json = prepare_clean(spec, out)
     test = load_coco(test_json)  # parsed once for every arm x seed
     also_test = load_also_test(spec, out)  # [data.also_test]: the same test frames, other labels
-    title = f"{spec.name}{' (quick)' if quick else ''}"
-    done: dict[tuple[int, int], dict] = {}  # (seed, arm index) -> result, however the arms are run
-
-    def finished(seed: int, k: int, r: dict) -> None:
-        logger.info(result_line(r))
-        done[(seed, k)] = r
-        results = in_spec_order(done, spec)
-        train_s = sum(float(r.get("train_seconds") or 0.0) for r in results)  # resumed arms included
-        for name in [None, *also_test]:  # the test split, then each other label set of its frames
-            scored = [(r, r if name is None else r.get("also_test", {}).get(name)) for r in results]
-            scored = [(r, e) for r, e in scored if e]
-            rows = pd.DataFrame([{"arm": r["arm"], "seed": r["seed"], **{c: e["stats"].get(c) for c in COCO_STATS},
-                                  **{c: r.get(c) for c in ROW_KEYS}} for r, e in scored])
-            per_class = pd.DataFrame([{"arm": r["arm"], "seed": r["seed"], "class": c, "AP": ap}
-                                      for r, e in scored for c, ap in (e.get("per_class_AP") or {}).items()])
-            if len(rows) and "random" in set(rows.arm):
-                labels = f" — test labels: {name} ({spec.also_test[name]})" if name else ""
-                write_summary(rows, out, title + labels, contrasts=spec.contrasts, oracle_arms=spec.anchor_arms(),
-                              notes=_notes(spec, quick, time.perf_counter() - t_start, train_s, len(rows)),
-                              name=name, per_class=per_class)
+    finished = _summary_writer(spec, out, quick, also_test, t_start)
 
     if executor is not None and executor != "local":
         from ..dask_executor import parse_executor
@@ -104,6 +84,67 @@ def run_experiment(spec_path: str | Path, out: str | Path | None = None, quick: 
     return out
 
 
+def summarize_experiment(spec_path: str | Path, out: str | Path | None = None, quick: bool = False) -> Path:
+    """Rewrite results.csv and the summaries from the arms of ``spec_path`` already finished in ``out``
+    (a result.json made with the spec's configuration), training nothing: a partial summary to read
+    or commit while the rest runs elsewhere, marked PARTIAL when arms are missing."""
+    from .. import steps
+    from ..errors import QualmetError
+    from .arms import arm_config
+    from .spec import slug
+
+    spec = load_spec(spec_path, quick=quick)
+    out = Path(out) if out else Path("experiments") / "results" / (spec.name + ("_quick" if quick else ""))
+    finished = _summary_writer(spec, out, quick, dict(spec.also_test), time.perf_counter())
+    n = 0
+    for seed in spec.seeds:
+        noise_seed = spec.noise_seed(seed) if spec.has_noise else None
+        for k, arm in enumerate(spec.arms):
+            p = out / "arms" / slug(arm["name"]) / f"seed{seed}" / "result.json"
+            if not p.is_file():
+                continue
+            r = json.loads(p.read_text())
+            if r.get("config_hash") != steps.fingerprint(arm_config(spec, arm, seed, noise_seed)):
+                logger.warning(f"{p}: made with another configuration than {spec_path}'s; left out")
+                continue
+            finished(seed, k, r)
+            n += 1
+    if not n:
+        raise QualmetError(f"{out}: no arm of {spec_path} has finished there yet")
+    _write_config(spec, out, quick)
+    logger.info(f"{n} of {len(spec.arms) * len(spec.seeds)} arm runs finished; wrote {out / 'summary.md'}")
+    return out
+
+
+def _summary_writer(spec: Spec, out: Path, quick: bool, also_test: dict, t_start: float) -> Callable[[int, int, dict], None]:
+    """``finished(seed, arm index, result)``: log the arm's line and rewrite results.csv and the
+    summaries over every result given so far, in the spec's order."""
+    from ..summary import COCO_STATS, write_summary
+
+    title = f"{spec.name}{' (quick)' if quick else ''}"
+    done: dict[tuple[int, int], dict] = {}  # (seed, arm index) -> result, however the arms are run
+
+    def finished(seed: int, k: int, r: dict) -> None:
+        logger.info(result_line(r))
+        done[(seed, k)] = r
+        results = in_spec_order(done, spec)
+        train_s = sum(float(r.get("train_seconds") or 0.0) for r in results)  # resumed arms included
+        for name in [None, *also_test]:  # the test split, then each other label set of its frames
+            scored = [(r, r if name is None else r.get("also_test", {}).get(name)) for r in results]
+            scored = [(r, e) for r, e in scored if e]
+            rows = pd.DataFrame([{"arm": r["arm"], "seed": r["seed"], **{c: e["stats"].get(c) for c in COCO_STATS},
+                                  **{c: r.get(c) for c in ROW_KEYS}} for r, e in scored])
+            per_class = pd.DataFrame([{"arm": r["arm"], "seed": r["seed"], "class": c, "AP": ap}
+                                      for r, e in scored for c, ap in (e.get("per_class_AP") or {}).items()])
+            if len(rows) and "random" in set(rows.arm):
+                labels = f" — test labels: {name} ({spec.also_test[name]})" if name else ""
+                write_summary(rows, out, title + labels, contrasts=spec.contrasts, oracle_arms=spec.anchor_arms(),
+                              notes=_notes(spec, quick, time.perf_counter() - t_start, train_s, len(rows)),
+                              name=name, per_class=per_class)
+
+    return finished
+
+
 def _notes(spec: Spec, quick: bool, seconds: float, train_s: float, n_runs: int) -> str:
     d, det = spec.raw["data"], spec.raw["detector"]
     data = (f"synthetic pandas, {d['train']} train / {d['test']} clean test frames at {d['size']} px"
@@ -114,7 +155,9 @@ def _notes(spec: Spec, quick: bool, seconds: float, train_s: float, n_runs: int)
     partial = f" PARTIAL: {n_runs} of {planned} arm runs finished." if n_runs < planned else ""
     return (f"Data: {data}; label noise rate {spec.noise.get('rate', 0)} on the training split only, {draws}. "
             f"Budget {spec.raw['budget']} of the training frames (arms with match = \"boxes\" take frames until "
-            f"they hold random's box count); detector {det['recipe']}, {det['iters']} iterations from scratch, "
-            f"seeds {spec.seeds}. Training and scoring the {n_runs} arm run(s): {train_s / 60:.1f} min in all; this "
+            f"they hold random's box count); "
+            + (f"trained by `{det['command']}` ({det['iters']} iterations asked), " if det.get("command") else
+               f"detector {det['recipe']}, {det['iters']} iterations from scratch, ")
+            + f"seeds {spec.seeds}. Training and scoring the {n_runs} arm run(s): {train_s / 60:.1f} min in all; this "
             f"invocation's wall time: {seconds / 60:.1f} min (a resumed run skips finished arms; data, metrics and "
             f"out-of-fold predictions are not counted in the first figure). qualmet {__version__}.{partial}")

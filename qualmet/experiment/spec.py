@@ -227,6 +227,10 @@ def _check_spec(s: Spec) -> None:
     from ..detector.recipe import get_recipe
 
     det = dict(spec["detector"])
+    if "command" in det:  # the user's own trainer: the recipe fields still drive the out-of-fold folds
+        from .external import check_command
+
+        check_command(det.pop("command"), str(p))
     try:
         get_recipe(str(det.pop("recipe", "ssdlite256")), **{k: v for k, v in det.items() if k != "val_fraction"})
     except (QualmetError, TypeError) as exc:
