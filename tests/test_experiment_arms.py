@@ -7,7 +7,8 @@ import pytest
 
 from qualmet.errors import QualmetError
 from qualmet.experiment import load_spec
-from qualmet.experiment.arms import build_subset, known_wrong, oracle_remove
+from qualmet.experiment.arms import build_subset, known_wrong
+from qualmet.experiment.truth import oracle_remove
 from qualmet.experiment.data import prepare_clean, replicate
 from qualmet.formats import load_coco
 from qualmet.select import Strategy, select

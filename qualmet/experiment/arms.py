@@ -41,6 +41,7 @@ from ..log import logger
 from ..select import PREDICTED, Selection, Strategy, resolve_budget, select
 from .data import Replicate, noise_config
 from .learned import Verified, learned_run, with_verified
+from .truth import oracle_remove, wrong_boxes
 from .spec import Spec, slug
 
 
@@ -54,35 +55,11 @@ def arm_config(spec: Spec, arm: dict, seed: int, noise_seed: int | None) -> dict
     return cfg
 
 
-def _exact(a: pd.DataFrame, b: pd.DataFrame) -> np.ndarray:
-    """For each row of ``a``: is there a box in ``b`` with the same id, class and coordinates?"""
-    m = a[["id", "category_id"] + BOX_COLUMNS].merge(b[["id", "category_id"] + BOX_COLUMNS], on="id", how="left",
-                                                     suffixes=("", "_b"))
-    same = m["category_id"] == m["category_id_b"]
-    for c in BOX_COLUMNS:
-        same &= np.isclose(m[c].to_numpy(float), m[f"{c}_b"].to_numpy(float), rtol=0, atol=1e-6)
-    return same.fillna(False).to_numpy(bool)
-
-
-def oracle_remove(noisy: Dataset, clean: Dataset) -> Dataset:
-    """``noisy`` without the boxes that differ from ``clean``, plus each clean box left without its
-    label as an ``iscrowd=1`` ignore region (same frames in both)."""
-    na, ca = noisy.annotations, clean.annotations
-    kept = na[_exact(na, ca)]
-    lost = ca[~_exact(ca, kept)].copy()
-    lost["iscrowd"] = 1
-    out = noisy.copy()
-    out.annotations = pd.concat([kept, lost], ignore_index=True).sort_values("id", kind="stable").reset_index(drop=True)
-    return out
-
-
 def known_wrong(subset: Dataset, rep: Replicate) -> float:
     """Boxes the detector trains on that the manifest says are wrong (NaN without a manifest)."""
     if rep.manifest is None:
         return float("nan")
-    boxes = subset.annotations[subset.annotations["iscrowd"] == 0]
-    clean = rep.clean.annotations[rep.clean.annotations["image_id"].isin(subset.images["id"])]
-    return float((~_exact(boxes, clean)).sum())
+    return float(wrong_boxes(subset, rep.clean, subset.images["id"]).sum())
 
 
 def unlabelled_predictions(labels: Dataset, preds: pd.DataFrame, score: float = 0.5, iou: float = 0.5) -> pd.DataFrame:
@@ -186,7 +163,8 @@ def _select_and_build(spec: Spec, arm: dict, strategy: Strategy, seed: int,
         sel = select(rep.run, rep.noisy.images["id"], strategy, spec.budget(arm), seed, error_frames=rep.error_frames)
         return sel, build_subset(arm, strategy, sel, rep), None
     run, verified = learned_run(rep.run, rep.noisy, rep.clean, arm, seed)
-    pool = [int(i) for i in rep.noisy.images["id"] if int(i) not in set(verified.image_ids)]
+    taken = set(verified.image_ids)
+    pool = [int(i) for i in rep.noisy.images["id"] if int(i) not in taken]
     n = resolve_budget(len(rep.noisy.images), spec.budget(arm)) - len(verified.image_ids)
     if n < 1:
         raise QualmetError(f"arm {arm['name']!r}: verified = {len(verified.image_ids)} frames leaves nothing of the "

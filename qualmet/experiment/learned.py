@@ -25,6 +25,7 @@ from ..combine import verified_frames, with_learned
 from ..dataset import Dataset
 from ..errors import QualmetError
 from ..metric_run import MetricRun
+from .truth import wrong_boxes
 
 LEARNED = "learned"  # the metric name a learned arm ranks by
 
@@ -37,16 +38,6 @@ class Verified:
     n_boxes: int
     n_wrong: int
     weights: dict[str, float]  # per learn_from metric, on its standardised suspicion
-
-
-def wrong_boxes(noisy: Dataset, clean: Dataset, image_ids) -> pd.Series:
-    """annotation id -> True where the noisy box on ``image_ids`` is not exactly a clean box (the
-    manifest's wrong boxes: moved, resized, relabelled or spurious)."""
-    from .arms import _exact
-
-    boxes = noisy.annotations[noisy.annotations["image_id"].isin(list(image_ids)) & (noisy.annotations["iscrowd"] == 0)]
-    clean_boxes = clean.annotations[clean.annotations["image_id"].isin(list(image_ids))]
-    return pd.Series(~_exact(boxes, clean_boxes), index=boxes["id"].astype(int).to_numpy())
 
 
 def learned_run(run: MetricRun, noisy: Dataset, clean: Dataset, arm: dict, seed: int) -> tuple[MetricRun, Verified]:
