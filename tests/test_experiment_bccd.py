@@ -183,6 +183,7 @@ def test_the_bccd_spec_loads():
     assert spec.also_test == {"original": "../../shared/datasets/bccd/annotations"} and not spec.has_noise
     assert spec.arms_need_predictions() and set(spec.metrics_needed()) == {"missed_by_labels", "confidence"}
     assert {a["name"]: spec.budget(a) for a in spec.arms}["all"] == 1.0
+    assert spec.anchor_arms() == {"all"}  # a reference, left out of the summary's average over metric arms
     assert load_spec(spec.path, quick=True).seeds == [0]
 
 

@@ -83,8 +83,10 @@ class Spec:
         return parse_contrasts(self.raw.get("contrasts"), [a["name"] for a in self.arms], str(self.path))
 
     def anchor_arms(self) -> set[str]:
-        """Arms that are references, not metric strategies: the anchors and oracle relabelling."""
-        return {a["name"] for a in self.arms if a.get("strategy") in ANCHORS or a.get("oracle")}
+        """Arms that are references, not metric strategies: the anchors, oracle relabelling, and random
+        samples other than the baseline (e.g. ``all``, a random arm with a budget of its own)."""
+        return {a["name"] for a in self.arms if a.get("strategy") in ANCHORS or a.get("oracle")
+                or (a.get("strategy", "random") == "random" and a["name"] != "random")}
 
     def budget(self, arm: dict[str, Any]) -> float | int:
         """The arm's budget: its own ``budget`` when it has one, else the spec's."""
