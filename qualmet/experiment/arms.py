@@ -117,9 +117,14 @@ def build_subset(arm: dict, s: Strategy, sel: Selection, rep: Replicate) -> Data
     return subset
 
 
+def arm_folder(out: Path, arm: dict, seed: int) -> Path:
+    """Where one arm's seed lives in an experiment folder (result.json, model, evaluation)."""
+    return out / "arms" / slug(arm["name"]) / f"seed{seed}"
+
+
 def run_arm(spec: Spec, arm: dict, seed: int, out: Path, rep: Replicate, progress: bool) -> dict:
     """Select, train, evaluate one arm for one seed; resumable (skips when result.json matches)."""
-    arm_dir = out / "arms" / slug(arm["name"]) / f"seed{seed}"
+    arm_dir = arm_folder(out, arm, seed)
     cfg = arm_config(spec, arm, seed, rep.noise_seed)
     result_path = arm_dir / "result.json"
     strategy = Strategy.from_dict(arm)

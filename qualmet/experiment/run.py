@@ -90,8 +90,7 @@ def summarize_experiment(spec_path: str | Path, out: str | Path | None = None, q
     or commit while the rest runs elsewhere, marked PARTIAL when arms are missing."""
     from .. import steps
     from ..errors import QualmetError
-    from .arms import arm_config
-    from .spec import slug
+    from .arms import arm_config, arm_folder
 
     spec = load_spec(spec_path, quick=quick)
     out = Path(out) if out else Path("experiments") / "results" / (spec.name + ("_quick" if quick else ""))
@@ -100,7 +99,7 @@ def summarize_experiment(spec_path: str | Path, out: str | Path | None = None, q
     for seed in spec.seeds:
         noise_seed = spec.noise_seed(seed) if spec.has_noise else None
         for k, arm in enumerate(spec.arms):
-            p = out / "arms" / slug(arm["name"]) / f"seed{seed}" / "result.json"
+            p = arm_folder(out, arm, seed) / "result.json"
             if not p.is_file():
                 continue
             r = json.loads(p.read_text())
