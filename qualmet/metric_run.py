@@ -156,6 +156,16 @@ class MetricRun:
         """0 when every cell could be computed, 1 when a metric raised or a frame was skipped."""
         return 1 if (self.errors or self.skipped_frames) else 0
 
+    def only(self, names: Iterable[str]) -> "MetricRun":
+        """The same run holding only the metrics ``names`` (each checked to be in it)."""
+        keep = set(names)
+        for m in keep:
+            self.spec(m)
+        drop = [m for m in self.metrics if m not in keep]
+        info = {**self.info, "metrics": [m for m in self.info.get("metrics", []) if m.get("name") not in drop]}
+        return MetricRun(self.objects.drop(columns=[c for c in drop if c in self.objects.columns]),
+                         self.frames.drop(columns=[c for c in drop if c in self.frames.columns]), info)
+
     def spec(self, name: str) -> MetricInfo:
         """``name``'s spec; an unknown name is an error listing the run's metrics."""
         specs = self.specs

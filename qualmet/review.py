@@ -47,6 +47,7 @@ KINDS = ("empty box", "duplicate", "wrong class", "loose/shifted box", "spurious
 FIT_METRICS = ("box_tightness_iou", "box_tightness", "aspect_ratio")
 CONTENT_METRICS = ("confidence", "black_white_ratio", "class_color_consistency")
 IMAGE_METRICS = ("brightness", "sharpness", "contrast", "image_entropy", "colorfulness")
+RULE_METRICS = FIT_METRICS + CONTENT_METRICS + IMAGE_METRICS  # what the metric rules read
 TOP = 0.95  # a metric speaks against a box in the suspicious 5% of its class
 DUPLICATE_IOU, MATCH_IOU, PRED_SCORE, IMAGE_FENCE_K = 0.7, 0.5, 0.5, 3.0
 SUGGEST_IOU = (0.3, 0.95)
@@ -274,6 +275,14 @@ def build_review(ds: Dataset, run: MetricRun, predictions: pd.DataFrame | None =
         pd.DataFrame(columns=[*COLUMNS, "category_id"])  # a queue with no issue at all
     return Review(_ranked(issues, ds), _box_table(run, combined, box_issues, reasons), _frame_table(issues, run, combined),
                   notes)
+
+
+def frame_ranking(ds: Dataset, run: MetricRun, predictions: pd.DataFrame | None = None,
+                  metrics: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """The queue's frames table (most issues first, then the worst box's combined score) built from
+    ``run`` restricted to ``metrics`` (all of its metrics when None): what the ``review`` selection
+    strategy ranks frames by (:func:`qualmet.select.select`)."""
+    return build_review(ds, run.only(metrics) if metrics else run, predictions).frames
 
 
 def _ranked(issues: pd.DataFrame, ds: Dataset) -> pd.DataFrame:

@@ -14,6 +14,10 @@ error". A frame's score combines its boxes' suspicion by ``frame_score`` ("max":
 "mean"; "sum": about the expected wrong boxes when suspicion is calibrated). NaN (a metric not
 defined for a frame, e.g. a frame without boxes) is neutral: a filter never drops it, a ranking puts
 it at the median, and stratify samples NaN frames in proportion to their number.
+
+``review`` ranks frames by the review queue (:func:`qualmet.review.frame_ranking`): fewest issues
+first, then the lowest worst-box combined score, ties in permutation order; the caller builds the
+queue's frames table and passes it as ``review_frames``.
 """
 from __future__ import annotations
 
@@ -32,7 +36,9 @@ ANCHORS = ("clean", "oracle_remove", "oracle_filter")
 # random's frames plus the confident out-of-fold predictions no label overlaps, as ignore regions or as
 # boxes (qualmet.experiment.arms): they need the experiment's out-of-fold predictions, so specs only
 PREDICTED = ("ignore_predicted", "pseudo_label")
-STRATEGIES = ("random", "filter", "rank", "stratify", "combined", "remove_annotations", "relabel") + ANCHORS + PREDICTED
+STRATEGIES = ("random", "filter", "rank", "stratify", "combined", "remove_annotations", "relabel", "review") + ANCHORS + PREDICTED
+# strategies an experiment hands its out-of-fold predictions (review: the queue's missing boxes, wrong classes)
+USES_PREDICTIONS = PREDICTED + ("review",)
 RANDOM_FRAMES = ("random", "remove_annotations", "relabel", "clean", "oracle_remove") + PREDICTED  # random's frames
 MATCH = ("frames", "boxes")
 FRAME_SCORES = ("max", "mean", "sum")
@@ -44,7 +50,7 @@ class Strategy:
 
     kind: str = "random"
     metric: str | None = None  # filter, rank, stratify, remove_annotations, relabel
-    metrics: tuple[str, ...] = ()  # combined (and relabel when given)
+    metrics: tuple[str, ...] = ()  # combined (and relabel, review when given)
     method: str = "iqr"  # filter / remove_annotations: "iqr", "percentile" or "threshold"
     iqr_k: float = 1.5  # IQR fence multiplier (1.5 or 3 are the usual)
     percentile: float = 10.0  # share (%) of the most suspicious dropped by method="percentile"
@@ -221,10 +227,11 @@ def _take(order: np.ndarray, n: int, target: int | None, boxes: pd.Series | None
 
 
 def select(run: MetricRun, image_ids, strategy: Strategy, budget: float | int, seed: int,
-           error_frames: Iterable[int] | None = None) -> Selection:
+           error_frames: Iterable[int] | None = None, review_frames: pd.DataFrame | None = None) -> Selection:
     """Choose ``budget`` frames of ``image_ids`` by ``strategy`` (or raise saying why not), reading each
     metric's suspicion from ``run``. ``error_frames`` (the frames with an injected error, from a noise
-    manifest) is needed by ``oracle_filter`` only."""
+    manifest) is needed by ``oracle_filter`` only; ``review_frames`` (the review queue's frames table)
+    by ``review`` only."""
     ids = pd.Index(sorted(int(i) for i in image_ids), dtype="int64")
     if len(ids) == 0:
         raise QualmetError("the data set has no frames to select from")
@@ -240,6 +247,8 @@ def select(run: MetricRun, image_ids, strategy: Strategy, budget: float | int, s
     target = int(boxes.loc[random_ids].sum()) if boxes is not None else None
     if s.kind in ("rank", "stratify"):
         return _ordered(run, ids, s, perm, n, target, boxes)
+    if s.kind == "review":
+        return _by_review(review_frames, ids, perm, n, target, boxes)
     m = s.metric
     if s.kind == "combined":
         susp = combined_suspicion(run, s.metrics, ids, how=s.frame_score)
@@ -304,6 +313,27 @@ def _ordered(run: MetricRun, ids: pd.Index, s: Strategy, perm: np.ndarray, n: in
     r = _reasons(ids, set(chosen.tolist()), f"stratified by {m}", f"not sampled from its {m} bin", susp)
     r["bin"] = codes.reindex(r["image_id"]).to_numpy()
     return Selection(chosen.tolist(), r, target_boxes=target)
+
+
+def _by_review(frames: pd.DataFrame | None, ids: pd.Index, perm: np.ndarray, n: int, target: int | None,
+               boxes: pd.Series | None) -> Selection:
+    """Fewest review issues first, then the lowest worst-box score (NaN, a frame without boxes: the
+    median), ties in permutation order."""
+    if frames is None:
+        raise QualmetError("strategy 'review' needs the review queue's frames table "
+                           "(qualmet.review.frame_ranking(dataset, run, predictions))")
+    f = frames.assign(image_id=frames["image_id"].astype("int64")).drop_duplicates("image_id").set_index("image_id")
+    missing = ids.difference(f.index)
+    if len(missing):
+        raise QualmetError(f"the review queue has no row for {len(missing)} frame(s), e.g. image id {int(missing[0])}: "
+                           "build it from the same data set")
+    issues = f["issues"].reindex(perm).to_numpy(float)
+    worst = f["worst_box_score"].reindex(perm)
+    order = perm[np.lexsort((worst.fillna(worst.median()).to_numpy(float), issues))]  # stable: ties keep perm order
+    chosen = np.sort(_take(order, n, target, boxes, "review ranking"))
+    susp = f["issues"].reindex(ids).astype(float)
+    return Selection(chosen.tolist(), _reasons(ids, set(chosen.tolist()), f"among the {len(chosen)} frames with the "
+                                               "fewest review issues", "more review issues", susp), target_boxes=target)
 
 
 def stratum_codes(susp: pd.Series, bins: int) -> pd.Series:

@@ -1,5 +1,5 @@
 """Real label noise (BCCD): the data keys (train_list, images, test_images, [data.also_test]), the
-ignore_predicted and pseudo_label arms and the per-test-set, per-class results, on a slice of the real
+ignore_predicted, pseudo_label and review arms and the per-test-set, per-class results, on a slice of the real
 BCCD files (12 pool frames, 4 relabelled test frames) with a detector trained for a few iterations."""
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from qualmet.experiment import load_spec, run_experiment
 from qualmet.experiment.arms import add_predicted, unlabelled_predictions
 from qualmet.experiment.data import prepare_clean
 from qualmet.formats import load_coco, load_predictions
+from qualmet.review import RULE_METRICS
 
 from .conftest import SHARED
 
@@ -72,6 +73,10 @@ score = {SCORE}
 name = "pseudo_label"
 strategy = "pseudo_label"
 score = {SCORE}
+[[arms]]
+name = "review"
+strategy = "review"
+match = "boxes"
 {arms}''')
     return root / "s.toml"
 
@@ -181,7 +186,8 @@ def test_unknown_data_keys_are_still_refused(tmp_path):
 def test_the_bccd_spec_loads():
     spec = load_spec(Path(__file__).resolve().parents[1] / "experiments" / "bccd_real_noise.toml")
     assert spec.also_test == {"original": "../../shared/datasets/bccd/annotations"} and not spec.has_noise
-    assert spec.arms_need_predictions() and set(spec.metrics_needed()) == {"missed_by_labels", "confidence"}
+    assert spec.arms_need_predictions() and set(spec.metrics_needed()) == {"missed_by_labels", "confidence",
+                                                                        *RULE_METRICS}  # the review arm's
     assert {a["name"]: spec.budget(a) for a in spec.arms}["all"] == 1.0
     assert spec.anchor_arms() == {"all"}  # a reference, left out of the summary's average over metric arms
     assert load_spec(spec.path, quick=True).seeds == [0]
@@ -237,12 +243,36 @@ def test_predicted_arms_train_on_randoms_frames_with_the_oof_predictions_no_labe
 
 
 @pytest.mark.slow
+def test_the_review_arm_ranks_the_pool_by_its_queue_with_the_oof_predictions(experiment):
+    """The arm's frames are those `select` takes from the queue built on the experiment's own metrics run
+    (the review rules' metrics) and out-of-fold predictions, walking until random's box count."""
+    from qualmet.metric_run import MetricRun
+    from qualmet.review import frame_ranking
+    from qualmet.select import Strategy, select
+
+    out = experiment
+    noisy = load_coco(out / "data" / "train_noisy.json")
+    run = MetricRun.load(out / "metrics")
+    assert set(RULE_METRICS) <= set(run.metrics)
+    frames = frame_ranking(noisy, run, load_predictions(out / "oof" / "preds_oof.json", noisy), RULE_METRICS)
+    assert frames["issues"].nunique() > 1, "every frame has as many issues: the ranking checks nothing"
+    for seed in (0, 1):
+        want = select(run, noisy.images["id"], Strategy("review", match="boxes"), 0.5, seed, review_frames=frames)
+        got = _subset(out, "review", seed)
+        assert sorted(got.images["id"].astype(int)) == want.image_ids
+        rnd = _subset(out, "random", seed)
+        assert len(got.annotations) >= len(rnd.annotations) > 0  # box-matched to random's count
+        issues = frames.set_index("image_id")["issues"]
+        assert issues.loc[want.image_ids].max() <= issues.drop(index=want.image_ids).min()  # the fewest issues
+
+
+@pytest.mark.slow
 def test_results_per_test_set_and_per_class(experiment):
     out = experiment
     for name in ("results.csv", "results_original.csv"):
         df = pd.read_csv(out / name)
         assert sorted(zip(df.arm, df.seed)) == sorted((a, s) for a in ("random", "all", "ignore_predicted",
-                                                                         "pseudo_label") for s in (0, 1))
+                                                                         "pseudo_label", "review") for s in (0, 1))
         assert "n_added" in df
     assert (out / "summary_original.md").is_file() and (out / "contrasts_original.csv").is_file()
     r = json.loads((out / "arms" / "random" / "seed0" / "result.json").read_text())

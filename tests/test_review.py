@@ -198,3 +198,22 @@ def test_the_queue_scored_against_a_manifest_of_the_planted_faults(planted):
     assert p.loc["duplicate", "precision@10"] == 1.0 and p.loc["missing box", "right_kind@10"] == 1.0
     n_loose = int((review.issues["kind"] == "loose/shifted box").sum())
     assert p.loc["loose/shifted box", "precision@10"] == pytest.approx(1 / min(10, n_loose))
+
+
+def test_select_by_the_review_queue_leaves_out_the_planted_faults(planted, tmp_path):
+    """`qualmet select --strategy review`: half the frames, those with the fewest review issues; every
+    frame holding a planted fault (loose, deleted, duplicated, spurious or empty box) has an issue."""
+    ds = planted["ds"]
+    boxes = ds.annotations.set_index("id")["image_id"]
+    faulty = {int(planted["deleted"]["image_id"])} | {int(boxes[a]) for a in (planted["loose"], planted["dup"],
+                                                                                planted["spurious"], planted["empty"])}
+    out = tmp_path / "sel"
+    assert main(["select", str(planted["root"] / "faulty.json"), "--run", str(planted["root"] / "run"),
+                 "--strategy", "review", "--predictions", str(planted["pred_path"]), "--budget", "20",
+                 "--out", str(out)]) == 0
+    chosen = set(load_coco(out / "subset.json").images["id"].astype(int))
+    assert len(chosen) == 20 and not chosen & faulty
+    frames = build_review(ds, planted["run"], planted["preds"]).frames.set_index("image_id")
+    assert frames.loc[sorted(chosen), "issues"].max() <= frames.drop(index=sorted(chosen))["issues"].min()
+    reasons = pd.read_csv(out / "reasons.csv")
+    assert reasons.loc[reasons.kept, "reason"].str.contains("fewest review issues").all()

@@ -290,3 +290,44 @@ def test_match_and_frame_score_values_are_checked():
         Strategy.from_dict({"strategy": "random", "match": "pixels"})
     with pytest.raises(QualmetError, match="frame_score must be max, mean or sum"):
         Strategy.from_dict({"strategy": "filter", "metric": "tight", "frame_score": "median"})
+
+
+# --- review: frames ranked by the review queue (issue 27)
+
+def _queue(ids, issues, worst) -> pd.DataFrame:
+    """A review queue's frames table as qualmet.review.frame_ranking gives it (rows in any order)."""
+    return pd.DataFrame({"image_id": ids, "issues": issues, "worst_box_score": worst}).sample(frac=1, random_state=5)
+
+
+def test_review_takes_the_fewest_issues_then_the_lowest_worst_box_nan_at_the_median():
+    o, f, ids = tables()
+    run = MetricRun.from_tables(o, f, WORSE)
+    issues = [0 if i % 3 == 0 else 1 + i % 2 for i in ids]  # 13 frames without an issue: 3, 6, ..., 39
+    worst = [1 - i / 100 for i in ids]  # 0.60 .. 0.99: the later frame, the lower
+    q = _queue(ids, issues, worst)
+    assert select(run, ids, Strategy("review"), 7, seed=0, review_frames=q).image_ids == [21, 24, 27, 30, 33, 36, 39]
+    q.loc[q.image_id == 39, "worst_box_score"] = np.nan  # the median of the other frames' worst, 0.80 (frame 20's)
+    assert select(run, ids, Strategy("review"), 6, seed=0, review_frames=q).image_ids == [21, 24, 27, 30, 33, 36]
+    assert select(run, ids, Strategy("review"), 7, seed=0, review_frames=q).image_ids == [21, 24, 27, 30, 33, 36, 39]
+    sel = select(run, ids, Strategy("review"), 15, seed=0, review_frames=q)
+    kept = q.set_index("image_id").loc[sel.image_ids, "issues"]
+    assert (kept == 0).sum() == 13 and set(kept[kept > 0]) == {1}  # then the frames with one issue
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_a_review_queue_with_no_preference_selects_randoms_frames(seed):
+    o, f, ids = tables()
+    run = MetricRun.from_tables(o, f, WORSE)
+    flat = _queue(ids, [1] * len(ids), [0.5] * len(ids))
+    assert (select(run, ids, Strategy("review"), 12, seed=seed, review_frames=flat).image_ids
+            == select(run, ids, Strategy("random"), 12, seed=seed).image_ids)
+
+
+def test_review_without_the_queue_or_with_a_frame_missing_is_an_error():
+    o, f, ids = tables()
+    run = MetricRun.from_tables(o, f, WORSE)
+    with pytest.raises(QualmetError, match="needs the review queue's frames table"):
+        select(run, ids, Strategy("review"), 12, seed=0)
+    q = _queue(ids, [0] * len(ids), [0.5] * len(ids))
+    with pytest.raises(QualmetError, match="no row for 1 frame.*image id 17"):
+        select(run, ids, Strategy("review"), 12, seed=0, review_frames=q[q.image_id != 17])

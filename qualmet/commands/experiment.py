@@ -34,10 +34,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "JSON's .images sidecar, else images/ beside it); subset.json's sidecar names it")
     s.add_argument("--run", required=True, help="metrics run folder (objects.parquet, frames.parquet)")
     s.add_argument("--strategy", default="random", help="random, filter, rank, stratify, combined, remove_annotations, "
-                                                        "relabel (clean and the oracle_* anchors need a noise manifest: "
+                                                        "relabel, review (clean and the oracle_* anchors need a noise manifest: "
                                                         "experiments only)")
     s.add_argument("--metric", default=None, help="the metric to filter, rank or stratify by (a column of the run)")
-    s.add_argument("--metrics", default=None, help="comma-separated, for combined / relabel")
+    s.add_argument("--metrics", default=None, help="comma-separated, for combined / relabel / review (default: the "
+                                                   "run's)")
+    s.add_argument("--predictions", default=None,
+                   help="review: out-of-fold predictions (COCO results), so the queue also counts missing boxes "
+                        "and wrong classes")
     s.add_argument("--method", default="iqr", choices=("iqr", "percentile", "threshold"),
                    help="filter: which values are suspicious (beyond the IQR fence on the metric's worse side, the "
                         "worst --percentile percent, or beyond --threshold)")
@@ -139,7 +143,14 @@ def cmd_select(args: argparse.Namespace) -> int:
     if args.metrics:
         spec["metrics"] = args.metrics.split(",")
     budget = parse_budget(args.budget)
-    sel = select(run, ds.images["id"], Strategy.from_dict(spec), budget, args.seed)
+    strategy, frames = Strategy.from_dict(spec), None
+    if strategy.kind == "review":  # frames with the fewest review issues first (docs/review.md)
+        from ..formats import load_predictions
+        from ..review import frame_ranking
+
+        preds = load_predictions(args.predictions, ds) if args.predictions else None
+        frames = frame_ranking(ds, run, preds, strategy.metrics or None)
+    sel = select(run, ds.images["id"], strategy, budget, args.seed, review_frames=frames)
     out = Path(args.out)
     sub = ds.subset(sel.image_ids)
     if sel.drop_annotations:

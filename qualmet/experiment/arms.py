@@ -19,6 +19,9 @@ on the pool, never the test frames) on random's frames, for labels that miss obj
 - ``ignore_predicted``: each prediction with score >= ``score`` (0.5) whose IoU with every label of its
   frame is below ``iou`` (0.5, any class) becomes an ignore region (``iscrowd=1``);
 - ``pseudo_label``: the same predictions become ordinary boxes of the predicted class.
+
+A ``review`` arm ranks the pool by the review queue (:func:`qualmet.review.frame_ranking`) built from
+the arm's ``metrics`` (default: the review rules' metrics) and the same out-of-fold predictions.
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ from ..errors import QualmetError
 from ..formats import save_coco
 from ..boxes import iou_matrix
 from ..log import logger
-from ..select import PREDICTED, Selection, Strategy, resolve_budget, select
+from ..select import PREDICTED, USES_PREDICTIONS, Selection, Strategy, resolve_budget, select
 from .data import Replicate, noise_config
 from .learned import Verified, learned_run, with_verified
 from .truth import oracle_remove, wrong_boxes
@@ -50,7 +53,7 @@ def arm_config(spec: Spec, arm: dict, seed: int, noise_seed: int | None) -> dict
     has one); ``noise_seed`` is its draw's (None without injected noise)."""
     cfg = {"arm": arm, "seed": seed, "budget": spec.budget(arm), "detector": spec.raw["detector"],
            "data": spec.raw["data"], "noise": noise_config(spec, noise_seed)}
-    if arm.get("strategy") in PREDICTED:  # the fold models that made its boxes
+    if arm.get("strategy") in USES_PREDICTIONS:  # the fold models that made its boxes or its queue
         cfg["predictions"] = spec.raw["predictions"]
     return cfg
 
@@ -165,7 +168,8 @@ def _select_and_build(spec: Spec, arm: dict, strategy: Strategy, seed: int,
     """The arm's selection and training data; a learned arm (``verified``) first spends part of its
     budget on verified frames and ranks the rest by the combiner fitted on them (:mod:`.learned`)."""
     if not arm.get("verified"):
-        sel = select(rep.run, rep.noisy.images["id"], strategy, spec.budget(arm), seed, error_frames=rep.error_frames)
+        sel = select(rep.run, rep.noisy.images["id"], strategy, spec.budget(arm), seed, error_frames=rep.error_frames,
+                     review_frames=_review_frames(strategy, rep))
         return sel, build_subset(arm, strategy, sel, rep), None
     run, verified = learned_run(rep.run, rep.noisy, rep.clean, arm, seed)
     taken = set(verified.image_ids)
@@ -181,6 +185,15 @@ def _select_and_build(spec: Spec, arm: dict, strategy: Strategy, seed: int,
     sel.reasons = pd.concat([sel.reasons, extra[sel.reasons.columns.intersection(extra.columns)]], ignore_index=True)
     sel.image_ids = sorted(sel.image_ids + verified.image_ids)
     return sel, subset, verified
+
+
+def _review_frames(s: Strategy, rep: Replicate) -> pd.DataFrame | None:
+    """A review arm's queue of the pool: its metrics (default: the review rules') and the out-of-fold predictions."""
+    if s.kind != "review":
+        return None
+    from ..review import RULE_METRICS, frame_ranking
+
+    return frame_ranking(rep.noisy, rep.run, rep.predictions, s.metrics or RULE_METRICS)
 
 
 def result_line(r: dict) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..contrasts import Contrast, parse_contrasts
 from ..errors import QualmetError
-from ..select import ANCHORS, PREDICTED, Strategy, check_budget
+from ..select import ANCHORS, USES_PREDICTIONS, Strategy, check_budget
 from .learned import LEARNED
 
 DEFAULTS: dict[str, Any] = {
@@ -98,13 +98,17 @@ class Spec:
         return dict(self.raw["data"].get("also_test") or {})
 
     def arms_need_predictions(self) -> bool:
-        """True when an arm adds the out-of-fold predictions to its frames (ignore_predicted, pseudo_label)."""
-        return any(a.get("strategy") in PREDICTED for a in self.arms)
+        """True when an arm reads the out-of-fold predictions (ignore_predicted, pseudo_label, review)."""
+        return any(a.get("strategy") in USES_PREDICTIONS for a in self.arms)
 
     def metrics_needed(self) -> list[str]:
-        """Metrics the arms rank by, plus any listed under ``metrics``."""
+        """Metrics the arms rank by (a review arm without ``metrics``: the review rules' metrics), plus any
+        listed under ``metrics``."""
+        from ..review import RULE_METRICS
+
         names = list(self.raw.get("metrics", []))
         for a in self.arms:
+            names += list(RULE_METRICS) if a.get("strategy") == "review" and not a.get("metrics") else []
             names += [a["metric"]] if a.get("metric") and a["metric"] != LEARNED else []
             names += list(a.get("metrics", [])) + list(a.get("learn_from", []))
         return list(dict.fromkeys(names))
