@@ -30,9 +30,11 @@ def one(train_ds, tests: dict, out: Path, size: int, seed: int, iters: int, thre
                 input_size=size, threads=threads)
     log = pd.read_csv(folder / "train_log.csv")
     s_per_iter = float(log["elapsed_s"].iloc[-1]) / int(log["iter"].iloc[-1])
-    rows = []
+    rows, preds, frames = [], None, None
     for name, test in tests.items():
-        preds = res.predictor.predict_dataset(test)
+        ids = tuple(test.images["id"].astype(int))
+        if ids != frames:  # label sets of the same frames share one prediction
+            preds, frames = res.predictor.predict_dataset(test), ids
         ev = evaluate(test, preds, out=folder / f"eval_{name}")
         st = ev["stats"]
         rows.append({"size": size, "seed": seed, "test": name, "AP": st["AP"], "AP50": st["AP50"], "AR100": st["AR100"],
@@ -72,8 +74,9 @@ def main() -> None:
             for r in one(train_ds, tests, out, size, seed, args.iters, args.threads)]
     df = pd.DataFrame(rows)
     write_text(out / "results.csv", df.to_csv(index=False))
-    write_text(out / "summary.md", summary(df, args))
-    print(summary(df, args))
+    text = summary(df, args)
+    write_text(out / "summary.md", text)
+    print(text)
 
 
 if __name__ == "__main__":
