@@ -110,7 +110,7 @@ def direct_time(ds, paths: list[Path]) -> float:
     chunks, workers, tables, cache, error capture). What the metric definitions themselves cost."""
     from qualmet.imageio import read_image
     from qualmet.context import MetricContext
-from qualmet.discovery import load_registry
+    from qualmet.discovery import load_registry
 
     specs = [s for _, s in sorted(load_registry().metrics.items()) if not s.needs_predictions]
     per_frame = [s for s in specs if not s.vectorised]

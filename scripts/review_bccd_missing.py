@@ -102,7 +102,7 @@ def main() -> None:
     review = build_review(orig, run, preds)
     judged = judge(review, orig, truth, missing)
     write_text(out / "judged_against_relabelling.csv", judged.to_csv(index=False))
-    lines = [f"# Model-based review kinds on BCCD's 40 relabelled test frames", "",
+    lines = ["# Model-based review kinds on BCCD's 40 relabelled test frames", "",
              f"Model: `{args.model}` (trained on the training pool, never on these frames). "
              f"Original labels: {len(orig.annotations)} boxes; relabelling: {len(truth)}; "
              f"relabelled boxes no original box overlaps (IoU >= {IOU}): {len(missing)}.", "",

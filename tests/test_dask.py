@@ -152,6 +152,27 @@ class KillAfterFirst:
         self.inner.close(cancel)
 
 
+def _worker_settings():
+    import torch
+
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_"), torch.get_num_threads()
+
+
+def test_local_workers_keep_glibc_malloc_and_training_workers_share_the_cores(monkeypatch):
+    """Dask's MALLOC_TRIM_THRESHOLD_ made every large buffer an mmap (training 1.5x slower, half of it
+    in the kernel); training workers get cores // workers torch threads each, never oversubscribed."""
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    for training in (False, True):
+        ex = DaskExecutor(n_workers=2, torch_threads=training)
+        try:
+            got = list(ex.client.run(_worker_settings).values())
+        finally:
+            ex.close()
+        assert len(got) == 2 and all(trim is None for trim, _ in got), got
+        if training:
+            assert [n for _, n in got] == [max(1, (os.cpu_count() or 1) // 2)] * 2, got
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 def test_worker_killed_mid_run_gives_identical_result(synth, tmp_path):
     plugin = write_plugin(tmp_path / "slow_metrics.py", sleep=0.03)  # ~0.12 s per chunk: the kill lands mid-run

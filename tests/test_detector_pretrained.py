@@ -169,3 +169,25 @@ def test_a_box_turned_into_an_ignore_region_is_another_training(tmp_path):
     ds.annotations.loc[0, "iscrowd"] = 1
     with pytest.raises(QualmetError, match=r"different training \(train_data differ\)"):
         train(ds, tmp_path / "m", **kw)
+
+
+def test_frozen_bn_keeps_the_backbone_statistics_it_was_loaded_with(tmp_path):
+    data = ellipses(tmp_path / "d", 12, 64, seed=5)
+    kw = dict(device="cpu", input_size=64, batch_size=4, bn_recalib_images=8, val_fraction=0.0, progress=False)
+    base = train(data, tmp_path / "base", iters=10, seed=0, **kw).predictor.model.state_dict()
+    frozen = train(data, tmp_path / "frozen", iters=10, seed=1, checkpoint=str(tmp_path / "base"), freeze_bn=True,
+                   **kw).predictor.model.state_dict()
+    free = train(data, tmp_path / "free", iters=10, seed=1, checkpoint=str(tmp_path / "base"),
+                 **kw).predictor.model.state_dict()
+    stats = [k for k in base if k.endswith(("running_mean", "running_var"))]
+    backbone = [k for k in stats if k.startswith("backbone.")]
+    head = [k for k in stats if k.startswith("head.")]
+    assert backbone and head
+    assert _same(frozen, base, backbone)  # neither training nor recalibration touched them
+    assert not _same(free, base, backbone)
+    assert not _same(frozen, base, head)  # the head's BN still learns its statistics
+    assert not _same(frozen, base, [k for k in base if k.startswith("backbone.") and k.endswith(".weight")])
+    reloaded = Predictor.load(tmp_path / "frozen", device="cpu")
+    assert reloaded.recipe.freeze_bn and _same(reloaded.model.state_dict(), frozen, stats)
+    with pytest.raises(QualmetError, match="freeze_bn .* needs weights"):
+        train(data, tmp_path / "scratch", iters=10, freeze_bn=True, **kw)

@@ -1,7 +1,6 @@
 """Plugin discovery: built-ins, a user file, an installed package's entry point, clashes, ``metrics list``."""
 from __future__ import annotations
 
-import hashlib
 import textwrap
 from pathlib import Path
 

@@ -29,6 +29,11 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
                    help="start from torchvision's backbone weights, by name (e.g. IMAGENET1K_V1)")
     p.add_argument("--checkpoint", default=None,
                    help="start from a local state dict (whole detector or backbone) or a qualmet model folder")
+    p.add_argument("--lr", type=float, default=None, help="base learning rate (default: the recipe's, 1e-3)")
+    p.add_argument("--warmup-iters", type=int, default=None,
+                   help="linear warm-up iterations before the cosine decay (default: the recipe's, 50)")
+    p.add_argument("--freeze-bn", dest="freeze_bn", action="store_const", const=True, default=None,
+                   help="keep the backbone's loaded BN statistics (with --weights, --weights-backbone or --checkpoint)")
     p.add_argument("--no-strict", dest="strict", action="store_const", const=False, default=None,
                    help="load the weights that fit and warn about the rest (default: keys that do not fit are an error)")
     add_seed(p)
@@ -37,7 +42,8 @@ def _add_training_args(p: argparse.ArgumentParser) -> None:
 def _training_overrides(args: argparse.Namespace) -> dict:
     return {"input_size": args.input_size, "batch_size": args.batch_size, "checkpoint_every": args.checkpoint_every,
             "eval_every": args.eval_every, "threads": args.threads, "weights": args.weights,
-            "weights_backbone": args.weights_backbone, "checkpoint": args.checkpoint, "strict": args.strict}
+            "weights_backbone": args.weights_backbone, "checkpoint": args.checkpoint, "strict": args.strict,
+            "lr": args.lr, "warmup_iters": args.warmup_iters, "freeze_bn": args.freeze_bn}
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -118,7 +118,7 @@ def _run_folds(tasks: list[FoldTask], progress: bool, executor: str | None, work
     from ..dask_executor import DaskExecutor, parse_executor
 
     _, address = parse_executor(executor)
-    ex = DaskExecutor(address, n_workers=workers, resources={"GPU": 1} if gpu else None)
+    ex = DaskExecutor(address, n_workers=workers, resources={"GPU": 1} if gpu else None, torch_threads=True)
     for t in tasks:
         logger.info(says(t) + " (on Dask)")
     got: dict[int, pd.DataFrame] = {}

@@ -207,6 +207,9 @@ def check(rec: Recipe) -> Recipe:
     given = [n for n in ("weights", "weights_backbone", "checkpoint") if getattr(rec, n)]
     if len(given) > 1:
         raise QualmetError(f"recipe: give one of weights, weights_backbone and checkpoint, not {' and '.join(given)}")
+    if rec.freeze_bn and not given:
+        raise QualmetError("recipe: freeze_bn keeps the backbone's loaded BN statistics, so it needs weights, "
+                           "weights_backbone or checkpoint (from scratch there are none to keep)")
     if rec.weights:
         resolve_weights(rec.arch, "weights", rec.weights)
     if rec.weights_backbone:

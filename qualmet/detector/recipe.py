@@ -34,6 +34,9 @@ class Recipe:
     eval_every: int = 50  # iterations between train/val loss (and val mAP) log rows
     checkpoint_every: int = 100  # iterations between resumable checkpoints
     bn_recalib_images: int = 256  # BN statistics recomputed over this many training frames (see train.py)
+    # the backbone's BN layers keep the statistics they were loaded with (eval mode while training, not
+    # recalibrated); only with a pretrained start. Measured, not the default: docs/detector.md
+    freeze_bn: bool = False
     amp: bool = True  # mixed precision; only ever used on CUDA
     detections_per_img: int = 100
     # torch intra-op threads while training and predicting; 0 leaves torch's setting (one per physical

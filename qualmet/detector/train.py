@@ -39,7 +39,7 @@ from .folder import (OUTPUT_FILES, differences_from, finished_config, load_check
 from . import pretrained
 from .predictor import Predictor, pick_device
 from .recipe import MIN_USEFUL_ITERS, Recipe, build_model, get_recipe, lr_factor, param_groups, torch_threads
-from .validation import detect, recalibrate_bn, validate
+from .validation import frozen_bn, recalibrate_bn, validate
 
 LOG_COLUMNS = ["iter", "lr", "train_loss", "val_loss", "val_AP", "val_AP50", "elapsed_s"]
 
@@ -211,6 +211,8 @@ def train_iterations(state: TrainState, loader: Any, rec: Recipe, dev: torch.dev
     a divergence check, backward, gradient clipping, optimiser and scheduler step; then ``after(loss,
     losses)`` logs, checkpoints and reports. The loader yields exactly the remaining iterations."""
     state.model.train()
+    for m in frozen_bn(state.model, rec):
+        m.eval()
     for imgs, tg in loader:
         imgs = [i.to(dev, non_blocking=True) for i in imgs]
         tg = [{k: v.to(dev, non_blocking=True) for k, v in t.items()} for t in tg]
@@ -331,7 +333,8 @@ def _run(plan: Plan, out: Path, seed: int, device: str, progress: bool,
     finally:
         bar.close()
     log = pd.DataFrame(state.log_rows, columns=LOG_COLUMNS)
-    recalibrate_bn(state.model, train_data, rec.batch_size, dev, use_amp, rec.bn_recalib_images, seed)
+    recalibrate_bn(state.model, train_data, rec.batch_size, dev, use_amp, rec.bn_recalib_images, seed,
+                   keep=frozen_bn(state.model, rec))
     if start < rec.iters or not outputs_intact(out):  # also repairs a folder killed while writing them
         write_outputs(out, state.model, plan.config, plan.categories, log)
     return TrainResult(out, Predictor(state.model, rec, plan.categories, dev), log, start)

@@ -20,6 +20,13 @@ def _bn_eval(model: torch.nn.Module) -> None:
             m.eval()
 
 
+def frozen_bn(model: torch.nn.Module, rec: Recipe) -> list[torch.nn.Module]:
+    """The BN layers whose statistics stay as loaded: the backbone's with ``rec.freeze_bn``, else none."""
+    if not rec.freeze_bn:
+        return []
+    return [m for m in model.backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
 def _batches(data: DetectionData, batch_size: int, order: list[int] | None = None):
     order = list(range(len(data))) if order is None else order
     for s in range(0, len(order), batch_size):
@@ -28,14 +35,16 @@ def _batches(data: DetectionData, batch_size: int, order: list[int] | None = Non
 
 @torch.no_grad()
 def recalibrate_bn(model: torch.nn.Module, data: DetectionData, batch_size: int, device: torch.device,
-                   amp: bool, n_images: int, seed: int) -> None:
-    """Replace the BN running statistics by exact averages over up to ``n_images`` training frames.
+                   amp: bool, n_images: int, seed: int, keep: list[torch.nn.Module] | tuple = ()) -> None:
+    """Replace the BN running statistics by exact averages over up to ``n_images`` training frames
+    (those in ``keep`` run in eval mode and keep theirs).
 
     From scratch, the running averages (momentum 0.03) lag the fast-changing weights so badly that
     the eval-mode model detects almost nothing while the train-mode one is near perfect (measured:
     AP50 0.006 -> 1.0 on the training frames after recalibration). Deterministic given ``seed``.
     """
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    kept = {id(m) for m in keep}
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and id(m) not in kept]
     if not bns or n_images <= 0 or not len(data):
         return
     momenta = [m.momentum for m in bns]
@@ -47,6 +56,8 @@ def recalibrate_bn(model: torch.nn.Module, data: DetectionData, batch_size: int,
     n = -(-len(perm) // batch_size) * batch_size  # full batches only (wrap around): BN needs > 1 value
     order = [int(perm[k % len(perm)]) for k in range(n)]
     model.train()
+    for m in keep:
+        m.eval()
     try:
         for imgs, tg in _batches(data, batch_size, order):
             imgs = [i.to(device) for i in imgs]
@@ -113,7 +124,8 @@ def validate(model: torch.nn.Module, rec: Recipe, train_data: DetectionData, val
     """Validation loss, AP and AP50 of a copy of ``model`` whose batch-norm statistics are recalibrated
     on the training frames (the training model itself is left as it is)."""
     ev_model = copy.deepcopy(model)
-    recalibrate_bn(ev_model, train_data, rec.batch_size, dev, use_amp, rec.bn_recalib_images, seed)
+    recalibrate_bn(ev_model, train_data, rec.batch_size, dev, use_amp, rec.bn_recalib_images, seed,
+                   keep=frozen_bn(ev_model, rec))
     loss = val_loss(ev_model, val_data, rec.batch_size, dev, use_amp)
     stats, _, _ = coco_eval(val_ds, detect(ev_model, val_data, 16, dev, use_amp))
     return {"val_loss": loss, **{f"val_{k}": np.nan if stats[k] is None else stats[k] for k in ("AP", "AP50")}}

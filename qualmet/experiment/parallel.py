@@ -44,7 +44,8 @@ def run_arms_on_dask(spec: Spec, out: Path, reps: dict[int, Replicate], address:
     from ..dask_executor import DaskExecutor
 
     tasks = [(spec, arm, seed, out, reps[seed]) for seed in spec.seeds for arm in spec.arms]
-    ex = DaskExecutor(address, n_workers=n_workers, resources={"GPU": 1} if wants_gpu(spec) else None)
+    ex = DaskExecutor(address, n_workers=n_workers, resources={"GPU": 1} if wants_gpu(spec) else None,
+                     torch_threads=True)
     try:
         for task, res in ex.map_unordered(arm_task, tasks):
             _, arm, seed, _, _ = task
