@@ -191,3 +191,16 @@ def test_frozen_bn_keeps_the_backbone_statistics_it_was_loaded_with(tmp_path):
     assert reloaded.recipe.freeze_bn and _same(reloaded.model.state_dict(), frozen, stats)
     with pytest.raises(QualmetError, match="freeze_bn .* needs weights"):
         train(data, tmp_path / "scratch", iters=10, freeze_bn=True, **kw)
+
+
+def test_fine_tune_flags_reach_the_recipe(tmp_path, capsys):
+    data = ellipses(tmp_path / "d", 4, 64, seed=6)
+    rc = main(["train", str(data), "--out", str(tmp_path / "m"), "--iters", "2", "--input-size", "64", "--device",
+               "cpu", "--freeze-bn"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "freeze_bn" in err and len(err.strip().splitlines()) == 1
+    rc = main(["train", str(data), "--out", str(tmp_path / "m"), "--iters", "2", "--input-size", "64", "--device",
+               "cpu", "--val-fraction", "0", "--lr", "3e-4", "--warmup-iters", "1"])
+    assert rc == 0
+    rec = Predictor.load(tmp_path / "m", device="cpu").recipe
+    assert (rec.lr, rec.warmup_iters, rec.freeze_bn) == (3e-4, 1, False)
