@@ -86,6 +86,13 @@ def paired_difference(arm: pd.Series, base: pd.Series, level: float = LEVEL) -> 
     return out
 
 
+def difference_line(name: str, d: dict[str, float]) -> str:
+    """One markdown bullet for a :func:`paired_difference` of fractions, in points:
+    ``- AP: +5.09 [+3.78, +6.40], p 0.004 (3 seeds)``."""
+    return (f"- {name}: {d['diff'] * 100:+.2f} [{d['lo'] * 100:+.2f}, {d['hi'] * 100:+.2f}], "
+            f"p {d['p']:.3f} ({d['n']:.0f} seeds)")
+
+
 def holm(pvalues: Iterable[float]) -> np.ndarray:
     """Holm's step-down adjustment (family-wise error) of ``pvalues``; NaN stays NaN and does not count
     towards the family size."""

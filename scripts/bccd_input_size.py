@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from qualmet.atomic import write_json, write_text
-from qualmet.contrasts import paired_difference
+from qualmet.contrasts import difference_line, paired_difference
 from qualmet.detector.train import train
 from qualmet.evaluate import evaluate
 from qualmet.formats import load_coco
@@ -74,9 +74,7 @@ def paired_lines(g: pd.DataFrame, cols: list[str]) -> list[str]:
         if {"scratch", "checkpoint"} <= by.keys():
             out += [f"Checkpoint − scratch at {size} px, paired by seed (points, 95% t interval):", ""]
             for c in cols:
-                d = paired_difference(by["checkpoint"][c], by["scratch"][c])
-                out.append(f"- {c}: {d['diff'] * 100:+.2f} [{d['lo'] * 100:+.2f}, {d['hi'] * 100:+.2f}], "
-                           f"p {d['p']:.3f} ({d['n']:.0f} seeds)")
+                out.append(difference_line(c, paired_difference(by["checkpoint"][c], by["scratch"][c])))
             out.append("")
     return out
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from qualmet.atomic import write_json, write_text
-from qualmet.contrasts import Contrast, contrast_table, paired_difference
+from qualmet.contrasts import Contrast, contrast_table, difference_line, paired_difference
 from qualmet.formats import load_dataset
 
 STATS = ("AP", "AP50", "AR100")
@@ -75,9 +75,15 @@ def one(out: Path, start: str, seed: int, train_ds, test_ds, iters: int, threads
 
 
 def summarize(out: Path) -> str:
-    rows = pd.DataFrame([json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))])
+    runs = sorted((out / "runs").glob("*.json"))
+    if runs:
+        rows = pd.DataFrame([json.loads(p.read_text()) for p in runs])
+        write_text(out / "results.csv", rows.to_csv(index=False))
+    elif (out / "results.csv").exists():  # a committed result keeps results.csv, not the per-run files
+        rows = pd.read_csv(out / "results.csv")
+    else:
+        raise SystemExit(f"{out}: no finished run to summarize (neither runs/*.json nor results.csv)")
     cfg = json.loads((out / "config.json").read_text())
-    write_text(out / "results.csv", rows.to_csv(index=False))
     lines = [f"# Synthetic pretraining vs from scratch ({cfg['date']})", "",
              (f"Fine-tuned from {cfg['checkpoint']} (pretrained on synthetic frames); rows of earlier runs copied "
               "into runs/ are marked there. " if cfg.get("checkpoint") else
@@ -93,9 +99,7 @@ def summarize(out: Path) -> str:
         for k in STATS:
             a = rows[rows.start == "synthetic"].set_index("seed")[k]
             b = rows[rows.start == "scratch"].set_index("seed")[k]
-            d = paired_difference(a, b)
-            lines.append(f"- {k}: {d['diff'] * 100:+.2f} [{d['lo'] * 100:+.2f}, {d['hi'] * 100:+.2f}], p {d['p']:.3f} "
-                         f"({d['n']:.0f} seeds)")
+            lines.append(difference_line(k, paired_difference(a, b)))
     scheds = cfg.get("schedules", {})
     if scheds and "synthetic" in set(rows["start"]):
         tab = contrast_table(rows.rename(columns={"start": "arm"}), [Contrast(n, "synthetic") for n in scheds],

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from qualmet.contrasts import paired_difference
+from qualmet.contrasts import difference_line, paired_difference
 from qualmet.summary import COCO_STATS, summarise, write_summary
 
 
@@ -37,6 +37,19 @@ def test_paired_uses_only_common_seeds():
     a = pd.Series([0.6, 0.8], index=[0, 1])
     pr = paired_difference(a, b)
     assert pr["n"] == 2 and abs(pr["diff"] - 0.15) < 1e-12
+
+
+def test_difference_line_in_points_against_scipy():
+    from scipy import stats
+
+    a, b = pd.Series([0.62, 0.60, 0.67], index=[0, 1, 2]), pd.Series([0.58, 0.59, 0.61], index=[0, 1, 2])
+    d = (a - b).to_numpy()
+    half = stats.t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
+    p = stats.ttest_rel(a, b).pvalue
+    want = (f"- AP: {d.mean() * 100:+.2f} [{(d.mean() - half) * 100:+.2f}, {(d.mean() + half) * 100:+.2f}], "
+            f"p {p:.3f} (3 seeds)")
+    assert difference_line("AP", paired_difference(a, b)) == want
+    assert want.startswith("- AP: +3.67 [")
 
 
 def test_write_summary_files(tmp_path):
