@@ -36,10 +36,13 @@ ANCHORS = ("clean", "oracle_remove", "oracle_filter")
 # random's frames plus the confident out-of-fold predictions no label overlaps, as ignore regions or as
 # boxes (qualmet.experiment.arms): they need the experiment's out-of-fold predictions, so specs only
 PREDICTED = ("ignore_predicted", "pseudo_label")
-STRATEGIES = ("random", "filter", "rank", "stratify", "combined", "remove_annotations", "relabel", "review") + ANCHORS + PREDICTED
+# random's frames, their suspicious boxes deleted or made ignore regions (a right box flagged by mistake
+# then does not teach the detector that its object is background)
+PER_BOX = ("remove_annotations", "ignore_annotations")
+STRATEGIES = ("random", "filter", "rank", "stratify", "combined", "relabel", "review") + PER_BOX + ANCHORS + PREDICTED
 # strategies an experiment hands its out-of-fold predictions (review: the queue's missing boxes, wrong classes)
 USES_PREDICTIONS = PREDICTED + ("review",)
-RANDOM_FRAMES = ("random", "remove_annotations", "relabel", "clean", "oracle_remove") + PREDICTED  # random's frames
+RANDOM_FRAMES = ("random", "relabel", "clean", "oracle_remove") + PER_BOX + PREDICTED  # random's frames
 MATCH = ("frames", "boxes")
 FRAME_SCORES = ("max", "mean", "sum")
 
@@ -49,9 +52,9 @@ class Strategy:
     """What to select. ``kind`` is one of STRATEGIES; the other fields apply to some kinds only."""
 
     kind: str = "random"
-    metric: str | None = None  # filter, rank, stratify, remove_annotations, relabel
+    metric: str | None = None  # filter, rank, stratify, remove/ignore_annotations, relabel
     metrics: tuple[str, ...] = ()  # combined (and relabel, review when given)
-    method: str = "iqr"  # filter / remove_annotations: "iqr", "percentile" or "threshold"
+    method: str = "iqr"  # filter / remove/ignore_annotations: "iqr", "percentile" or "threshold"
     iqr_k: float = 1.5  # IQR fence multiplier (1.5 or 3 are the usual)
     percentile: float = 10.0  # share (%) of the most suspicious dropped by method="percentile"
     threshold: float | None = None  # metric value beyond which (on the worse side) an object is dropped
@@ -83,13 +86,13 @@ class Strategy:
 
     def _check(self) -> None:
         kind = self.kind
-        if kind in ("filter", "rank", "stratify", "remove_annotations") and not self.metric:
+        if kind in ("filter", "rank", "stratify") + PER_BOX and not self.metric:
             raise QualmetError(f"strategy {kind!r} needs a 'metric'")
         if kind == "combined" and len(self.metrics) < 2:
             raise QualmetError("strategy 'combined' needs 'metrics', a list of at least two")
         if self.method not in ("iqr", "percentile", "threshold"):
             raise QualmetError(f"unknown filter method {self.method!r}; choose iqr, percentile or threshold")
-        if self.method == "threshold" and self.threshold is None and kind in ("filter", "remove_annotations"):
+        if self.method == "threshold" and self.threshold is None and kind in ("filter",) + PER_BOX:
             raise QualmetError("method 'threshold' needs a 'threshold' value")
         if not 0 < self.percentile <= 100:
             raise QualmetError(f"percentile must be in (0, 100], got {self.percentile:g}")
@@ -116,9 +119,23 @@ class Selection:
     image_ids: list[int]
     reasons: pd.DataFrame  # image_id, kept, reason, suspicion
     drop_annotations: list[int] = field(default_factory=list)  # remove_annotations
+    ignore_annotations: list[int] = field(default_factory=list)  # ignore_annotations: become iscrowd=1
     relabel_annotations: list[int] = field(default_factory=list)  # relabel: suspicious boxes to check
     relabel_images: list[int] = field(default_factory=list)  # relabel: the frames those boxes are in
     target_boxes: int | None = None  # match="boxes": random's box count this subset was matched to
+
+    def apply(self, ds: Any) -> Any:
+        """The training data this selection stands for: ``ds`` on the chosen frames, without the
+        dropped annotations and with the ignored ones turned into ignore regions (``iscrowd = 1``)."""
+        sub = ds.subset(self.image_ids)
+        anns = sub.annotations
+        if self.drop_annotations:
+            anns = anns[~anns["id"].isin(self.drop_annotations)].reset_index(drop=True)
+        if self.ignore_annotations:
+            anns = anns.copy()
+            anns.loc[anns["id"].isin(self.ignore_annotations), "iscrowd"] = 1
+        sub.annotations = anns
+        return sub
 
 
 def check_budget(budget: Any) -> None:
@@ -270,16 +287,17 @@ def select(run: MetricRun, image_ids, strategy: Strategy, budget: float | int, s
 
 
 def _on_random_frames(run: MetricRun, ids: pd.Index, s: Strategy, chosen: np.ndarray, n: int) -> Selection:
-    """random, clean, oracle_remove, remove_annotations, relabel, ignore_predicted and pseudo_label: random's
+    """random, clean, oracle_remove, remove/ignore_annotations, relabel, ignore_predicted, pseudo_label: random's
     frames, and what each marks in them (the predicted strategies add their boxes when the subset is built)."""
     sel = Selection(chosen.tolist(), _reasons(ids, set(chosen.tolist()), "random sample", "not sampled", None))
-    if s.kind == "remove_annotations":
+    if s.kind in PER_BOX:
         m = s.metric
         if run.level(m) != "object":
-            raise QualmetError(f"remove_annotations needs an object-level metric; {m!r} is frame-level")
+            raise QualmetError(f"{s.kind} needs an object-level metric; {m!r} is frame-level")
         objs = run.objects[run.objects["image_id"].isin(chosen)]
         flags = object_flags(run, m, s, objs.index)
-        sel.drop_annotations = sorted(int(a) for a in objs.loc[flags, "annotation_id"])
+        flagged = sorted(int(a) for a in objs.loc[flags, "annotation_id"])
+        setattr(sel, "drop_annotations" if s.kind == "remove_annotations" else "ignore_annotations", flagged)
     if s.kind == "relabel":
         k = s.k if s.k is not None else max(1, n // 4)
         metrics = s.metrics or ((s.metric,) if s.metric else ())

@@ -153,3 +153,22 @@ def test_learned_remove_drops_mostly_wrong_boxes_from_randoms_frames(planted, tm
     assert len(sel.drop_annotations) == int(np.ceil(0.25 * len(picked)))  # the 25% most suspicious boxes
     assert picked.wrong.any() and set(picked.loc[picked.wrong, "annotation_id"]) <= set(sel.drop_annotations)
     assert not set(sel.drop_annotations) & set(subset.annotations["id"])
+
+
+def test_learned_ignore_keeps_the_flagged_boxes_as_ignore_regions(planted, tmp_path):
+    rep, objects = planted
+    (tmp_path / "s.toml").write_text(SPEC)
+    spec = load_spec(tmp_path / "s.toml")
+    made = {}
+    for kind in ("remove_annotations", "ignore_annotations"):
+        arm = {"name": kind, "strategy": kind, "metric": "learned", "method": "percentile", "percentile": 25,
+               "verified": 8, "learn_from": [SIGNAL, NOISE]}
+        made[kind] = _select_and_build(spec, arm, Strategy.from_dict(arm), 0, rep)
+    (rm_sel, rm_sub, _), (ig_sel, ig_sub, _) = made["remove_annotations"], made["ignore_annotations"]
+    assert ig_sel.image_ids == rm_sel.image_ids and ig_sel.ignore_annotations == rm_sel.drop_annotations
+    anns = ig_sub.annotations.set_index("id")
+    # the same frames and every box of them, the flagged ones as ignore regions and nothing else changed
+    assert len(anns) == len(rm_sub.annotations) + len(rm_sel.drop_annotations)
+    assert set(anns.index[anns.iscrowd == 1]) == set(ig_sel.ignore_annotations)
+    # the ignored boxes are mostly the wrong ones: the boxes it trains on hold the same wrong ones as remove's
+    assert known_wrong(ig_sub, rep) == known_wrong(rm_sub, rep) < known_wrong(rep.noisy.subset(ig_sel.image_ids), rep)

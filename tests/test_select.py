@@ -331,3 +331,26 @@ def test_review_without_the_queue_or_with_a_frame_missing_is_an_error():
     q = _queue(ids, [0] * len(ids), [0.5] * len(ids))
     with pytest.raises(QualmetError, match="no row for 1 frame.*image id 17"):
         select(run, ids, Strategy("review"), 12, seed=0, review_frames=q[q.image_id != 17])
+
+
+def test_ignore_annotations_flags_what_remove_annotations_drops_and_keeps_it_as_ignore_regions():
+    from qualmet.dataset import Dataset
+
+    o, f, ids = tables()
+    run = MetricRun.from_tables(o, f, WORSE)
+    by = {k: select(run, ids, Strategy(k, metric="dup", method="threshold", threshold=0.5), 40, seed=0)
+          for k in ("remove_annotations", "ignore_annotations")}
+    flagged = sorted(o.loc[o.dup > 0.5, "annotation_id"].tolist())
+    assert by["ignore_annotations"].ignore_annotations == flagged == by["remove_annotations"].drop_annotations
+    assert by["ignore_annotations"].image_ids == by["remove_annotations"].image_ids
+    images = [{"id": int(i), "file_name": f"{i}.png", "width": 100, "height": 100} for i in ids]
+    anns = [{"id": int(r.annotation_id), "image_id": int(r.image_id), "category_id": 1, "bbox": [1, 1, 10, 10],
+             "area": 100.0, "iscrowd": 0} for r in o.itertuples()]
+    ds = Dataset.from_records(images, anns, [{"id": 1, "name": "x"}])
+    kept = by["ignore_annotations"].apply(ds).annotations
+    gone = by["remove_annotations"].apply(ds).annotations
+    chosen = set(by["remove_annotations"].image_ids)
+    assert set(kept.image_id) <= chosen and len(kept) == int(o.image_id.isin(chosen).sum())
+    assert sorted(kept.loc[kept.iscrowd == 1, "id"]) == [a for a in flagged if a in set(kept.id)]
+    assert not set(gone.id) & set(flagged) and len(gone) == int((kept.iscrowd == 0).sum())
+    assert ds.annotations.iscrowd.eq(0).all()  # the data set itself is left as it was

@@ -34,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "JSON's .images sidecar, else images/ beside it); subset.json's sidecar names it")
     s.add_argument("--run", required=True, help="metrics run folder (objects.parquet, frames.parquet)")
     s.add_argument("--strategy", default="random", help="random, filter, rank, stratify, combined, remove_annotations, "
+                                                        "ignore_annotations (suspicious boxes become ignore regions), "
                                                         "relabel, review (clean and the oracle_* anchors need a noise manifest: "
                                                         "experiments only)")
     s.add_argument("--metric", default=None, help="the metric to filter, rank or stratify by (a column of the run)")
@@ -152,9 +153,7 @@ def cmd_select(args: argparse.Namespace) -> int:
         frames = frame_ranking(ds, run, preds, strategy.metrics or None)
     sel = select(run, ds.images["id"], strategy, budget, args.seed, review_frames=frames)
     out = Path(args.out)
-    sub = ds.subset(sel.image_ids)
-    if sel.drop_annotations:
-        sub.annotations = sub.annotations[~sub.annotations["id"].isin(sel.drop_annotations)].reset_index(drop=True)
+    sub = sel.apply(ds)
     save_coco(sub, out / "subset.json")
     with atomic.atomic_path(out / "reasons.csv") as tmp:
         sel.reasons.to_csv(tmp, index=False)
@@ -165,7 +164,8 @@ def cmd_select(args: argparse.Namespace) -> int:
         logger.info(f"wrote {out / 'relabel.json'}: {len(rel.images)} frames to relabel, "
               f"{int(rel.annotations.suspicious.sum())} suspicious boxes marked")
     logger.info(f"wrote {out / 'subset.json'}: {len(sel.image_ids)} of {len(ds.images)} frames ({args.strategy}), "
-          f"{len(sel.drop_annotations)} annotations dropped; reasons in {out / 'reasons.csv'}")
+          f"{len(sel.drop_annotations)} annotations dropped, {len(sel.ignore_annotations)} made ignore regions; "
+          f"reasons in {out / 'reasons.csv'}")
     return 0
 
 

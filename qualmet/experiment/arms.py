@@ -110,11 +110,9 @@ def build_subset(arm: dict, s: Strategy, sel: Selection, rep: Replicate) -> Data
                              ignore=s.kind == "ignore_predicted")[0]
     if s.kind == "clean":
         return rep.clean.subset(sel.image_ids)
-    subset = rep.noisy.subset(sel.image_ids)
     if s.kind == "oracle_remove":
-        return oracle_remove(subset, rep.clean.subset(sel.image_ids))
-    if sel.drop_annotations:
-        subset.annotations = subset.annotations[~subset.annotations["id"].isin(sel.drop_annotations)].reset_index(drop=True)
+        return oracle_remove(rep.noisy.subset(sel.image_ids), rep.clean.subset(sel.image_ids))
+    subset = sel.apply(rep.noisy)
     if arm.get("oracle"):
         subset = restore_images(subset, rep.manifest, sel.relabel_images)
     return subset
@@ -155,7 +153,8 @@ def run_arm(spec: Spec, arm: dict, seed: int, out: Path, rep: Replicate, progres
               "per_class_AP": ev["per_class_AP"], "also_test": ev["also_test"], "n_added": n_added,
               "n_frames": len(sel.image_ids), "n_boxes": int(len(subset.annotations)) - crowd, "n_ignore": crowd,
               "n_wrong": _or_none(known_wrong(subset, rep)), "target_boxes": sel.target_boxes, "noise_seed": rep.noise_seed,
-              "dropped_annotations": len(sel.drop_annotations), "train_seconds": round(time.perf_counter() - t0, 1),
+              "dropped_annotations": len(sel.drop_annotations), "ignored_annotations": len(sel.ignore_annotations),
+              "train_seconds": round(time.perf_counter() - t0, 1),
               **({} if verified is None else {"verified_frames": len(verified.image_ids), "verified_boxes": verified.n_boxes,
                                               "verified_wrong": verified.n_wrong, "learned_weights": verified.weights}),
               "selection_hash": fingerprint, "qualmet_version": __version__, "environment": versions()}

@@ -7,7 +7,7 @@ reveals as right or wrong, exactly what a person checking them would find. On th
 :class:`~qualmet.combine.LearnedCombiner` fits ``P(wrong | x)`` over the ``learn_from`` metrics'
 standardised suspicions (NaN imputed, with an indicator); every box of the pool then gets that
 probability as the object metric ``learned`` (higher = more likely wrong). The arm's strategy
-(``metric = "learned"``: a filter, rank, stratify or remove_annotations) selects the other
+(``metric = "learned"``: a filter, rank, stratify, remove_annotations or ignore_annotations) selects the other
 ``budget - V`` frames from the rest of the pool, and the V verified frames join the training set
 with their clean labels, so the arm trains on as many frames as random.
 
