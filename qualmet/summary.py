@@ -1,6 +1,6 @@
 """Experiment summaries: per arm the mean ± std over seeds of AP (precision) and AR@100 (recall),
-its relative change against random and what it trained on (frames, boxes, known-wrong boxes); per
-declared contrast the paired difference with its CI, Holm-corrected p, verdict and share of the
+its relative change against random and what it trained on (frames, boxes, ignore regions, known-wrong
+boxes); per declared contrast the paired difference with its CI, Holm-corrected p, verdict and share of the
 noise gap recovered (:mod:`qualmet.contrasts`); and a forest plot of those differences."""
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ def relative_change(base: pd.Series, arm: pd.Series) -> tuple[float, int]:
     return 100.0 * (float(both["a"].mean()) - bmean) / bmean, int(len(both))
 
 
-COUNTS = ("n_frames", "n_boxes", "n_wrong")  # per arm x seed: what it trained on (n_wrong: known-wrong boxes kept)
+# per arm x seed: what it trained on (n_ignore: ignore regions, iscrowd=1; n_wrong: known-wrong boxes kept)
+COUNTS = ("n_frames", "n_boxes", "n_ignore", "n_wrong")
 
 
 def summarise(results: pd.DataFrame, baseline: str = "random") -> pd.DataFrame:
@@ -104,7 +105,7 @@ def _count(v: float) -> str:
 def arms_markdown(summary: pd.DataFrame, baseline: str = "random") -> list[str]:
     """The per-arm table: scores, relative change against the baseline, and what each arm trained on."""
     lines = ["| arm | seeds | AP (mAP@[.5:.95]) | AP50 | AR@100 | ΔAP vs random | ΔAR vs random | frames | boxes | "
-             "known-wrong boxes |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "ignore regions | known-wrong boxes |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     seeds = n_seeds(summary)
     for r in summary.to_dict("records"):
         if r["arm"] == baseline:
@@ -191,9 +192,9 @@ def summary_markdown(summary: pd.DataFrame, table: pd.DataFrame, title: str, bas
                   "declared contrasts (per statistic). Verdicts: \"better\"/\"worse\" when Holm's p < 0.05; "
                   f"\"no effect\" only when the whole interval lies within ±{NO_EFFECT:g} point; otherwise "
                   "\"no difference shown\". Gap recovered: (arm − random) / (clean − random), with Fieller's 95% "
-                  "interval (unbounded when clean − random is not clearly above zero). Frames, boxes and "
-                  "known-wrong boxes are means over seeds; known-wrong boxes are those the noise manifest "
-                  "says are wrong."]
+                  "interval (unbounded when clean − random is not clearly above zero). Frames, boxes, ignore "
+                  "regions (boxes the loss neither learns nor penalises) and known-wrong boxes are means over "
+                  "seeds; known-wrong boxes are the trained-on boxes the noise manifest says are wrong."]
     lines += per_class_markdown(per_class)
     return "\n".join(lines) + "\n"
 
