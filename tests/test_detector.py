@@ -6,6 +6,7 @@ Uses the real recipe at a 128 px input on a tiny synthetic set so the whole file
 from __future__ import annotations
 
 import json
+import logging
 
 import cv2
 import numpy as np
@@ -115,11 +116,14 @@ def test_cli_predict_evaluate_summary(trained, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_resume_equals_uninterrupted(tmp_path):
+def test_resume_equals_uninterrupted(tmp_path, caplog):
     data = ellipses(tmp_path / "data", 8, 96, seed=2)
     kw = dict(val_fraction=0.25, iters=6, seed=3, device="cpu", input_size=96, batch_size=4, eval_every=3,
               checkpoint_every=2, bn_recalib_images=8, progress=False)
-    full = train(data, tmp_path / "full", **kw)
+    with caplog.at_level(logging.INFO, logger="qualmet"):
+        full = train(data, tmp_path / "full", **kw)
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("iter 6:")]
+    assert len(logged) == 1 and "val loss" in logged[0] and "nan" not in logged[0]
 
     def interrupt(it, info):
         if it == 5:

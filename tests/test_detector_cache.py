@@ -3,6 +3,8 @@ predictions, re-decoded when the file changes, bounded in bytes; training result
 whether frames come from disk or from the cache, and the caller's torch thread count restored."""
 from __future__ import annotations
 
+import logging
+
 import cv2
 import numpy as np
 import pytest
@@ -72,14 +74,17 @@ def test_training_from_cached_frames_is_bitwise_the_same(tmp_path):
 
 
 @pytest.mark.slow
-def test_threads_are_set_for_the_training_and_restored(tmp_path):
+def test_threads_are_set_for_the_training_and_restored(tmp_path, caplog):
     data = ellipses(tmp_path / "data", 6, 64, seed=5)
     kw = dict(val_fraction=0.0, iters=2, seed=0, device="cpu", input_size=64, batch_size=2, bn_recalib_images=4,
               progress=False)
     before = torch.get_num_threads()
     seen = []
-    res = train(data, tmp_path / "one", threads=1, callback=lambda it, info: seen.append(torch.get_num_threads()),
-                **kw)
+    with caplog.at_level(logging.INFO, logger="qualmet"):
+        res = train(data, tmp_path / "one", threads=1, callback=lambda it, info: seen.append(torch.get_num_threads()),
+                    **kw)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("iter 2:")]
+    assert len(lines) == 1 and "train loss" in lines[0] and "val" not in lines[0]  # no val split: no nan columns
     assert seen == [1, 1] and torch.get_num_threads() == before
     assert res.predictor.recipe.threads == 1
     again = train(data, tmp_path / "one_again", threads=1, **kw)

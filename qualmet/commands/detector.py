@@ -92,15 +92,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ..detector.train import train
+    from ..detector.train import loss_line, train
 
     res = train(args.dataset, args.out, val_fraction=args.val_fraction, iters=args.iters, seed=args.seed,
                 device=args.device, recipe=args.recipe, images=args.images, progress=not args.no_progress,
                 **_training_overrides(args))
     last = res.log.iloc[-1] if len(res.log) else None
     if last is not None:
-        logger.info(f"trained {res.out_dir}: final train loss {last['train_loss']:.4f}, val loss {last['val_loss']:.4f}, "
-                    f"val mAP {last['val_AP']:.3f}")
+        logger.info(f"trained {res.out_dir}: final {loss_line(last)}")
     return 0
 
 

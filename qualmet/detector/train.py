@@ -44,6 +44,14 @@ from .validation import frozen_bn, recalibrate_bn, validate
 LOG_COLUMNS = ["iter", "lr", "train_loss", "val_loss", "val_AP", "val_AP50", "elapsed_s"]
 
 
+def loss_line(row) -> str:
+    """One log row as text; the val part only when a val split was scored (arms train without one)."""
+    text = f"train loss {row['train_loss']:.4f}"
+    if not np.isnan(row["val_loss"]):
+        text += f"  val loss {row['val_loss']:.4f}  val mAP {row['val_AP']:.3f}  AP50 {row['val_AP50']:.3f}"
+    return text
+
+
 @dataclass
 class TrainResult:
     """What a training leaves behind: its folder, the trained model (eval mode) and its log."""
@@ -264,8 +272,7 @@ class _Reporter:
             log = pd.DataFrame(st.log_rows, columns=LOG_COLUMNS)
             write_text(self.out / "train_log.csv", log.to_csv(index=False))
             loss_curves_png(log, self.out / "loss_curves.png")
-            logger.info(f"iter {it}: train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
-                        f"val mAP {row['val_AP']:.3f}  AP50 {row['val_AP50']:.3f}")
+            logger.info(f"iter {it}: {loss_line(row)}")
         if it % rec.checkpoint_every == 0 or it == rec.iters:
             save_checkpoint(self.out / "checkpoint.pt",
                              st.checkpoint(self.plan.config, st.elapsed0 + time.perf_counter() - self.t0))
